@@ -1,0 +1,7 @@
+"""`python -m edge` is the `facesleuth` command."""
+
+import sys
+
+from edge.cli import main
+
+sys.exit(main())

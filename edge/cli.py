@@ -1,0 +1,92 @@
+"""The `facesleuth` command: the parser and dispatch, nothing else.
+
+Each subcommand lives in the module that owns its work. That module defines
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None
+    def main(args: argparse.Namespace) -> int
+
+and is imported only when its command runs, so `facesleuth graph validate` never pays for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge import __version__
+from edge.errors import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED, FacesleuthError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("edge.supervisor", "run a node graph (YAML) until it ends or is stopped"),
+    "graph": ("edge.graph", "validate or show a node graph"),
+    "stats": ("edge.stats", "live per-node metrics of a running graph"),
+    "subscribe": ("edge.subscribe", "print any stream's messages as JSON lines"),
+    "keys": ("edge.keys", "generate CURVE keys for non-loopback tcp endpoints"),
+    "doctor": ("edge.doctor", "what this machine offers the pipeline"),
+    "bench": ("edge.bench", "benchmarks: transport, classifier, flow, face, pipeline, spotting"),
+    "export": ("edge.model.export", "export a model file to TorchScript, ONNX or TensorRT"),
+    "calib": ("calib.cli", "calibration: INT8 for TensorRT, spotting thresholds"),
+    "synth": ("edge.data.synth_cli", "generate synthetic micro-expression samples and clips"),
+    "train": ("edge.train", "train the SOA classifier"),
+    "eval": ("edge.evaluate", "evaluate under LOSO / LODO / held-out-domain protocols"),
+    "events": ("edge.events", "tail a live event stream or query the event log"),
+    "view": ("edge.debug_view", "write an annotated debug video / PNG strip of what the nodes see"),
+}
+
+log = logging.getLogger("facesleuth")
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facesleuth",
+        description="FaceSleuth Edge: real-time micro-expression recognition for edge devices.",
+    )
+    p.add_argument("--version", action="version", version=f"facesleuth-edge {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    # Phase 1: find the command without importing anything heavy.
+    ns, rest = top.parse_known_args(argv)
+    if ns.command is None:
+        top.print_help()
+        return EXIT_BAD_INPUT if argv and argv[0] not in ("-v", "--verbose") else 0
+    logging.basicConfig(
+        level=logging.DEBUG if ns.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    module_name, help_ = COMMANDS[ns.command]
+    # Phase 2: the command's own parser, from the module that owns the work.
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"facesleuth {ns.command}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    args.verbose = ns.verbose
+    try:
+        return int(module.main(args) or 0)
+    except FacesleuthError as e:
+        print(f"facesleuth {ns.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"facesleuth {ns.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a crash: one line on stderr, the traceback only with -v
+        log.debug("crash", exc_info=True)
+        print(f"facesleuth {ns.command}: internal error: {type(e).__name__}: {e} (run with -v for details)",
+              file=sys.stderr)
+        return EXIT_CRASH
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv and install FaceSleuth Edge into it.
+#   bash scripts/setup.sh        runtime (the demo pipeline)
+#   bash scripts/setup.sh dev    runtime + training + test tools
+# On x86_64 without an NVIDIA driver, torch==2.13.0 (CPU wheel) is installed first so that pip does not
+# pull a multi-GB CUDA build. On Jetson, install NVIDIA's torch wheel into the venv first (README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+if ! python -c "import torch" 2>/dev/null; then
+  if [ "$(uname -m)" = "x86_64" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
+    echo "setup: x86_64 without CUDA: installing the CPU build of torch 2.13.0 first"
+    python -m pip install --quiet torch==2.13.0 || \
+      python -m pip install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+  elif [ -f /etc/nv_tegra_release ]; then
+    echo "setup: Jetson detected: install NVIDIA's torch wheel for your JetPack into .venv first (see README)" >&2
+    exit 2
+  fi
+fi
+if [ -n "$extra" ]; then
+  python -m pip install --quiet -e ".[$extra]"
+else
+  python -m pip install --quiet -e .
+fi
+echo "setup: ok ($(python -c 'import torch, cv2; print("torch", torch.__version__, "| opencv", cv2.__version__)'))"
