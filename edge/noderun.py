@@ -1,0 +1,253 @@
+"""The process that hosts one node: `python -m edge.noderun SPEC.json` (started by edge.supervisor).
+
+It builds the node, binds its outputs and connects its inputs, reports `ready` to the supervisor once
+every expected subscriber is attached (so no message is lost to a slow joiner), waits for `start`
+(sources only), then runs the node's loop and reports stats every second. End of stream: a source that
+returns, or a node whose every input link delivered `eos`, flushes (`end_of_stream()`), sends `eos` on
+its outputs and exits 0. SIGTERM/SIGINT stop it; `teardown()` always runs.
+
+Control protocol (DEALER -> supervisor ROUTER, msgpack maps): node sends {"op": "ready"|"stats"|"eos"|
+"failed", ...}; the supervisor sends {"op": "start"} and {"op": "stop"}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from edge.errors import FacesleuthError
+from edge.messages import Message
+from edge.node import Node, get_node_class
+from edge.transport import Curve, Input, Output, context, new_poller
+
+STATS_PERIOD_S = 1.0
+READY_TIMEOUT_S = 20.0
+
+
+class _Latency:
+    """Processing time per message, last 1024 samples, reported as p50/p99 in ms."""
+
+    def __init__(self) -> None:
+        self.samples: deque[float] = deque(maxlen=1024)
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self.samples:
+            return 0.0, 0.0
+        a = np.fromiter(self.samples, float) * 1e3
+        return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+class NodeProcess:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.name = spec["name"]
+        self.log = logging.getLogger(f"node.{self.name}")
+        self.stop_requested = False
+        self.ctx = context()
+        self.control = self.ctx.socket(zmq.DEALER)
+        self.control.linger = 1000
+        self.control.identity = self.name.encode()
+        self.control.connect(spec["control"])
+        curve = Curve(**{k: v.encode() if isinstance(v, str) else v for k, v in spec["curve"].items()}) \
+            if spec.get("curve") else None  # keys travel in the 0600 spec file of the private run dir
+        self.outputs = {
+            port: Output(self.ctx, o["topic"], o["pub"], [tuple(x) for x in o.get("push", [])],
+                         hwm=o.get("hwm", 2), max_msg_bytes=spec["max_msg_bytes"], curve=curve)
+            for port, o in spec["outputs"].items()
+        }
+        self.inputs: list[tuple[str, Input]] = [
+            (port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"],
+                         max_msg_bytes=spec["max_msg_bytes"], curve=curve))
+            for port, links in spec["inputs"].items() for link in links
+        ]
+        self.eos_pending = len(self.inputs)
+        self.processed = 0
+        self.errors = 0
+        self.latency = _Latency()
+        self.t_start = time.monotonic()
+        self._last_stats = 0.0
+        self._template = Message("eos", stream=spec.get("stream", "cam0"))
+        cls = get_node_class(spec["type"])
+        self.node: Node = cls(self.name, spec["params"], self._emit, lambda: self.stop_requested)
+
+    # -- control channel ------------------------------------------------------------------------------
+    def _send_control(self, op: str, **kw: Any) -> None:
+        self.control.send(msgpack.packb({"op": op, **kw}, use_bin_type=True))
+
+    def _read_control(self) -> None:
+        while self.control.poll(0):
+            try:
+                op = msgpack.unpackb(self.control.recv(), raw=False).get("op")
+            except Exception:
+                continue
+            if op == "stop":
+                self.stop_requested = True
+            elif op == "start":
+                self.started = True
+
+    def _emit(self, port: str, msg: Message) -> None:
+        self._template = msg
+        self.outputs[port].send(msg, stop=lambda: self.stop_requested)
+        self._maybe_stats()
+
+    def stats(self) -> dict[str, Any]:
+        p50, p99 = self.latency.percentiles()
+        elapsed = max(1e-9, time.monotonic() - self.t_start)
+        sent = sum(o.sent for o in self.outputs.values())
+        return {
+            "node": self.name, "type": self.spec["type"],
+            "in": sum(i.received for _, i in self.inputs), "out": sent,
+            "fps": (self.processed if self.inputs else sent) / elapsed,
+            "p50_ms": p50, "p99_ms": p99,
+            "dropped_in": sum(i.dropped + i.gaps for _, i in self.inputs),
+            "dropped_out": sum(o.dropped for o in self.outputs.values()),
+            "foreign": sum(i.foreign for _, i in self.inputs), "errors": self.errors,
+        }
+
+    def _maybe_stats(self) -> None:
+        now = time.monotonic()
+        if now - self._last_stats >= STATS_PERIOD_S:
+            self._last_stats = now
+            self._send_control("stats", stats=self.stats())
+            self._read_control()
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def wait_ready(self) -> None:
+        expected = self.spec.get("expected_subs", {})
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self.stop_requested:
+            missing = {p: n for p, n in expected.items() if self.outputs[p].poll_subscriptions() < n}
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                self.log.warning("subscribers missing after %.0f s on %s; starting anyway",
+                                 READY_TIMEOUT_S, ", ".join(missing))
+                break
+            time.sleep(0.005)
+        self.started = False
+        self._send_control("ready")
+        if self.node.is_source():
+            while not self.started and not self.stop_requested:
+                if self.control.poll(100):
+                    self._read_control()
+
+    def run(self) -> int:
+        try:
+            self.node.setup()
+        except FacesleuthError as e:
+            self.log.error("setup failed: %s", e)
+            self._send_control("failed", reason=str(e))
+            return 2
+        try:
+            self.wait_ready()
+            if self.node.is_source():
+                self.node.run_source()
+                ended = not self.stop_requested
+            else:
+                ended = self._loop()
+            if ended:
+                self.node.end_of_stream()
+                for out in self.outputs.values():
+                    out.send_eos(self._template, "end of stream")
+                self._send_control("eos", stats=self.stats())
+            return 0
+        except FacesleuthError as e:
+            self.log.error("%s", e)
+            self._send_control("failed", reason=str(e))
+            return 1
+        finally:
+            try:
+                self.node.teardown()
+            finally:
+                self._send_control("stats", stats=self.stats())
+                for o in self.outputs.values():
+                    o.close()
+                for _, i in self.inputs:
+                    i.close()
+                self.control.close()
+                self.ctx.term()
+
+    def _loop(self) -> bool:
+        """Process messages until stopped (False) or every input link delivered eos (True)."""
+        by_sock = {i.sock: (port, i) for port, i in self.inputs}
+        poller = new_poller([i for _, i in self.inputs])
+        poller.register(self.control, zmq.POLLIN)
+        while not self.stop_requested:
+            ready = dict(poller.poll(100))
+            if self.control in ready:
+                self._read_control()
+            for sock in ready:
+                if sock is self.control:
+                    continue
+                port, inp = by_sock[sock]
+                msg = inp.receive()
+                if msg is None:
+                    continue
+                if msg.type == "eos":
+                    self.eos_pending -= 1
+                    if self.eos_pending <= 0:
+                        return True
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    self.node.process(port, msg)
+                except FacesleuthError as e:
+                    self.errors += 1
+                    self.log.error("%s", e)
+                except Exception as e:  # a bug in one message must not take the stream down
+                    self.errors += 1
+                    self.log.error("process() failed on %s: %s: %s", port, type(e).__name__, e,
+                                   exc_info=self.log.isEnabledFor(logging.DEBUG))
+                self.latency.add(time.perf_counter() - t0)
+                self.processed += 1
+            self._maybe_stats()
+        return False
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM if the supervisor dies, so a killed runner leaves no orphans."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text())
+    logging.basicConfig(
+        level=spec.get("log_level", "INFO"),
+        format=f"%(asctime)s {spec['name']} %(levelname)s %(message)s", datefmt="%H:%M:%S",
+    )
+    _die_with_parent()
+    try:
+        proc = NodeProcess(spec)
+    except FacesleuthError as e:
+        logging.getLogger(f"node.{spec['name']}").error("%s", e)
+        return e.exit_code
+
+    def on_signal(signum: int, frame: object) -> None:
+        proc.stop_requested = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return proc.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

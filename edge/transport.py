@@ -1,0 +1,344 @@
+"""Where frames cross a process boundary: pack/unpack and the socket wrappers. Nothing else imports zmq
+for data.
+
+Wire format: multipart `[topic, header, *buffers]`; the header is msgpack (edge.messages describes it),
+each buffer the raw bytes of one C-contiguous ndarray. Nothing is pickled, so any language with ZeroMQ
+and msgpack reads every stream.
+
+Zero copy: `pack()` returns the arrays themselves (made C-contiguous) and `send_multipart(copy=False)`
+hands their memory to libzmq, which holds a reference until the bytes are sent. A sender must therefore
+not modify an array after emitting it: every node builds a fresh array per message (pooled buffers would
+need `track=True` and waiting on the tracker). Parts under ~64 KiB are copied by pyzmq anyway, which is
+cheaper for small messages. Received arrays are read-only `np.frombuffer` views on the zmq frames.
+
+Two delivery modes per link:
+
+- latest-wins (frames, crops, flows): the producer's XPUB has a small SNDHWM and XPUB_NODROP, so when a
+  consumer is slow `send` returns EAGAIN and the producer counts a drop instead of queueing: its memory
+  never grows. The consumer drains its socket and keeps only the newest message, counting the rest as
+  dropped. We do NOT use ZMQ_CONFLATE: it keeps one *part* of a multipart message, so it would cut our
+  `[topic, header, buffers]` messages apart.
+- lossless (intervals, events): a PUSH socket per link with SNDHWM = the link's queue size; a full queue
+  blocks the producer (backpressure) instead of dropping. Every event is also in the SQLite log.
+
+Endpoints: producers bind, consumers connect. `ipc://` paths live in the run directory (Linux limits them
+to 107 bytes); `tcp://127.0.0.1:*` otherwise. A non-loopback tcp bind needs CURVE keys (edge.keys).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from edge.messages import SCHEMA_VERSION, Message
+
+DEFAULT_MAX_MSG_BYTES = 64 * 1024 * 1024
+LATEST_HWM = 2
+IPC_PATH_MAX = 107
+
+
+class ForeignMessage(ValueError):
+    """Bytes on a socket that are not a valid FaceSleuth message (counted and dropped by receivers)."""
+
+
+# ---------------------------------------------------------------------------------------------- codec
+
+
+def pack(topic: str, msg: Message) -> list[Any]:
+    """Message -> multipart parts `[topic, header, *buffers]` (buffers are the arrays, not copies)."""
+    bufs, arrays = [], []
+    for name, arr in msg.arrays.items():
+        arr = np.ascontiguousarray(arr)
+        bufs.append([name, arr.dtype.str, list(arr.shape)])
+        arrays.append(arr)
+    header = {
+        "v": SCHEMA_VERSION, "type": msg.type, "stream": msg.stream, "seq": int(msg.seq),
+        "frame": int(msg.frame), "t_mono_ns": int(msg.t_mono_ns), "t_wall_ns": int(msg.t_wall_ns),
+        "meta": msg.meta, "bufs": bufs,
+    }
+    return [topic.encode(), msgpack.packb(header, use_bin_type=True), *arrays]
+
+
+_HEADER_KEYS = ("v", "type", "stream", "seq", "frame", "t_mono_ns", "t_wall_ns", "meta", "bufs")
+
+
+def unpack(parts: Sequence[zmq.Frame | bytes | memoryview]) -> tuple[str, Message]:
+    """Multipart parts -> (topic, Message). Raises ForeignMessage on anything malformed."""
+    if len(parts) < 2:
+        raise ForeignMessage(f"{len(parts)} part(s), expected [topic, header, *buffers]")
+    raw = [p.buffer if isinstance(p, zmq.Frame) else memoryview(p) for p in parts]
+    try:
+        topic = bytes(raw[0]).decode()
+        header = msgpack.unpackb(raw[1], raw=False)
+    except Exception as e:  # msgpack raises several types for garbage
+        raise ForeignMessage(f"undecodable header ({type(e).__name__})") from None
+    if not isinstance(header, dict) or any(k not in header for k in _HEADER_KEYS):
+        raise ForeignMessage("header is not a FaceSleuth header map")
+    if header["v"] != SCHEMA_VERSION:
+        raise ForeignMessage(f"schema version {header['v']!r}, this build speaks {SCHEMA_VERSION}")
+    specs = header["bufs"]
+    if not isinstance(specs, list) or len(specs) != len(raw) - 2:
+        raise ForeignMessage("buffer list does not match the message parts")
+    arrays = {}
+    for spec, buf in zip(specs, raw[2:], strict=True):
+        try:
+            name, dtype, shape = spec
+            dt = np.dtype(dtype)
+            if dt.hasobject:
+                raise TypeError("object dtype")
+            shape = tuple(int(s) for s in shape)
+            if any(s < 0 for s in shape):
+                raise ValueError("negative dimension")
+            expected = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        except Exception as e:
+            raise ForeignMessage(f"bad buffer spec {spec!r} ({e})") from None
+        if expected != buf.nbytes:
+            raise ForeignMessage(f"buffer {name!r}: {buf.nbytes} bytes for {dtype}{list(shape)}")
+        arr = np.frombuffer(buf, dtype=dt).reshape(shape)
+        arr.flags.writeable = False  # a view on the zmq frame: copy before writing
+        arrays[str(name)] = arr
+    meta = header["meta"] if isinstance(header["meta"], dict) else {}
+    try:
+        msg = Message(str(header["type"]), str(header["stream"]), int(header["seq"]), int(header["frame"]),
+                      int(header["t_mono_ns"]), int(header["t_wall_ns"]), meta, arrays)
+    except (TypeError, ValueError) as e:
+        raise ForeignMessage(f"bad header field ({e})") from None
+    return topic, msg
+
+
+# ------------------------------------------------------------------------------------------ endpoints
+
+
+def ipc_endpoint(run_dir: str | Path, name: str) -> str:
+    """`ipc://RUN_DIR/NAME.ipc`, checked against the Linux path limit."""
+    path = str(Path(run_dir) / f"{name}.ipc")
+    if len(path) > IPC_PATH_MAX:
+        raise ValueError(f"ipc path too long ({len(path)} > {IPC_PATH_MAX} bytes): {path}")
+    return f"ipc://{path}"
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc/inproc endpoints and tcp on 127.0.0.0/8, ::1 or localhost."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+
+
+@dataclass
+class Curve:
+    """CURVE key material (Z85 bytes). Binding sockets are servers, connecting ones clients."""
+
+    server_public: bytes
+    server_secret: bytes | None
+    client_public: bytes
+    client_secret: bytes
+
+    def apply(self, sock: zmq.Socket, server: bool) -> None:
+        if server:
+            if self.server_secret is None:
+                raise ValueError("a CURVE server needs the server secret key")
+            sock.curve_secretkey = self.server_secret
+            sock.curve_publickey = self.server_public
+            sock.curve_server = True
+        else:
+            sock.curve_secretkey = self.client_secret
+            sock.curve_publickey = self.client_public
+            sock.curve_serverkey = self.server_public
+
+
+def _socket(ctx: zmq.Context, kind: int, max_msg_bytes: int, curve: Curve | None, server: bool) -> zmq.Socket:
+    s = ctx.socket(kind)
+    s.linger = 0
+    s.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
+    if curve is not None:
+        curve.apply(s, server)
+    return s
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+class Output:
+    """One output port: an XPUB (latest-wins subscribers and taps) plus one PUSH per lossless link.
+
+    Args:
+        ctx: the process's zmq context.
+        topic: topic frame for every message of this port.
+        pub_endpoint: where the XPUB binds.
+        push_endpoints: one bind endpoint per lossless link, with its queue size.
+    """
+
+    def __init__(self, ctx: zmq.Context, topic: str, pub_endpoint: str,
+                 push_endpoints: Sequence[tuple[str, int]] = (), hwm: int = LATEST_HWM,
+                 max_msg_bytes: int = DEFAULT_MAX_MSG_BYTES, curve: Curve | None = None) -> None:
+        self.topic = topic
+        self.pub = _socket(ctx, zmq.XPUB, max_msg_bytes, curve, server=True)
+        self.pub.sndhwm = hwm
+        self.pub.setsockopt(zmq.XPUB_NODROP, 1)  # EAGAIN instead of silent drop: we count drops
+        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every (re)subscription, for readiness
+        self.pub.bind(pub_endpoint)
+        self.pushes = []
+        for ep, queue in push_endpoints:
+            s = _socket(ctx, zmq.PUSH, max_msg_bytes, curve, server=True)
+            s.sndhwm = max(1, int(queue))
+            s.bind(ep)
+            self.pushes.append(s)
+        self.subscriptions = 0
+        self.sent = 0
+        self.dropped = 0
+        self._seq: dict[str, int] = {}
+
+    def poll_subscriptions(self) -> int:
+        """Read pending (un)subscribe notices; returns the number of subscriptions seen so far."""
+        while True:
+            try:
+                note = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return self.subscriptions
+            if note[:1] == b"\x01":
+                self.subscriptions += 1
+
+    def send(self, msg: Message, stop: Any = None, block_timeout_s: float | None = None) -> bool:
+        """Send on every link. Latest-wins links never block (a full queue is a counted drop);
+        lossless links block until queued or until `stop()` is true. Returns False if dropped anywhere."""
+        msg.seq = self._seq.get(msg.stream, 0)
+        self._seq[msg.stream] = msg.seq + 1
+        parts = pack(self.topic, msg)
+        ok = True
+        try:
+            self.pub.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            ok = False
+        for s in self.pushes:
+            t0 = time.monotonic()
+            while True:
+                try:
+                    s.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                    break
+                except zmq.Again:
+                    if (stop is not None and stop()) or (
+                            block_timeout_s is not None and time.monotonic() - t0 > block_timeout_s):
+                        ok = False
+                        break
+                    s.poll(50, zmq.POLLOUT)
+        if ok:
+            self.sent += 1
+        else:
+            self.dropped += 1
+        if self.sent % 64 == 0:
+            self.poll_subscriptions()
+        return ok
+
+    def send_eos(self, template: Message, reason: str, timeout_s: float = 2.0) -> None:
+        """End of stream on every link. Retries the XPUB until queued (never lost to a full HWM)."""
+        eos = template.derive("eos", {"reason": reason})
+        eos.seq = self._seq.get(eos.stream, 0)
+        parts = pack(self.topic, eos)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self.pub.send_multipart(parts, flags=zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                time.sleep(0.01)
+        for s in self.pushes:
+            if s.poll(int(timeout_s * 1000), zmq.POLLOUT):
+                s.send_multipart(parts, flags=zmq.NOBLOCK)
+
+    def close(self, linger_ms: int = 1000) -> None:
+        """Close, giving queued messages `linger_ms` to leave (so a finished source's tail arrives)."""
+        for s in (self.pub, *self.pushes):
+            s.close(linger=linger_ms)
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+
+class Input:
+    """One input port: a SUB (latest-wins) or PULL (lossless) socket connected to a producer.
+
+    `receive()` returns the next message to process: for latest-wins the newest one queued (the older
+    ones are counted in `dropped`), for lossless the oldest. Foreign bytes are counted in `foreign`
+    and dropped; the last reason is kept in `last_error`.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, topic: str, latest: bool,
+                 hwm: int = LATEST_HWM, max_msg_bytes: int = DEFAULT_MAX_MSG_BYTES,
+                 curve: Curve | None = None) -> None:
+        self.latest = latest
+        self.sock = _socket(ctx, zmq.SUB if latest else zmq.PULL, max_msg_bytes, curve, server=False)
+        if latest:
+            self.sock.rcvhwm = hwm
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.sock.connect(endpoint)
+        self.received = 0
+        self.dropped = 0
+        self.foreign = 0
+        self.gaps = 0
+        self.last_error = ""
+        self._last_seq: dict[str, int] = {}
+
+    def _recv_one(self) -> Message | None:
+        """One message without blocking; None when nothing is queued. Foreign bytes -> counted, skipped."""
+        while True:
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
+            try:
+                _, msg = unpack(parts)
+            except ForeignMessage as e:
+                self.foreign += 1
+                self.last_error = str(e)
+                continue
+            prev = self._last_seq.get(msg.stream)
+            if prev is not None and msg.seq > prev + 1:
+                self.gaps += msg.seq - prev - 1  # dropped upstream (producer HWM)
+            self._last_seq[msg.stream] = msg.seq
+            self.received += 1
+            return msg
+
+    def receive(self) -> Message | None:
+        msg = self._recv_one()
+        if msg is None or not self.latest or msg.type == "eos":
+            return msg
+        while True:  # drain: latest wins, but never skip past an end-of-stream
+            nxt = self._recv_one()
+            if nxt is None:
+                return msg
+            self.dropped += 1
+            msg = nxt
+            if msg.type == "eos":
+                return msg
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def poll_inputs(poller: zmq.Poller, timeout_ms: int) -> list[zmq.Socket]:
+    """Sockets with a message ready (thin wrapper so nodes need not import zmq)."""
+    return [s for s, _ in poller.poll(timeout_ms)]
+
+
+def new_poller(inputs: Sequence[Input]) -> zmq.Poller:
+    p = zmq.Poller()
+    for i in inputs:
+        p.register(i.sock, zmq.POLLIN)
+    return p
+
+
+def context() -> zmq.Context:
+    """A fresh zmq context for this process (call after fork/spawn)."""
+    return zmq.Context()
