@@ -32,6 +32,7 @@ from edge.transport import Curve, Input, Output, context, new_poller
 
 STATS_PERIOD_S = 1.0
 READY_TIMEOUT_S = 20.0
+DRAIN_QUIET_S = 0.2  # after every input ended: stop once nothing arrived for this long
 
 
 class _Latency:
@@ -68,12 +69,15 @@ class NodeProcess:
                          hwm=o.get("hwm", 2), max_msg_bytes=spec["max_msg_bytes"], curve=curve)
             for port, o in spec["outputs"].items()
         }
-        self.inputs: list[tuple[str, Input]] = [
-            (port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"],
-                         max_msg_bytes=spec["max_msg_bytes"], curve=curve))
-            for port, links in spec["inputs"].items() for link in links
-        ]
-        self.eos_pending = len(self.inputs)
+        self.inputs: list[tuple[str, Input]] = []
+        self.input_src: list[str] = []  # producer node of each input link
+        for port, links in spec["inputs"].items():
+            for link in links:
+                self.inputs.append((port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"],
+                                                max_msg_bytes=spec["max_msg_bytes"], curve=curve)))
+                self.input_src.append(link.get("src", ""))
+        self.links_ended: set[int] = set()  # in-band eos received
+        self.producers_ended: set[str] = set()  # relayed by the supervisor
         self.processed = 0
         self.errors = 0
         self.latency = _Latency()
@@ -90,11 +94,14 @@ class NodeProcess:
     def _read_control(self) -> None:
         while self.control.poll(0):
             try:
-                op = msgpack.unpackb(self.control.recv(), raw=False).get("op")
+                msg = msgpack.unpackb(self.control.recv(), raw=False)
+                op = msg.get("op")
             except Exception:
                 continue
             if op == "stop":
                 self.stop_requested = True
+            elif op == "upstream_eos":
+                self.producers_ended.add(msg.get("node", ""))
             elif op == "start":
                 self.started = True
 
@@ -180,41 +187,55 @@ class NodeProcess:
                 self.control.close()
                 self.ctx.term()
 
+    def _all_inputs_ended(self) -> bool:
+        return all(i in self.links_ended or src in self.producers_ended
+                   for i, src in enumerate(self.input_src))
+
     def _loop(self) -> bool:
-        """Process messages until stopped (False) or every input link delivered eos (True)."""
-        by_sock = {i.sock: (port, i) for port, i in self.inputs}
+        """Process messages until stopped (False) or every input has ended and is drained (True)."""
+        by_sock = {inp.sock: (k, port, inp) for k, (port, inp) in enumerate(self.inputs)}
         poller = new_poller([i for _, i in self.inputs])
         poller.register(self.control, zmq.POLLIN)
+        quiet_since: float | None = None
         while not self.stop_requested:
-            ready = dict(poller.poll(100))
+            ready = dict(poller.poll(50))
             if self.control in ready:
                 self._read_control()
+            got = False
             for sock in ready:
                 if sock is self.control:
                     continue
-                port, inp = by_sock[sock]
+                k, port, inp = by_sock[sock]
                 msg = inp.receive()
                 if msg is None:
                     continue
+                got = True
                 if msg.type == "eos":
-                    self.eos_pending -= 1
-                    if self.eos_pending <= 0:
-                        return True
+                    self.links_ended.add(k)
                     continue
-                t0 = time.perf_counter()
-                try:
-                    self.node.process(port, msg)
-                except FacesleuthError as e:
-                    self.errors += 1
-                    self.log.error("%s", e)
-                except Exception as e:  # a bug in one message must not take the stream down
-                    self.errors += 1
-                    self.log.error("process() failed on %s: %s: %s", port, type(e).__name__, e,
-                                   exc_info=self.log.isEnabledFor(logging.DEBUG))
-                self.latency.add(time.perf_counter() - t0)
-                self.processed += 1
+                self._process(port, msg)
             self._maybe_stats()
+            if self._all_inputs_ended():
+                # Drain: what the producers sent before ending may still be in flight.
+                if got or quiet_since is None:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > DRAIN_QUIET_S:
+                    return True
         return False
+
+    def _process(self, port: str, msg: Message) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.node.process(port, msg)
+        except FacesleuthError as e:
+            self.errors += 1
+            self.log.error("%s", e)
+        except Exception as e:  # a bug in one message must not take the stream down
+            self.errors += 1
+            self.log.error("process() failed on %s: %s: %s", port, type(e).__name__, e,
+                           exc_info=self.log.isEnabledFor(logging.DEBUG))
+        self.latency.add(time.perf_counter() - t0)
+        self.processed += 1
 
 
 def _die_with_parent() -> None:

@@ -118,12 +118,14 @@ class Supervisor:
         for i, lk in enumerate(g.links):
             out = outputs[lk.src][lk.src_port]
             if lk.delivery == "latest":
-                inputs[lk.dst][lk.dst_port].append({"endpoint": out["pub"], "topic": out["topic"], "latest": True})
+                inputs[lk.dst][lk.dst_port].append({"endpoint": out["pub"], "topic": out["topic"], "latest": True,
+                                                    "src": lk.src})
                 expected[lk.src][lk.src_port] = expected[lk.src].get(lk.src_port, 0) + 1
             else:
                 ep = self._endpoint(f"{lk.src}.{lk.src_port}.{i}")
                 out["push"].append([ep, lk.queue])
-                inputs[lk.dst][lk.dst_port].append({"endpoint": ep, "topic": out["topic"], "latest": False})
+                inputs[lk.dst][lk.dst_port].append({"endpoint": ep, "topic": out["topic"], "latest": False,
+                                                    "src": lk.src})
         for n in g.nodes.values():
             spec = {
                 "name": n.name, "type": n.type, "params": n.params, "control": self.control_ep,
@@ -154,9 +156,9 @@ class Supervisor:
         c.restart_at = None
         log.info("started %s (pid %d)", c.name, c.proc.pid)
 
-    def _send(self, name: str, op: str) -> None:
+    def _send(self, name: str, op: str, **kw: Any) -> None:
         try:
-            self.control.send_multipart([name.encode(), msgpack.packb({"op": op})], zmq.NOBLOCK)
+            self.control.send_multipart([name.encode(), msgpack.packb({"op": op, **kw})], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
@@ -177,11 +179,18 @@ class Supervisor:
                     self._send(c.name, "start")  # a restarted source
             elif op in ("stats", "eos"):
                 c.stats.update(msg.get("stats") or {})
-                if op == "eos":
+                if op == "eos" and not c.ended:
                     c.ended = True
                     log.info("%s: end of stream", c.name)
+                    self._relay_eos(c.name)
             elif op == "failed":
                 log.error("%s: %s", c.name, msg.get("reason", "failed"))
+
+    def _relay_eos(self, name: str) -> None:
+        """Tell every consumer of `name` that it has ended: an in-band eos on a latest-wins link can be
+        dropped by a full queue, this notice cannot."""
+        for dst in sorted({lk.dst for lk in self.graph.links if lk.src == name}):
+            self._send(dst, "upstream_eos", node=name)
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -198,7 +207,9 @@ class Supervisor:
                     c.name, c.proc.pid, code)
             c.proc = None
             if code == 0:
-                c.ended = True
+                if not c.ended:
+                    c.ended = True
+                    self._relay_eos(c.name)
             elif c.restart_policy == "on-failure" and c.restarts < c.max_restarts:
                 c.restarts += 1
                 delay = c.backoff_s * (2 ** (c.restarts - 1))

@@ -13,10 +13,10 @@ cheaper for small messages. Received arrays are read-only `np.frombuffer` views 
 
 Two delivery modes per link:
 
-- latest-wins (frames, crops, flows): the producer's XPUB has a small SNDHWM and XPUB_NODROP, so when a
-  consumer is slow `send` returns EAGAIN and the producer counts a drop instead of queueing: its memory
-  never grows. The consumer drains its socket and keeps only the newest message, counting the rest as
-  dropped. We do NOT use ZMQ_CONFLATE: it keeps one *part* of a multipart message, so it would cut our
+- latest-wins (frames, crops, flows): the producer's XPUB keeps a small queue (SNDHWM) per subscriber
+  and drops for that subscriber alone when it is full, so the producer's memory never grows. The consumer
+  drains its socket and keeps only the newest message; it counts what it skipped and what never arrived
+  (sequence gaps). We do NOT use ZMQ_CONFLATE: it keeps one *part* of a multipart message, so it would cut our
   `[topic, header, buffers]` messages apart.
 - lossless (intervals, events): a PUSH socket per link with SNDHWM = the link's queue size; a full queue
   blocks the producer (backpressure) instead of dropping. Every event is also in the SQLite log.
@@ -27,6 +27,7 @@ to 107 bytes); `tcp://127.0.0.1:*` otherwise. A non-loopback tcp bind needs CURV
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ import numpy as np
 import zmq
 
 from edge.messages import SCHEMA_VERSION, Message
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MSG_BYTES = 64 * 1024 * 1024
 LATEST_HWM = 2
@@ -104,7 +107,9 @@ def unpack(parts: Sequence[zmq.Frame | bytes | memoryview]) -> tuple[str, Messag
         arr = np.frombuffer(buf, dtype=dt).reshape(shape)
         arr.flags.writeable = False  # a view on the zmq frame: copy before writing
         arrays[str(name)] = arr
-    meta = header["meta"] if isinstance(header["meta"], dict) else {}
+    meta = header["meta"]
+    if not isinstance(meta, dict):
+        raise ForeignMessage("header meta is not a map")
     try:
         msg = Message(str(header["type"]), str(header["stream"]), int(header["seq"]), int(header["frame"]),
                       int(header["t_mono_ns"]), int(header["t_wall_ns"]), meta, arrays)
@@ -186,7 +191,9 @@ class Output:
         self.topic = topic
         self.pub = _socket(ctx, zmq.XPUB, max_msg_bytes, curve, server=True)
         self.pub.sndhwm = hwm
-        self.pub.setsockopt(zmq.XPUB_NODROP, 1)  # EAGAIN instead of silent drop: we count drops
+        # No XPUB_NODROP: with it, one slow subscriber (a debugging tap, say) would make the producer
+        # drop for every subscriber. Without it each subscriber has its own small queue; what a slow
+        # one misses shows up as sequence gaps it counts (Input.gaps).
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every (re)subscription, for readiness
         self.pub.bind(pub_endpoint)
         self.pushes = []
@@ -195,9 +202,11 @@ class Output:
             s.sndhwm = max(1, int(queue))
             s.bind(ep)
             self.pushes.append(s)
+        self.max_msg_bytes = max_msg_bytes
         self.subscriptions = 0
         self.sent = 0
         self.dropped = 0
+        self.oversize = 0
         self._seq: dict[str, int] = {}
 
     def poll_subscriptions(self) -> int:
@@ -216,10 +225,19 @@ class Output:
         msg.seq = self._seq.get(msg.stream, 0)
         self._seq[msg.stream] = msg.seq + 1
         parts = pack(self.topic, msg)
+        size = sum(p.nbytes if isinstance(p, np.ndarray) else len(p) for p in parts)
+        if size > self.max_msg_bytes:
+            # Receivers would disconnect us (MAXMSGSIZE) and lose the stream: refuse here, loudly.
+            self.oversize += 1
+            self.dropped += 1
+            if self.oversize == 1 or self.oversize % 100 == 0:
+                log.error("%s: message of %d bytes exceeds max_msg_bytes %d: dropped (%d so far)",
+                          self.topic, size, self.max_msg_bytes, self.oversize)
+            return False
         ok = True
         try:
             self.pub.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
+        except zmq.Again:  # cannot happen on a PUB without NODROP; kept for other socket options
             ok = False
         for s in self.pushes:
             t0 = time.monotonic()
@@ -242,17 +260,12 @@ class Output:
         return ok
 
     def send_eos(self, template: Message, reason: str, timeout_s: float = 2.0) -> None:
-        """End of stream on every link. Retries the XPUB until queued (never lost to a full HWM)."""
+        """End of stream on every link. A latest-wins subscriber whose queue is full can miss it; the
+        supervisor therefore also relays end of stream on the control channel (edge.noderun)."""
         eos = template.derive("eos", {"reason": reason})
         eos.seq = self._seq.get(eos.stream, 0)
         parts = pack(self.topic, eos)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                self.pub.send_multipart(parts, flags=zmq.NOBLOCK)
-                break
-            except zmq.Again:
-                time.sleep(0.01)
+        self.pub.send_multipart(parts, flags=zmq.NOBLOCK)
         for s in self.pushes:
             if s.poll(int(timeout_s * 1000), zmq.POLLOUT):
                 s.send_multipart(parts, flags=zmq.NOBLOCK)
@@ -307,7 +320,7 @@ class Input:
             if prev is not None and msg.seq > prev + 1:
                 self.gaps += msg.seq - prev - 1  # dropped upstream (producer HWM)
             self._last_seq[msg.stream] = msg.seq
-            self.received += 1
+            self.received += msg.type != "eos"
             return msg
 
     def receive(self) -> Message | None:
