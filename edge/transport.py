@@ -355,3 +355,137 @@ def new_poller(inputs: Sequence[Input]) -> zmq.Poller:
 def context() -> zmq.Context:
     """A fresh zmq context for this process (call after fork/spawn)."""
     return zmq.Context()
+
+
+# -------------------------------------------------------------------------------- the public event stream
+
+
+class EventServer:
+    """The public `mer.event` stream: a PUB socket sending `[b"mer.event", msgpack(event)]` and a replay
+    endpoint (ROUTER) answering `msgpack({"since": N, "limit": M})` with
+    `msgpack({"events": [...], "last_seq": L})`, or `{"error": "..."}` for anything else.
+
+    Two frames and plain msgpack maps, so any language with ZeroMQ and msgpack reads it. The replay
+    endpoint is served by a thread reading the durable event log (`since(seq, limit)` callable).
+    """
+
+    def __init__(self, ctx: zmq.Context, pub_endpoint: str, replay_endpoint: str,
+                 since: Any, last_seq: Any, curve: Curve | None = None, max_request_bytes: int = 4096) -> None:
+        import threading
+
+        self.pub = _socket(ctx, zmq.PUB, DEFAULT_MAX_MSG_BYTES, curve, server=True)
+        self.pub.sndhwm = 10000
+        self.pub.bind(pub_endpoint)
+        self._since, self._last_seq = since, last_seq
+        self._replay = _socket(ctx, zmq.ROUTER, max_request_bytes, curve, server=True)
+        self._replay.bind(replay_endpoint)
+        self.requests = 0
+        self.bad_requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="replay", daemon=True)
+        self._thread.start()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.pub.send_multipart([EVENT_TOPIC_BYTES, msgpack.packb(event, use_bin_type=True)])
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self._replay.poll(100):
+                continue
+            try:
+                parts = self._replay.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                continue
+            ident, body = parts[0], parts[-1]
+            try:
+                req = msgpack.unpackb(body, raw=False) if len(parts) >= 2 else None
+                if not isinstance(req, dict) or not isinstance(req.get("since", 0), int):
+                    raise ValueError("expected a map {since: int, limit: int}")
+                limit = min(int(req.get("limit", 1000)), 10000)
+                reply = {"events": self._since(int(req.get("since", 0)), limit), "last_seq": self._last_seq()}
+                self.requests += 1
+            except Exception as e:
+                self.bad_requests += 1
+                reply = {"error": f"bad replay request: {type(e).__name__}: {e}"}
+            try:
+                self._replay.send_multipart([ident, msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def close(self, linger_ms: int = 1000) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._replay.close(0)
+        self.pub.close(linger=linger_ms)
+
+
+EVENT_TOPIC_BYTES = b"mer.event"
+
+
+class EventClient:
+    """Subscriber to the public event stream with gap repair through the replay endpoint.
+
+    `events()` yields every event exactly once, in sequence order: on a gap (or on start with
+    `since`), it asks the replay endpoint for what it missed.
+    """
+
+    def __init__(self, ctx: zmq.Context, pub_endpoint: str, replay_endpoint: str, since: int | None = None,
+                 curve: Curve | None = None) -> None:
+        self.ctx, self.replay_endpoint, self.curve = ctx, replay_endpoint, curve
+        self.sub = _socket(ctx, zmq.SUB, DEFAULT_MAX_MSG_BYTES, curve, server=False)
+        self.sub.setsockopt(zmq.SUBSCRIBE, EVENT_TOPIC_BYTES)
+        self.sub.connect(pub_endpoint)
+        self.last_seq = since
+        self.repaired = 0
+        self.foreign = 0
+
+    def replay(self, since: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """Events with seq > since from the replay endpoint (raises TimeoutError, RuntimeError)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            req = _socket(self.ctx, zmq.DEALER, DEFAULT_MAX_MSG_BYTES, self.curve, server=False)
+            try:
+                req.connect(self.replay_endpoint)
+                req.send(msgpack.packb({"since": since, "limit": 1000}))
+                if not req.poll(int(timeout_s * 1000)):
+                    raise TimeoutError(f"no answer from replay endpoint {self.replay_endpoint}")
+                reply = msgpack.unpackb(req.recv(), raw=False)
+            finally:
+                req.close(0)
+            if "error" in reply:
+                raise RuntimeError(reply["error"])
+            batch = reply["events"]
+            out.extend(batch)
+            if not batch or batch[-1]["seq"] >= reply["last_seq"]:
+                return out
+            since = batch[-1]["seq"]
+
+    def events(self, timeout_s: float | None = None):  # -> Iterator[dict]
+        """Yield events in order, repairing gaps; stop after `timeout_s` without any event."""
+        if self.last_seq is not None:
+            for ev in self.replay(self.last_seq):
+                self.last_seq = ev["seq"]
+                yield ev
+        while True:
+            if not self.sub.poll(None if timeout_s is None else int(timeout_s * 1000)):
+                return
+            parts = self.sub.recv_multipart()
+            try:
+                ev = msgpack.unpackb(parts[1], raw=False)
+                seq = int(ev["seq"])
+            except Exception:
+                self.foreign += 1
+                continue
+            if self.last_seq is not None and seq <= self.last_seq:
+                continue  # already delivered (replayed)
+            if self.last_seq is not None and seq > self.last_seq + 1:
+                for missed in self.replay(self.last_seq):
+                    if missed["seq"] < seq:
+                        self.repaired += 1
+                        self.last_seq = missed["seq"]
+                        yield missed
+            self.last_seq = seq
+            yield ev
+
+    def close(self) -> None:
+        self.sub.close(0)

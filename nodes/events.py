@@ -1,0 +1,80 @@
+"""`events`: the event sink. Every mer.event is written to the durable SQLite log (which assigns its
+gap-free sequence number), then published on the public PUB socket; a replay endpoint serves
+"events since N"; optionally appended to a JSONL file and printed live."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from edge.errors import UserError
+from edge.eventlog import EventLog
+from edge.messages import EVENT_SCHEMA_VERSION, Message
+from edge.node import Node, Param, Port, register_node
+from edge.transport import EventServer, context, is_loopback
+
+
+def format_event(ev: dict) -> str:
+    """One human line per event (the demo prints these live)."""
+    onset, apex, offset = (ev.get(k) or {} for k in ("onset", "apex", "offset"))
+    scores = ev.get("scores") or {}
+    top = " ".join(f"{k}={v:.2f}" for k, v in sorted(scores.items(), key=lambda kv: -kv[1]))
+    return (f"event #{ev.get('seq')} {ev.get('stream')}/track {ev.get('track_id')}: {ev.get('kind')} "
+            f"{ev.get('label')} ({ev.get('confidence', 0):.2f}) frames {onset.get('frame')}-{apex.get('frame')}"
+            f"-{offset.get('frame')} ({ev.get('duration_s', 0) * 1000:.0f} ms) intensity "
+            f"{ev.get('intensity', 0):.2f} px latency {ev.get('latency_ms', 0):.0f} ms [{top}]")
+
+
+@register_node("events")
+class EventsSink(Node):
+    """Durable event log (SQLite WAL) + public mer.event PUB + replay endpoint (+ JSONL, live print)."""
+
+    inputs = {"events": Port("event")}
+    params = {
+        "db": Param(Path, "events.db", "SQLite event log (relative to the graph file)"),
+        "pub": Param(str, "tcp://127.0.0.1:5571", "public mer.event PUB endpoint"),
+        "replay": Param(str, "tcp://127.0.0.1:5572", "replay endpoint (events since N)"),
+        "jsonl": Param(Path, None, "also append every event to this JSON-lines file"),
+        "print": Param(bool, True, "print each event as one line on stdout"),
+        "keys": Param(Path, None, "CURVE key dir; required to bind a non-loopback address"),
+    }
+
+    def setup(self) -> None:
+        curve = None
+        if self.p.keys:
+            from edge.keys import load_curve
+
+            curve = load_curve(self.p.keys)
+        for ep in (self.p.pub, self.p.replay):
+            if not is_loopback(ep) and curve is None:
+                raise UserError(f"{ep} is not loopback: set the `keys` param (facesleuth keys generate DIR)")
+        self.log_db = EventLog(self.p.db)
+        self.ctx = context()
+        self.server = EventServer(self.ctx, self.p.pub, self.p.replay, self.log_db.since,
+                                  lambda: self.log_db.last_seq, curve)
+        self.jsonl = open(self.p.jsonl, "a", buffering=1) if self.p.jsonl else None  # noqa: SIM115
+        self.log.info("event log %s (last seq %d), publishing on %s, replay on %s",
+                      self.p.db, self.log_db.last_seq, self.p.pub, self.p.replay)
+
+    def process(self, port: str, msg: Message) -> None:
+        ev = dict(msg.meta)
+        ev.setdefault("schema", EVENT_SCHEMA_VERSION)
+        ev.setdefault("stream", msg.stream)
+        if msg.t_mono_ns and "latency_ms" not in ev:
+            ev["latency_ms"] = (time.monotonic_ns() - msg.t_mono_ns) / 1e6
+        self.log_db.append(ev)  # durable first: assigns ev["seq"]
+        self.server.publish(ev)
+        if self.jsonl:
+            self.jsonl.write(json.dumps(ev, default=str) + "\n")
+        if self.p.print:
+            print(format_event(ev), flush=True)
+
+    def teardown(self) -> None:
+        if hasattr(self, "server"):
+            self.server.close()
+            self.ctx.term()
+        if getattr(self, "jsonl", None):
+            self.jsonl.close()
+        if hasattr(self, "log_db"):
+            self.log_db.close()
