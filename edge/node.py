@@ -128,6 +128,12 @@ class Node:
         """Handle one message from input `port`."""
         raise TypeError(f"{type(self).__name__} has inputs but does not implement process()")
 
+    def process_batch(self, port: str, msgs: list[Message]) -> None:
+        """Handle every message already queued on a lossless input at once (override to batch, e.g.
+        one classifier call for several intervals). The default calls `process` for each."""
+        for msg in msgs:
+            self.process(port, msg)
+
     def run_source(self) -> None:
         """Source nodes: produce messages until `self.stopping` or the source ends."""
         raise TypeError(f"{type(self).__name__} has no inputs but does not implement run_source()")

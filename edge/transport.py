@@ -336,6 +336,18 @@ class Input:
             if msg.type == "eos":
                 return msg
 
+    def receive_many(self, limit: int) -> list[Message]:
+        """Lossless inputs: every queued message up to `limit`, stopping after an end-of-stream."""
+        out: list[Message] = []
+        while len(out) < limit:
+            msg = self._recv_one()
+            if msg is None:
+                break
+            out.append(msg)
+            if msg.type == "eos":
+                break
+        return out
+
     def close(self) -> None:
         self.sock.close(linger=0)
 
