@@ -20,12 +20,17 @@ TARGETS: dict[str, str] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
-    for name, help_ in TARGETS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-        importlib.import_module(f"edge.bench.{name}").add_arguments(p)
+    parser.epilog = "targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items())
+    parser.add_argument("target", choices=list(TARGETS), help="what to benchmark (see below)")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="the target's options (TARGET --help)")
 
 
 def main(args: argparse.Namespace) -> int:
-    return int(importlib.import_module(f"edge.bench.{args.target}").main(args) or 0)
+    # Only the chosen target's module is imported (each has its own, sometimes heavy, dependencies).
+    module = importlib.import_module(f"edge.bench.{args.target}")
+    p = argparse.ArgumentParser(prog=f"facesleuth bench {args.target}", description=TARGETS[args.target])
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    module.add_arguments(p)
+    sub = p.parse_args(args.rest)
+    sub.verbose = getattr(args, "verbose", False)
+    return int(module.main(sub) or 0)
