@@ -240,6 +240,9 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
         params = dict(_typed(path, rn, "params", dict, where, {}) or {})
         for on, op, ov in overrides:
             if on == nname:
+                spec = cls.params.get(op)
+                if spec is not None and spec.type is Path and isinstance(ov, str):
+                    ov = str(Path(ov).expanduser().resolve())  # typed on the command line: relative to cwd
                 params[op] = ov
         try:
             resolved = cls.resolve_params(params, path.parent)

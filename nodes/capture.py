@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from edge.capture import KINDS, open_source
+from edge.errors import UserError
 from edge.messages import Message
 from edge.node import Node, Param, Port, register_node
 
@@ -13,9 +17,9 @@ class CaptureNode(Node):
 
     outputs = {"frames": Port("frame", "BGR frames with capture timestamps")}
     params = {
-        "kind": Param(str, "auto", "source kind (auto: guessed from `source`)", choices=("auto", *KINDS)),
-        "source": Param(str, "0", "camera index or /dev path, GStreamer pipeline, video file, frame folder, "
-                                  "or 'synthetic'"),
+        "kind": Param(str, "auto", "source kind (auto: guessed from `path`)", choices=("auto", *KINDS)),
+        "path": Param(str, "0", "camera index or /dev path, GStreamer pipeline, video file, frame folder, "
+                                "or 'synthetic'"),
         "width": Param(int, 0, "requested camera width / synthetic width, px (0: device default)", min=0),
         "height": Param(int, 0, "requested camera height / synthetic height, px (0: device default)", min=0),
         "fps": Param(float, 0.0, "requested camera fps; rate of a folder (default 30) or synthetic; "
@@ -27,15 +31,22 @@ class CaptureNode(Node):
         "mjpg": Param(bool, True, "ask a V4L2 camera for MJPG (full frame rate at high resolutions)"),
         "synthetic": Param(dict, {}, "SyntheticVideo options: preset, seed, duration_s, faces, script"),
         "stream": Param(str, "cam0", "stream id carried by every message"),
+        "truth": Param(Path, None, "synthetic source only: write its ground-truth intervals (JSON) here"),
     }
 
     def setup(self) -> None:
         p = self.p
-        source = "synthetic" if p.kind == "synthetic" else p.source
+        source = "synthetic" if p.kind == "synthetic" else p.path
         self.src = open_source(p.kind, source, width=p.width, height=p.height, fps=p.fps, pace=p.pace,
                                loop=p.loop, max_reopen=p.max_reopen, mjpg=p.mjpg, synth=p.synthetic,
                                should_stop=lambda: self.stopping)
         self.log.info("source %s (%s, %.3g fps nominal)", self.src.name, self.src.kind, self.src.fps)
+        if p.truth:
+            if not hasattr(self.src, "truth"):
+                raise UserError("`truth` is only available for the synthetic source")
+            Path(p.truth).parent.mkdir(parents=True, exist_ok=True)
+            Path(p.truth).write_text(json.dumps({"fps": self.src.fps, "stream": p.stream,
+                                                 "intervals": self.src.truth}, indent=1, default=float))
 
     def run_source(self) -> None:
         meta = {"source": self.src.name, "fps": self.src.fps}

@@ -90,7 +90,7 @@ def test_capture_node_streams_a_file(tmp_path):
     for i in range(10):
         wr.write(np.full((48, 64, 3), 20 * i, np.uint8))
     wr.release()
-    node = CaptureNode.for_test(params={"source": str(path), "pace": False, "stream": "camX"})
+    node = CaptureNode.for_test(params={"path": str(path), "pace": False, "stream": "camX"})
     node.setup()
     node.run_source()
     node.teardown()
@@ -100,14 +100,14 @@ def test_capture_node_streams_a_file(tmp_path):
         validate(m)
         assert m.stream == "camX" and m.meta["fps"] == pytest.approx(30.0)
     assert all(b.t_mono_ns > a.t_mono_ns for a, b in zip(msgs, msgs[1:], strict=False))
-    node = CaptureNode.for_test(params={"source": str(path), "pace": False, "loop": True, "count": 25})
+    node = CaptureNode.for_test(params={"path": str(path), "pace": False, "loop": True, "count": 25})
     node.setup()
     node.run_source()
     assert [m.frame for _, m in node.emitted] == list(range(25))
 
 
 def test_capture_node_missing_file_is_one_clear_error(tmp_path):
-    node = CaptureNode.for_test(params={"kind": "file", "source": str(tmp_path / "gone.mp4")})
+    node = CaptureNode.for_test(params={"kind": "file", "path": str(tmp_path / "gone.mp4")})
     with pytest.raises(UserError, match="video file not found"):
         node.setup()
 
@@ -130,7 +130,7 @@ def test_video_graph_runs_capture_face_flow_as_processes(tmp_path):
         wr.write(cv2.warpAffine(img, m, (640, 480), borderMode=cv2.BORDER_REFLECT101))
     wr.release()
     graph = Path(__file__).resolve().parents[1] / "configs" / "video.yaml"
-    out = subprocess.run([sys.executable, "-m", "edge", "run", str(graph), "--set", f"capture.source={clip}",
+    out = subprocess.run([sys.executable, "-m", "edge", "run", str(graph), "--set", f"capture.path={clip}",
                           "--set", "capture.fps=50.0", "--duration", "60"],
                          capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr[-2000:]
