@@ -58,6 +58,7 @@ class NodeProcess:
         self.name = spec["name"]
         self.log = logging.getLogger(f"node.{self.name}")
         self.stop_requested = False
+        self.in_setup = False  # a stop signal during setup (model loading, camera opening) exits at once
         self.ctx = context()
         self.control = self.ctx.socket(zmq.DEALER)
         self.control.linger = 1000
@@ -154,7 +155,9 @@ class NodeProcess:
 
     def run(self) -> int:
         try:
+            self.in_setup = True
             self.node.setup()
+            self.in_setup = False
         except FacesleuthError as e:
             self.log.error("setup failed: %s", e)
             self._send_control("failed", reason=str(e))
@@ -262,17 +265,21 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s {spec['name']} %(levelname)s %(message)s", datefmt="%H:%M:%S",
     )
     _die_with_parent()
+    proc: NodeProcess | None = None
+
+    def on_signal(signum: int, frame: object) -> None:
+        if proc is None or proc.in_setup:  # still importing / setting up: nothing to flush, exit now
+            raise SystemExit(0)
+        proc.stop_requested = True
+
+    # Installed before the node's (possibly heavy: torch) imports, so a stop is never ignored.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         proc = NodeProcess(spec)
     except FacesleuthError as e:
         logging.getLogger(f"node.{spec['name']}").error("%s", e)
         return e.exit_code
-
-    def on_signal(signum: int, frame: object) -> None:
-        proc.stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     return proc.run()
 
 

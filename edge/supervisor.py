@@ -210,6 +210,8 @@ class Supervisor:
                 if not c.ended:
                     c.ended = True
                     self._relay_eos(c.name)
+            elif self.stop_reason:
+                pass  # stopping: an exit forced by the shutdown is no failure
             elif c.restart_policy == "on-failure" and c.restarts < c.max_restarts:
                 c.restarts += 1
                 delay = c.backoff_s * (2 ** (c.restarts - 1))

@@ -1,0 +1,101 @@
+"""`classify`: the SOA classifier over each spotted micro interval -> a mer.event.
+
+For each interval it computes the onset->apex flow exactly as training did (edge.data.preprocess, with the
+flow backend and parameters recorded in the model file), runs the classifier through the one runtime
+loader (TensorRT > PyTorch CUDA > ONNX Runtime > PyTorch CPU, whichever is present), and emits an event
+with the label, per-class scores, confidence and the model's SOA angles. Intervals that are already
+queued are classified in one batch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.messages import EVENT_SCHEMA_VERSION, Message
+from edge.node import Node, Param, Port, register_node
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "edge" / "weights" / "soa_synthetic_3c.pt"
+
+
+def _instant(meta: dict[str, Any], key: str) -> dict[str, int]:
+    return {"frame": int(meta.get(key, -1)), "t_mono_ns": int(meta.get(f"t_{key}_ns", 0)),
+            "t_wall_ns": int(meta.get(f"wall_{key}_ns", 0))}
+
+
+@register_node("classify")
+class Classify(Node):
+    """Classifies micro intervals with the SOA network; emits mer.event messages."""
+
+    inputs = {"intervals": Port("intervals")}
+    outputs = {"events": Port("event")}
+    params = {
+        "model": Param(Path, str(DEFAULT_MODEL), "model file or export (default: the shipped synthetic weights)"),
+        "runtime": Param(str, "auto", "runtime to use",
+                         choices=("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")),
+        "precision": Param(str, "fp16", "TensorRT precision when an engine is built", choices=("fp32", "fp16", "int8")),
+        "kinds": Param(list, ["micro"], "interval kinds to classify (micro, macro)"),
+        "debug_apex_crop": Param(bool, False, "OPT-IN: attach the aligned apex crop (PNG) to events"),
+    }
+
+    def setup(self) -> None:
+        from edge.data.preprocess import PreprocessSpec
+        from edge.model.runtime import open_model
+
+        if not Path(self.p.model).is_file():
+            raise UserError(f"model not found: {self.p.model} (train one with `facesleuth train`, or use the "
+                            "shipped weights)")
+        self.predictor = open_model(self.p.model, prefer=None if self.p.runtime == "auto" else self.p.runtime,
+                                    precision=self.p.precision)
+        meta = self.predictor.meta
+        info = meta.get("meta", meta)  # a model file's record nests its metadata; exports carry it flat
+        self.spec = PreprocessSpec.from_meta(info)  # the flow backend + params training used
+        self.model_info = {"id": str(meta.get("model_id", Path(self.p.model).stem)),
+                           "angles_deg": [round(float(a), 2) for a in info.get("angles_deg", [])],
+                           "runtime": self.predictor.runtime}
+        self.log.info("model %s on %s, classes %s, angles %s deg", self.model_info["id"], self.predictor.runtime,
+                      info.get("classes"), self.model_info["angles_deg"])
+
+    def process(self, port: str, msg: Message) -> None:
+        self.process_batch(port, [msg])
+
+    def process_batch(self, port: str, msgs: list[Message]) -> None:
+        from edge.data.preprocess import model_input
+
+        todo = [m for m in msgs if m.meta.get("kind") in self.p.kinds]
+        if not todo:
+            return
+        x = np.stack([model_input(m.arrays["onset"], m.arrays["apex"], self.spec) for m in todo])
+        pred = self.predictor.predict(x)
+        for m, probs in zip(todo, pred.probs, strict=True):
+            self.emit("events", self._event(m, probs, pred.classes))
+
+    def _event(self, m: Message, probs: np.ndarray, classes: list[str]) -> Message:
+        meta = m.meta
+        k = int(np.argmax(probs))
+        onset, apex, offset = (_instant(meta, key) for key in ("onset", "apex", "offset"))
+        ev: dict[str, Any] = {
+            "schema": EVENT_SCHEMA_VERSION, "stream": m.stream, "track_id": int(meta.get("track_id", -1)),
+            "kind": meta.get("kind", "micro") if meta.get("kind") in ("micro", "macro") else "other",
+            "onset": onset, "apex": apex, "offset": offset,
+            "duration_s": (offset["t_mono_ns"] - onset["t_mono_ns"]) / 1e9,
+            "label": classes[k], "scores": {c: round(float(p), 4) for c, p in zip(classes, probs, strict=True)},
+            "confidence": round(float(probs[k]), 4), "intensity": round(float(meta.get("intensity", 0.0)), 3),
+            "box": [float(v) for v in meta.get("box", [])], "model": self.model_info,
+            "rois": list(meta.get("rois", [])),
+        }
+        if self.p.debug_apex_crop:
+            import cv2
+
+            ev["debug_apex_crop"] = cv2.imencode(".png", np.ascontiguousarray(m.arrays["apex"]))[1].tobytes()
+        # Capture time of the offset frame: the events node measures the end-to-end latency from it.
+        t_offset = offset["t_mono_ns"] or m.t_mono_ns
+        out = m.derive("event", ev)
+        out.t_mono_ns = t_offset
+        out.frame = offset["frame"]
+        ev["t_wall_ns"] = time.time_ns()
+        return out
