@@ -23,6 +23,7 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
         self._last_decile = -1
+        self._printed_n = -1
         self._info = ""
 
     def update(self, n: int = 1, **info: object) -> None:
@@ -50,8 +51,8 @@ class Progress:
             self.stream.flush()
             return
         decile = int(10 * self.n / self.total) if self.total else self.n // 100
-        if final or decile != self._last_decile:
-            self._last_decile = decile
+        if (final and self.n != self._printed_n) or (not final and decile != self._last_decile):
+            self._last_decile, self._printed_n = decile, self.n
             self.stream.write(self._line() + "\n")
             self.stream.flush()
 
