@@ -6,7 +6,8 @@
     src.stats   # {"frames": n, "skipped": unreadable frames, "reopened": camera reopen count}
 
 Timestamps are taken when the frame is in hand (after pacing): `time.monotonic_ns()` and
-`time.time_ns()`. `index` counts delivered frames from 0 and keeps counting through `loop`, so
+`time.time_ns()`, except for stored media read as fast as possible (`pace=False`), which carry the
+media clock (first frame's time + index / fps) so that durations stay true. `index` counts delivered frames from 0 and keeps counting through `loop`, so
 downstream time only moves forward. Live sources (camera, GStreamer) are paced by the device; stored
 ones (file, folder, synthetic) play at their nominal fps with `pace=True` or as fast as possible.
 """
@@ -72,6 +73,7 @@ class Source:
     def __init__(self, name: str, fps: float, pace: bool = False, loop: bool = False,
                  should_stop: Callable[[], bool] = lambda: False) -> None:
         self.name, self.fps, self.pace, self.loop = name, float(fps), pace, loop
+        self.media_clock = not pace and self.kind in ("file", "folder", "synthetic") and self.fps > 0
         self.should_stop = should_stop
         self.stats = {"frames": 0, "skipped": 0, "reopened": 0}
 
@@ -82,6 +84,7 @@ class Source:
     def __iter__(self) -> Iterator[Captured]:
         period = 1.0 / self.fps if self.pace and self.fps > 0 else 0.0
         t_next = time.monotonic()
+        t0_mono, t0_wall = time.monotonic_ns(), time.time_ns()
         while True:
             n_before = self.stats["frames"]
             for img in self.frames():
@@ -96,7 +99,13 @@ class Source:
                     t_next += period
                 index = self.stats["frames"]
                 self.stats["frames"] += 1
-                yield Captured(_bgr(img), time.monotonic_ns(), time.time_ns(), index)
+                if self.media_clock:
+                    # Unpaced stored media: stamp frames with the media clock (start + index/fps), so
+                    # durations downstream (micro <= 500 ms) stay true however fast the file is read.
+                    dt = round(index * 1e9 / self.fps)
+                    yield Captured(_bgr(img), t0_mono + dt, t0_wall + dt, index)
+                else:
+                    yield Captured(_bgr(img), time.monotonic_ns(), time.time_ns(), index)
             if not self.loop or self.should_stop() or self.stats["frames"] == n_before:
                 return
             log.info("%s: looping", self.name)

@@ -1,0 +1,151 @@
+"""`facesleuth view VIDEO -o OUT`: see what the nodes see.
+
+Runs the face library (edge.face) and the flow library (edge.flow) in-process on a video file and writes
+either an annotated video (OUT ends in .avi or .mp4) or a PNG strip of sampled frames (OUT ends in .png).
+Each frame shows the face boxes with track id, stabilisation residual (crop px) and head motion
+(frame px/frame), and on the right, per track, its aligned crop next to the flow against the crop `lag`
+frames back as colour (hue = direction, brightness = magnitude, full at `--flow-max` px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import UserError
+from edge.progress import Progress
+
+log = logging.getLogger(__name__)
+
+PANEL_ROWS = 3  # tracks shown beside the frame
+GREEN, YELLOW, WHITE = (80, 220, 80), (0, 220, 255), (255, 255, 255)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", help="input video file")
+    parser.add_argument("-o", "--output", required=True, help="output .avi / .mp4 (video) or .png (strip)")
+    parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+    parser.add_argument("--strip-frames", type=int, default=8, help="frames sampled into a .png strip")
+    parser.add_argument("--flow", default="dis", help="flow backend (edge.flow; default dis)")
+    parser.add_argument("--lag", type=int, default=3, help="flow against the crop this many frames back")
+    parser.add_argument("--flow-max", type=float, default=1.0, help="flow magnitude shown at full colour, px")
+    parser.add_argument("--detector", default="haar", help="face detector: haar, yunet, dlib")
+    parser.add_argument("--model", default=None, help="detector model file (yunet)")
+    parser.add_argument("--landmarks", default="auto", help="auto, eyes or dlib68")
+    parser.add_argument("--detect-every", type=int, default=5, help="detector period, frames")
+
+
+def flow_colour(flow: np.ndarray, max_px: float = 1.0) -> np.ndarray:
+    """(H, W, 2) flow px -> (H, W, 3) BGR uint8: hue = direction, value = magnitude / max_px (clipped)."""
+    mag, ang = cv2.cartToPolar(np.ascontiguousarray(flow[..., 0]), np.ascontiguousarray(flow[..., 1]))
+    hsv = np.zeros((*flow.shape[:2], 3), np.uint8)
+    hsv[..., 0] = (ang * 90 / np.pi).astype(np.uint8)  # OpenCV hue is 0..180
+    hsv[..., 1] = 255
+    hsv[..., 2] = np.clip(mag / max(max_px, 1e-6) * 255, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+
+
+def compose_view(frame: np.ndarray, faces, flows: dict[int, np.ndarray], flow_max: float,
+                 frame_index: int) -> np.ndarray:
+    """The annotated frame (BGR) with a panel of [crop | flow colour] rows, one per track, on the right."""
+    img = frame.copy() if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    h = img.shape[0]
+    s = faces.crops.shape[1]
+    panel = np.zeros((max(h, PANEL_ROWS * s), 2 * s, 3), np.uint8)
+    for i, tid in enumerate(faces.track_ids.tolist()):
+        x, y, w, bh = faces.boxes[i]
+        cv2.rectangle(img, (int(x), int(y)), (int(x + w), int(y + bh)), GREEN, 2)
+        label = f"#{tid} res {faces.residual[i]:.2f} mot {faces.head_motion[i]:.1f}"
+        cv2.putText(img, label, (int(x), max(12, int(y) - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, YELLOW, 1)
+        if i >= PANEL_ROWS:
+            continue
+        crop = cv2.cvtColor(faces.crops[i], cv2.COLOR_GRAY2BGR)
+        for px, py in faces.points[i]:
+            cv2.circle(crop, (int(round(px)), int(round(py))), 1, GREEN, -1)
+        panel[i * s:(i + 1) * s, :s] = crop
+        if tid in flows:
+            panel[i * s:(i + 1) * s, s:] = flow_colour(flows[tid], flow_max)
+        cv2.putText(panel, f"#{tid}", (4, i * s + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, YELLOW, 1)
+    cv2.putText(img, f"frame {frame_index}", (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, WHITE, 1)
+    if panel.shape[0] > h:
+        img = cv2.copyMakeBorder(img, 0, panel.shape[0] - h, 0, 0, cv2.BORDER_CONSTANT)
+    return np.hstack([img, panel])
+
+
+def _writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, size)
+    if not writer.isOpened():
+        raise UserError(f"cannot write video {path}")
+    return writer
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge.face import FaceTracker
+    from edge.flow import LagBuffer, create_flow
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".avi", ".mp4", ".png"):
+        raise UserError(f"output must end in .avi, .mp4 or .png, got {out.name!r}")
+    if not Path(args.video).is_file():
+        raise UserError(f"video file not found: {args.video}")
+    cap = cv2.VideoCapture(str(args.video))
+    if not cap.isOpened():
+        raise UserError(f"cannot open video {args.video} (not a video file, or no codec for it)")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    if args.max_frames > 0:
+        total = min(total or args.max_frames, args.max_frames)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    tracker = FaceTracker(detector=args.detector, landmarks=args.landmarks, detect_every=args.detect_every,
+                          model_path=args.model)
+    flow, lags = create_flow(args.flow), LagBuffer(args.lag)
+    strip = out.suffix.lower() == ".png"
+    sample = set(np.linspace(0, (total or 1) - 1, args.strip_frames).round().astype(int).tolist()) if strip else set()
+    writer, tiles, k, seen = None, [], 0, set()
+    try:
+        with Progress(total, "view") as progress:
+            while not (args.max_frames > 0 and k >= args.max_frames):
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                faces = tracker.update(frame)
+                seen.update(faces.track_ids.tolist())
+                flows = {}
+                for tid, crop in zip(faces.track_ids.tolist(), faces.crops, strict=True):
+                    ref = lags.push(tid, k, crop)
+                    if ref is not None:
+                        flows[tid] = flow.calc(ref[1], crop)
+                for tid in faces.ended:
+                    lags.end(tid)
+                view = compose_view(frame, faces, flows, args.flow_max, k)
+                if strip:
+                    if k in sample:
+                        tiles.append(view)
+                else:
+                    if writer is None:
+                        writer = _writer(out, fps, (view.shape[1], view.shape[0]))
+                    writer.write(view)
+                k += 1
+                progress.update(1)
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if k == 0:
+        raise UserError(f"no frame could be read from {args.video}")
+    if strip:
+        if not tiles:
+            tiles = [view]
+        half = [cv2.resize(t, (t.shape[1] // 2, t.shape[0] // 2), interpolation=cv2.INTER_AREA) for t in tiles]
+        cols = 2
+        while len(half) % cols:
+            half.append(np.zeros_like(half[0]))
+        grid = np.vstack([np.hstack(half[i:i + cols]) for i in range(0, len(half), cols)])
+        if not cv2.imwrite(str(out), grid):
+            raise UserError(f"cannot write {out}")
+    print(f"wrote {out} ({k} frames, {len(seen)} tracks)")
+    return 0

@@ -1,0 +1,65 @@
+"""`facesleuth view`: an annotated video and a PNG strip from a real video file; bad input is one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.debug_view import flow_colour
+from edge.face.clip import write_clip
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("view") / "one.avi"
+    write_clip(path, 20, 1)
+    return path
+
+
+def test_view_writes_annotated_video(clip, tmp_path):
+    out = tmp_path / "view.avi"
+    assert main(["view", str(clip), "-o", str(out), "--landmarks", "eyes"]) == 0
+    cap = cv2.VideoCapture(str(out))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and n == 20
+    assert frame.shape == (480, 640 + 2 * 128, 3), "frame plus a [crop | flow] panel"
+    assert frame[:128, 640:].max() < 20, "frame 0: no confirmed track yet, the panel is empty"
+    cap = cv2.VideoCapture(str(out))
+    for _ in range(15):
+        ok, frame = cap.read()
+    cap.release()
+    assert frame[:128, 640:768].std() > 10, "a confirmed track shows its aligned crop in the panel"
+
+
+def test_view_writes_png_strip_via_cli_process(clip, tmp_path):
+    out = tmp_path / "strip.png"
+    r = subprocess.run([sys.executable, "-m", "edge", "view", str(clip), "-o", str(out), "--strip-frames", "4",
+                        "--landmarks", "eyes"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    img = cv2.imread(str(out))
+    assert img.shape == (2 * 240, 2 * (640 + 256) // 2, 3)
+
+
+def test_view_bad_input(clip, tmp_path, capsys):
+    assert main(["view", str(tmp_path / "missing.avi"), "-o", str(tmp_path / "x.png")]) == 2
+    assert "video file not found" in capsys.readouterr().err
+    assert main(["view", str(clip), "-o", str(tmp_path / "x.gif")]) == 2
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"not a video")
+    assert main(["view", str(junk), "-o", str(tmp_path / "x.png")]) == 2
+    assert main(["view", str(clip), "-o", str(tmp_path / "x.png"), "--flow", "nope"]) == 2
+
+
+def test_flow_colour_encodes_direction_and_magnitude():
+    flow = np.zeros((4, 8, 2), np.float32)
+    flow[:, 4:, 0] = 1.0  # right half moves right by 1 px
+    c = flow_colour(flow, 1.0)
+    assert c[:, :4].max() == 0, "no motion is black"
+    assert c[:, 4:].max() == 255 and c[0, 4, 2] == 255, "1 px to the right is full red (hue 0)"
