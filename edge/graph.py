@@ -213,6 +213,8 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
     bind = _typed(path, doc, "bind", str, "", "127.0.0.1")
     keys = _typed(path, doc, "keys", str, "", None)
     max_bytes = _typed(path, doc, "max_msg_bytes", int, "", 64 * 1024 * 1024)
+    if max_bytes < 4096:
+        raise _err(path, _line(doc, "max_msg_bytes"), "max_msg_bytes", f"{max_bytes} is below the minimum 4096")
     raw_nodes = _typed(path, doc, "nodes", list, "", None)
     if not raw_nodes:
         raise _err(path, _line(doc, "nodes") or 1, "nodes", "a graph needs at least one node")

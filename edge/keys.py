@@ -30,10 +30,15 @@ def generate(directory: str | Path) -> Path:
 
 
 def load_curve(directory: str | Path) -> Curve:
-    """Read a key directory made by `generate()`; one clear error when something is missing."""
+    """Read a key directory made by `generate()`; one clear error when something is missing. On a
+    subscribing machine the directory holds only `server.key` (public) and the client pair: then
+    `server_secret` is None, which is all a client needs."""
     d = Path(directory)
+    server_file = d / "server.key_secret"
+    if not server_file.exists() and (d / "server.key").exists():
+        server_file = d / "server.key"
     try:
-        server_public, server_secret = zmq.auth.load_certificate(str(d / "server.key_secret"))
+        server_public, server_secret = zmq.auth.load_certificate(str(server_file))
         client_public, client_secret = zmq.auth.load_certificate(str(d / "client.key_secret"))
     except (OSError, ValueError) as e:
         raise UserError(f"CURVE keys in {d} unusable ({e}); create them with `facesleuth keys generate {d}`") \

@@ -28,7 +28,7 @@ import zmq
 from edge.errors import FacesleuthError
 from edge.messages import Message
 from edge.node import Node, get_node_class
-from edge.transport import Curve, Input, Output, context, new_poller
+from edge.transport import LATEST_HWM, Curve, Input, Output, context, new_poller
 
 STATS_PERIOD_S = 1.0
 READY_TIMEOUT_S = 20.0
@@ -68,14 +68,15 @@ class NodeProcess:
             if spec.get("curve") else None  # keys travel in the 0600 spec file of the private run dir
         self.outputs = {
             port: Output(self.ctx, o["topic"], o["pub"], [tuple(x) for x in o.get("push", [])],
-                         hwm=o.get("hwm", 2), max_msg_bytes=spec["max_msg_bytes"], curve=curve)
+                         hwm=o.get("hwm", LATEST_HWM), max_msg_bytes=spec["max_msg_bytes"], curve=curve)
             for port, o in spec["outputs"].items()
         }
         self.inputs: list[tuple[str, Input]] = []
         self.input_src: list[str] = []  # producer node of each input link
         for port, links in spec["inputs"].items():
             for link in links:
-                self.inputs.append((port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"],
+                hwm = link.get("queue", LATEST_HWM) if not link["latest"] else LATEST_HWM
+                self.inputs.append((port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"], hwm=hwm,
                                                 max_msg_bytes=spec["max_msg_bytes"], curve=curve)))
                 self.input_src.append(link.get("src", ""))
         self.links_ended: set[int] = set()  # in-band eos received

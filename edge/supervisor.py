@@ -125,7 +125,7 @@ class Supervisor:
                 ep = self._endpoint(f"{lk.src}.{lk.src_port}.{i}")
                 out["push"].append([ep, lk.queue])
                 inputs[lk.dst][lk.dst_port].append({"endpoint": ep, "topic": out["topic"], "latest": False,
-                                                    "src": lk.src})
+                                                    "src": lk.src, "queue": lk.queue})
         for n in g.nodes.values():
             spec = {
                 "name": n.name, "type": n.type, "params": n.params, "control": self.control_ep,
@@ -140,7 +140,7 @@ class Supervisor:
                                           n.restart.backoff_s, n.cls.is_source())
         (self.run_dir / "endpoints.json").write_text(json.dumps(
             {"graph": g.name, "pid": os.getpid(), "control": self.control_ep, "stats": self.stats_ep,
-             "ports": self.endpoints}, indent=1))
+             "ports": self.endpoints, "keys": str(g.keys) if g.keys else None}, indent=1))
         latest = runs_root() / "latest"
         try:
             if latest.is_symlink() or latest.exists():

@@ -43,7 +43,8 @@ from edge.messages import SCHEMA_VERSION, Message
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MSG_BYTES = 64 * 1024 * 1024
-LATEST_HWM = 2
+LATEST_HWM = 4  # per-subscriber queue of a latest-wins link; libzmq learns of reads ~1 ms late, so
+# a queue of 2 dropped bursts even behind an idle consumer
 IPC_PATH_MAX = 107
 
 
@@ -58,7 +59,9 @@ def pack(topic: str, msg: Message) -> list[Any]:
     """Message -> multipart parts `[topic, header, *buffers]` (buffers are the arrays, not copies)."""
     bufs, arrays = [], []
     for name, arr in msg.arrays.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray alone would turn a 0-d array into 1-d)
+            arr = np.ascontiguousarray(arr)
         bufs.append([name, arr.dtype.str, list(arr.shape)])
         arrays.append(arr)
     header = {
@@ -79,7 +82,7 @@ def unpack(parts: Sequence[zmq.Frame | bytes | memoryview]) -> tuple[str, Messag
     raw = [p.buffer if isinstance(p, zmq.Frame) else memoryview(p) for p in parts]
     try:
         topic = bytes(raw[0]).decode()
-        header = msgpack.unpackb(raw[1], raw=False)
+        header = msgpack.unpackb(raw[1], raw=False, strict_map_key=False)  # meta may map ints (track ids)
     except Exception as e:  # msgpack raises several types for garbage
         raise ForeignMessage(f"undecodable header ({type(e).__name__})") from None
     if not isinstance(header, dict) or any(k not in header for k in _HEADER_KEYS):
@@ -292,8 +295,10 @@ class Input:
                  curve: Curve | None = None) -> None:
         self.latest = latest
         self.sock = _socket(ctx, zmq.SUB if latest else zmq.PULL, max_msg_bytes, curve, server=False)
+        # Latest-wins: a small queue; lossless: the link's queue (else libzmq's default 1000 messages
+        # would sit on top of the sender's queue).
+        self.sock.rcvhwm = max(1, int(hwm))
         if latest:
-            self.sock.rcvhwm = hwm
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.sock.connect(endpoint)
         self.received = 0
@@ -301,6 +306,7 @@ class Input:
         self.foreign = 0
         self.gaps = 0
         self.last_error = ""
+        self.last_topic = ""
         self._last_seq: dict[str, int] = {}
 
     def _recv_one(self) -> Message | None:
@@ -311,7 +317,7 @@ class Input:
             except zmq.Again:
                 return None
             try:
-                _, msg = unpack(parts)
+                self.last_topic, msg = unpack(parts)
             except ForeignMessage as e:
                 self.foreign += 1
                 self.last_error = str(e)
@@ -337,7 +343,8 @@ class Input:
                 return msg
 
     def receive_many(self, limit: int) -> list[Message]:
-        """Lossless inputs: every queued message up to `limit`, stopping after an end-of-stream."""
+        """Every queued message in order, up to `limit`, stopping after an end-of-stream (lossless
+        inputs; also taps on a latest-wins link that must show each message, e.g. `facesleuth subscribe`)."""
         out: list[Message] = []
         while len(out) < limit:
             msg = self._recv_one()

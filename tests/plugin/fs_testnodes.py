@@ -1,0 +1,135 @@
+"""Node types used only by the runtime tests, loaded the way a third-party plugin is: through the
+`facesleuth.nodes` entry point group (tests/conftest.py writes a dist-info for this module and puts it
+on the node processes' PYTHONPATH). No OpenCV here, so node processes start fast.
+
+    test_arrays  source: deterministic arrays of several dtypes and layouts per frame (`make_arrays`)
+    test_relay   passes every message on untouched (re-sends the received read-only views)
+    test_record  sink: one JSON line per message (frame, seq, pid, sha256 per array) to `path`
+    test_crash   source: sends frames, then exits the process with `code` after `after_s`
+    test_params  sink with a required param and a choice param (validation tests)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.messages import Message
+from edge.node import Node, Param, Port, register_node
+
+
+def make_arrays(i: int, h: int = 48, w: int = 64) -> dict[str, np.ndarray]:
+    """The arrays of frame `i`: C- and F-ordered, big-endian, empty and 0-d cases, all seeded by `i`."""
+    rng = np.random.default_rng(1000 + i)
+    return {
+        "image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+        "depth": rng.standard_normal((h, w)).astype(np.float32),
+        "ids": rng.integers(-(2**62), 2**62, 7, dtype=np.int64),
+        "big_endian": rng.integers(-30000, 30000, (5, 3)).astype(">i2"),
+        "fortran": np.asfortranarray(rng.standard_normal((4, 6))),  # sent as its C-order copy
+        "empty": np.zeros((0, 4), np.float32),
+        "scalar": np.array(i, np.int32),
+    }
+
+
+def digest(arr: np.ndarray) -> list:
+    """[dtype.str, shape, sha256 of the C-order bytes]: what must survive the trip unchanged."""
+    return [arr.dtype.str, list(arr.shape), hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()]
+
+
+@register_node("test_arrays")
+class ArraysSource(Node):
+    """Deterministic multi-dtype arrays per frame (runtime tests)."""
+
+    outputs = {"frames": Port("frame")}
+    params = {
+        "count": Param(int, 10, "frames to send (0: until stopped)", min=0),
+        "fps": Param(float, 0.0, "rate, Hz (0: as fast as possible)", min=0),
+        "height": Param(int, 48, "px", min=1),
+        "width": Param(int, 64, "px", min=1),
+    }
+
+    def run_source(self) -> None:
+        i = 0
+        while not self.stopping and (self.p.count == 0 or i < self.p.count):
+            arrays = make_arrays(i, self.p.height, self.p.width)
+            self.emit("frames", Message("frame", "cam0", frame=i, t_mono_ns=time.monotonic_ns(),
+                                        t_wall_ns=time.time_ns(), meta={"source": "test", "fps": self.p.fps},
+                                        arrays=arrays))
+            i += 1
+            if self.p.fps:
+                time.sleep(1.0 / self.p.fps)
+
+
+@register_node("test_relay")
+class Relay(Node):
+    """Re-sends every message unchanged."""
+
+    inputs = {"frames": Port("frame")}
+    outputs = {"frames": Port("frame")}
+
+    def process(self, port: str, msg: Message) -> None:
+        self.emit("frames", msg.derive("frame", dict(msg.meta), dict(msg.arrays)))
+
+
+@register_node("test_record")
+class Record(Node):
+    """Writes one JSON line per received message; `delay_s` makes it a slow consumer."""
+
+    inputs = {"messages": Port("any")}
+    params = {
+        "path": Param(Path, description="JSON lines output"),
+        "delay_s": Param(float, 0.0, "sleep per message, s", min=0),
+    }
+
+    def setup(self) -> None:
+        self.f = open(self.p.path, "a")  # noqa: SIM115 (closed in teardown)
+
+    def process(self, port: str, msg: Message) -> None:
+        rec = {"frame": msg.frame, "seq": msg.seq, "type": msg.type, "pid": os.getpid(), "t": time.monotonic(),
+               "arrays": {k: digest(v) for k, v in msg.arrays.items()}}
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        if self.p.delay_s:
+            time.sleep(self.p.delay_s)
+
+    def teardown(self) -> None:
+        self.f.close()
+
+
+@register_node("test_crash")
+class Crash(Node):
+    """Sends small frames at 20 Hz, then kills its own process with exit code `code`."""
+
+    outputs = {"frames": Port("frame")}
+    params = {"after_s": Param(float, 0.3, "s"), "code": Param(int, 7, "exit code")}
+
+    def run_source(self) -> None:
+        t_end = time.monotonic() + self.p.after_s
+        i = 0
+        while not self.stopping:
+            if time.monotonic() >= t_end:
+                os._exit(self.p.code)  # a hard crash: no teardown, no eos
+            self.emit("frames", Message("frame", frame=i, arrays={"image": np.zeros((4, 4), np.uint8)}))
+            i += 1
+            time.sleep(0.05)
+
+
+@register_node("test_params")
+class Params(Node):
+    """A sink with a required and a choice param."""
+
+    inputs = {"frames": Port("frame")}
+    params = {
+        "level": Param(int, description="required"),
+        "mode": Param(str, "fast", "a choice", choices=("fast", "exact")),
+        "ratio": Param(float, 0.5, "bounded", min=0.0, max=1.0),
+    }
+
+    def process(self, port: str, msg: Message) -> None:
+        pass

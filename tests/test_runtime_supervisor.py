@@ -1,0 +1,205 @@
+"""`facesleuth run` with real node processes: byte-exact delivery, end of stream, restarts, shutdown,
+failure, a slow consumer's effect on the producer's memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from fs_testnodes import digest, make_arrays
+
+from edge.stats import COLUMNS
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(s) for s in lines if s.endswith("}")]  # the last line may be half written
+
+
+def test_three_nodes_pass_arrays_byte_exact_and_the_source_ends_the_graph(run_graph, tmp_path):
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    name: exact
+    nodes:
+      - {{name: src, type: test_arrays, params: {{count: 40, height: 120, width: 160}}}}
+      - {{name: mid, type: test_relay}}
+      - {{name: rec, type: test_record, params: {{path: {out}}}}}
+    connections:
+      - {{from: src.frames, to: mid.frames, delivery: lossless}}
+      - {{from: mid.frames, to: rec.messages, delivery: lossless}}
+    """)
+    assert g.wait(30) == 0, g.describe()
+    recs = _records(out)
+    assert [r["frame"] for r in recs] == list(range(40)), g.describe()
+    assert [r["seq"] for r in recs] == list(range(40))  # the relay's own per-stream sequence
+    for r in recs:
+        expected = {k: digest(v) for k, v in make_arrays(r["frame"], 120, 160).items()}
+        assert r["arrays"] == expected, f"frame {r['frame']} changed in transit"
+    summary = g.stdout()
+    assert "every stream ended" in summary and "FAILED" not in summary
+    assert not list(g.root.rglob("*.ipc")), "ipc files left behind"
+
+
+def test_sigkilled_node_is_restarted_and_the_stream_resumes(run_graph, tmp_path):
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_arrays, params: {{count: 0, fps: 50}}}}
+      - name: mid
+        type: test_relay
+        restart: {{policy: on-failure, max_restarts: 2, backoff_s: 0.2}}
+      - {{name: rec, type: test_record, params: {{path: {out}}}}}
+    connections: [src.frames -> mid.frames, mid.frames -> rec.messages]
+    """)
+    g.wait_for(lambda: len(_records(out)) >= 10, what="frames through the relay")
+    first = g.node_pids()["mid"]
+    os.kill(first, signal.SIGKILL)
+    g.wait_for(lambda: g.node_pids().get("mid", first) != first, what="a new relay process")
+    n_before = len(_records(out))
+    g.wait_for(lambda: len(_records(out)) >= n_before + 10, what="frames after the restart")
+    recs = _records(out)
+    assert recs[-1]["frame"] > recs[n_before - 1]["frame"]  # the stream resumed, newer frames
+    g.terminate()
+    assert g.proc.returncode == 0, g.describe()  # SIGTERM is a clean stop
+    assert f"mid (pid {first}) exited with code -9" in g.stderr()
+    assert "restart 1/2" in g.stderr()
+    row = next(line for line in g.stdout().splitlines() if line.strip().startswith("mid "))
+    assert row.split()[3] == "1", row  # restarts column
+
+
+def test_sigterm_stops_everything_within_5s_without_orphans_or_ipc_files(run_graph, tmp_path):
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: cam, type: pattern, params: {{width: 160, height: 120, fps: 30}}}}
+      - {{name: shrink, type: resize, params: {{width: 80, height: 60}}}}
+      - {{name: rec, type: test_record, params: {{path: {out}}}}}
+    connections: [cam.frames -> shrink.frames, shrink.frames -> rec.messages]
+    """)
+    g.wait_for(lambda: len(_records(out)) >= 5, what="frames")
+    pids = g.node_pids()
+    assert sorted(pids) == ["cam", "rec", "shrink"]
+    run_dir = g.run_dir()
+    assert list(run_dir.glob("*.ipc"))
+    t0 = time.monotonic()
+    g.proc.send_signal(signal.SIGTERM)
+    code = g.wait(10)
+    elapsed = time.monotonic() - t0
+    assert code == 0, g.describe()
+    assert elapsed < 5.0, f"stop took {elapsed:.1f} s"
+    alive = [p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive, f"orphan node processes: {alive}"
+    assert not run_dir.exists() and not list(g.root.rglob("*.ipc"))
+    assert "graph " in g.stdout() and "SIGTERM" in g.stdout()
+    for name in pids:
+        assert f"{name} (pid {pids[name]}) exited with code" in g.stderr()
+
+
+def test_node_that_fails_for_good_makes_run_exit_1(run_graph, tmp_path):
+    g = run_graph(f"""
+    nodes:
+      - name: bad
+        type: test_crash
+        params: {{after_s: 0.2, code: 7}}
+        restart: {{policy: on-failure, max_restarts: 1, backoff_s: 0.1}}
+      - {{name: rec, type: test_record, params: {{path: {tmp_path / 'r.jsonl'}}}}}
+    connections: [bad.frames -> rec.messages]
+    """)
+    assert g.wait(30) == 1, g.describe()
+    err = g.stderr()
+    assert err.count("started bad (pid") == 2 and err.count("exited with code 7") == 2  # run + one restart
+    assert "bad failed for good (exit code 7)" in g.stdout()
+    row = next(line for line in g.stdout().splitlines() if line.strip().startswith("bad "))
+    assert row.split()[1:4] == ["FAILED", "7,7", "1"], row
+
+
+@pytest.mark.slow
+def test_slow_consumer_keeps_producer_memory_flat_and_duration_stops(run_graph, tmp_path):
+    """A flooding 1280x720 source into a consumer that takes 0.2 s per frame: with an unbounded queue
+    the producer would grow by ~2.7 MB per frame it is ahead; latest-wins keeps it flat."""
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: cam, type: pattern, params: {{fps: 0, height: 720, width: 1280}}}}
+      - {{name: slow, type: test_record, params: {{path: {out}, delay_s: 0.2}}}}
+    connections: [cam.frames -> slow.messages]
+    """, "--duration", "6")
+    g.wait_for(lambda: len(_records(out)) >= 2, what="the consumer's first frames")
+    cam = psutil.Process(g.node_pids()["cam"])
+    time.sleep(0.5)
+    rss = []
+    for _ in range(12):
+        rss.append(cam.memory_info().rss)
+        time.sleep(0.25)
+    assert g.wait(15) == 0, g.describe()
+    row = next(line for line in g.stdout().splitlines() if line.strip().startswith("cam "))
+    sent = int(row.split()[5])
+    consumed = len(_records(out))
+    assert sent > 5 * consumed, f"the producer was not faster than the consumer ({sent} vs {consumed})"
+    growth_mb = (max(rss) - rss[0]) / 2**20
+    assert growth_mb < 20, f"producer RSS grew {growth_mb:.0f} MB in 3 s: {[r >> 20 for r in rss]} MB"
+    assert "duration 6 s reached" in g.stdout()
+    assert time.monotonic() - g.t_start < 6 + 10
+
+
+def test_stats_and_subscribe_on_a_running_graph(run_graph, tmp_path, plugin_env):
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: cam, type: pattern, params: {{width: 160, height: 120, fps: 30}}}}
+      - {{name: shrink, type: resize, params: {{width: 80, height: 60}}}}
+      - {{name: rec, type: test_record, params: {{path: {out}}}}}
+    connections: [cam.frames -> shrink.frames, shrink.frames -> rec.messages]
+    """)
+    g.wait_for(lambda: len(_records(out)) >= 5, what="frames")
+    cli = [sys.executable, "-m", "edge"]
+    env = g.env  # its TMPDIR: `latest` points at this run
+
+    def stats_json():
+        r = subprocess.run([*cli, "stats", "--once", "--json"], capture_output=True, text=True, env=env, timeout=30)
+        assert r.returncode == 0, r.stderr
+        rows = {n["node"]: n for n in json.loads(r.stdout)["nodes"]}
+        return rows if rows["rec"]["in"] > 0 and rows["cam"]["out"] > 0 else None
+
+    rows = g.wait_for(stats_json, what="stats with traffic")
+    assert set(rows) == {"cam", "shrink", "rec"} and all(r["state"] == "running" for r in rows.values())
+    assert rows["shrink"]["out"] > 0 and rows["cam"]["fps"] > 5 and rows["shrink"]["p99_ms"] > 0
+    r = subprocess.run([*cli, "stats", "--once"], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0 and r.stdout.splitlines()[1].split()[:4] == list(COLUMNS[:4]), r.stdout
+
+    r = subprocess.run([*cli, "subscribe", "shrink.frames", "--count", "3", "--json", "--timeout", "10"],
+                       capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    msgs = [json.loads(s) for s in r.stdout.splitlines()]
+    assert len(msgs) == 3 and [m["frame"] for m in msgs] == sorted(m["frame"] for m in msgs)
+    img = msgs[0]["arrays"]["image"]
+    assert img["dtype"] == "|u1" and img["shape"] == [60, 80] and 0 <= img["min"] <= img["mean"] <= img["max"]
+    assert msgs[0]["meta"]["source"] == "pattern" and msgs[0]["latency_ms"] >= 0
+    r = subprocess.run([*cli, "subscribe", g.endpoints()["ports"]["cam.frames"], "--count", "1"],
+                       capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("cam.frames frame seq=") and "image=|u1[120, 160, 3]" in r.stdout
+    r = subprocess.run([*cli, "subscribe", "shrink.nosuch"], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 2 and "no output port 'shrink.nosuch'" in r.stderr and "cam.frames" in r.stderr
+    live = subprocess.Popen([*cli, "stats", "--json", "--timeout", "1.5"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(2.5)  # a few snapshots, then the graph goes away under the live view
+        g.terminate()
+        live_out, live_err = live.communicate(timeout=15)
+    finally:
+        live.kill()
+    assert live.returncode == 0 and "stopped" in live_err, live_err
+    snaps = [json.loads(s) for s in live_out.splitlines()]
+    assert len(snaps) >= 2 and all(len(s["nodes"]) == 3 for s in snaps)
+    for cmd in (["stats", "--once"], ["subscribe", "cam.frames"]):
+        r = subprocess.run([*cli, *cmd], capture_output=True, text=True, env=env, timeout=30)
+        assert r.returncode == 2 and "no running graph" in r.stderr, r.stderr
