@@ -1,0 +1,133 @@
+"""`spot`: micro-expression spotting (edge.spot): flows + crops in, intervals out.
+
+The `crops` input gives, per frame and track, the aligned crop (kept in a short ring so that the onset and
+apex crops can travel with the interval), head motion, stabilisation residual and ended tracks; the
+`flows` input drives the spotter. An interval is emitted as soon as its offset is seen. Discarded
+intervals (head motion, track loss, dropped frames) are logged with their reason and, only with
+`emit_discarded`, also emitted with kind "other" and meta `discarded` (for debugging views).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from edge.messages import Message
+from edge.node import Node, Param, Port, register_node
+from edge.spot import FrameInfo, Interval, SpotParams, Spotter
+
+_DEFAULTS = SpotParams()
+
+
+@register_node("spot")
+class SpotNode(Node):
+    """Spot micro/macro expressions and blinks on ROI motion curves; emit intervals with onset/apex crops."""
+
+    inputs = {"flows": Port("flows", "flow against the frame `lag` back, per track"),
+              "crops": Port("crops", "aligned crops, head motion, residual, ended tracks")}
+    outputs = {"intervals": Port("intervals", "one message per interval (kinds micro, macro, blink)")}
+    params = {
+        "params_file": Param(str, "", "JSON from `facesleuth calib spot` (its values replace the defaults)"),
+        "k_on": Param(float, _DEFAULTS.k_on, "score (noise units) that opens an event", min=0.0),
+        "k_off": Param(float, _DEFAULTS.k_off, "score (noise units) above which motion continues", min=0.0),
+        "micro_max_s": Param(float, _DEFAULTS.micro_max_s, "longest micro-expression, s", min=0.0),
+        "head_speed_max": Param(float, _DEFAULTS.head_speed_max, "head motion that discards, crop px/s"),
+        "residual_max": Param(float, _DEFAULTS.residual_max, "stabilisation residual that discards, crop px"),
+        "crop_history_s": Param(float, 6.0, "seconds of crops kept per track for onset/apex crops", min=0.5),
+        "emit_discarded": Param(bool, False, "also emit discarded intervals (kind 'other', meta discarded)"),
+    }
+
+    def setup(self) -> None:
+        sp = SpotParams.load(self.p.params_file) if self.p.params_file else SpotParams()
+        # Values set in the graph win over the file; unset ones keep the file's (or the defaults).
+        for k in ("k_on", "k_off", "micro_max_s", "head_speed_max", "residual_max"):
+            v = getattr(self.p, k)
+            if v != getattr(_DEFAULTS, k):
+                setattr(sp, k, v)
+        sp.check()
+        self.params_used = sp
+        self.spotters: dict[str, Spotter] = {}
+        # (stream, track) -> ring of (frame, crop, box); per stream, the last crops message seen
+        self.crops: dict[tuple[str, int], deque[tuple[int, np.ndarray, list[float]]]] = {}
+        self.log.info("spot params %s", sp)
+
+    def _spotter(self, stream: str) -> Spotter:
+        if stream not in self.spotters:
+            self.spotters[stream] = Spotter(self.params_used)
+        return self.spotters[stream]
+
+    def process(self, port: str, msg: Message) -> None:
+        if port == "crops":
+            self._crops(msg)
+        else:
+            self._flows(msg)
+
+    def _crops(self, msg: Message) -> None:
+        sp = self._spotter(msg.stream)
+        a = msg.arrays
+        n = len(a["track_ids"])
+        motion = list(msg.meta.get("head_motion", [])) + [0.0] * n
+        for i in range(n):
+            tid = int(a["track_ids"][i])
+            M = a["transforms"][i]
+            scale = float(np.sqrt(abs(np.linalg.det(M[:, :2].astype(np.float64)))))
+            sp.note_frame(msg.frame, tid, FrameInfo(float(motion[i]), float(a["residual"][i]), scale))
+            ring = self.crops.get((msg.stream, tid))
+            if ring is None:
+                ring = self.crops[(msg.stream, tid)] = deque()
+            ring.append((msg.frame, np.array(a["crops"][i]), [float(v) for v in a["boxes"][i]]))
+            while ring and (msg.frame - ring[0][0]) > self._keep(sp, tid):
+                ring.popleft()
+        for tid in msg.meta.get("ended", []):
+            for iv in sp.end_track(int(tid), "track lost"):
+                self._send(msg, iv)
+            self.crops.pop((msg.stream, int(tid)), None)
+
+    def _keep(self, sp: Spotter, tid: int) -> float:
+        t = sp.tracks.get(tid)
+        fps = t.fps() if t is not None else 30.0
+        return self.p.crop_history_s * fps
+
+    def _flows(self, msg: Message) -> None:
+        sp = self._spotter(msg.stream)
+        a = msg.arrays
+        for flow, tid, ref in zip(a["flows"], a["track_ids"], a["ref_frames"], strict=True):
+            for iv in sp.push(msg.frame, msg.t_mono_ns, msg.t_wall_ns, int(tid), int(ref), flow):
+                self._send(msg, iv)
+
+    def _crop_at(self, stream: str, tid: int, frame: int) -> tuple[np.ndarray | None, list[float]]:
+        """The kept crop of (stream, tid) nearest to `frame` (and its box)."""
+        ring = self.crops.get((stream, tid))
+        if not ring:
+            return None, []
+        f, crop, box = min(ring, key=lambda r: abs(r[0] - frame))
+        return crop, box
+
+    def _send(self, msg: Message, iv: Interval) -> None:
+        if iv.discarded and not self.p.emit_discarded:
+            return
+        onset, _ = self._crop_at(msg.stream, iv.track_id, iv.onset)
+        apex, box = self._crop_at(msg.stream, iv.track_id, iv.apex)
+        if onset is None or apex is None:
+            self.log.warning("track %d: no crops kept for interval %d-%d; not emitted", iv.track_id,
+                             iv.onset, iv.offset)
+            return
+        meta = {"track_id": iv.track_id, "kind": "other" if iv.discarded else iv.kind,
+                "onset": iv.onset, "apex": iv.apex, "offset": iv.offset,
+                "t_onset_ns": iv.t_onset_ns, "t_apex_ns": iv.t_apex_ns, "t_offset_ns": iv.t_offset_ns,
+                "wall_onset_ns": iv.wall_onset_ns, "wall_apex_ns": iv.wall_apex_ns,
+                "wall_offset_ns": iv.wall_offset_ns, "duration_s": round(iv.duration_s, 4),
+                "score": round(iv.score, 2), "intensity": round(iv.intensity, 3), "rois": iv.rois, "box": box}
+        if iv.discarded:
+            meta["discarded"] = iv.discarded
+        out = msg.derive("intervals", meta, {"onset": onset, "apex": apex})
+        self.emit("intervals", out)
+
+    def end_of_stream(self) -> None:
+        """Close events still open at the end of the stream (they are emitted as they stand)."""
+        for stream, sp in self.spotters.items():
+            last = Message("intervals", stream)
+            for iv in sp.finish():
+                last.frame, last.t_mono_ns, last.t_wall_ns = iv.offset, iv.t_offset_ns, iv.wall_offset_ns
+                self._send(last, iv)

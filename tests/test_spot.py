@@ -1,0 +1,260 @@
+"""Spotting (edge.spot, nodes/spot.py): real flow (edge.flow DIS) on aligned crops of a real face photograph
+moved by the synthetic source's action-unit fields (edge.data.aus), with sensor noise."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.data.aus import combo_field, grid
+from edge.data.synth import profile
+from edge.errors import UserError
+from edge.flow import add_noise, create_flow, face_crop
+from edge.messages import Message
+from edge.spot import FrameInfo, SpotParams, Spotter, f1, iou, match
+
+FPS = 30.0
+LAG = 3
+S = 128
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def render(n: int, events: list[dict], sigma: float, seed: int = 0, shift: np.ndarray | None = None
+           ) -> list[np.ndarray]:
+    """n aligned grey crops (S, S) uint8: the face moved by `events` ({aus, on, apex, off} in s; hold),
+    plus an optional rigid shift (n, 2) crop px, plus Gaussian noise sigma grey levels."""
+    rng = np.random.default_rng(seed)
+    base = face_crop(S).astype(np.float32)
+    xx, yy = grid(S)
+    fields = [combo_field(e["aus"], xx, yy, S) for e in events]
+    out = []
+    for k in range(n):
+        t = k / FPS
+        d = np.zeros((2, S, S), np.float32)
+        for e, fld in zip(events, fields, strict=True):
+            if e["on"] < t < e["off"]:
+                tt = t if t <= e["apex"] else max(e["apex"], t - e.get("hold", 0.0))
+                d += fld * float(profile(tt, e["on"], e["apex"], e["off"] - e.get("hold", 0.0)))
+        if shift is not None:
+            d += shift[k][:, None, None].astype(np.float32)
+        img = cv2.remap(base, xx - d[0], yy - d[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        out.append(add_noise(np.clip(np.rint(img), 0, 255).astype(np.uint8), sigma, rng))
+    return out
+
+
+def flows(crops: list[np.ndarray]) -> list[tuple[int, int, np.ndarray]]:
+    """(frame, ref frame, flow (2, S, S)) against the frame LAG back, as the flow node sends them."""
+    fl = create_flow("dis")
+    return [(k, max(0, k - LAG), fl.calc(crops[max(0, k - LAG)], crops[k]).transpose(2, 0, 1))
+            for k in range(1, len(crops))]
+
+
+def spot(fl: list[tuple[int, int, np.ndarray]], params: SpotParams | None = None,
+         info: dict[int, FrameInfo] | None = None):
+    sp = Spotter(params or SpotParams())
+    out = []
+    for k, ref, uv in fl:
+        if info and k in info:
+            sp.note_frame(k, 1, info[k])
+        t = int(round(k / FPS * 1e9))
+        out += sp.push(k, t, t, 1, ref, uv)
+    return out + sp.finish()
+
+
+def micro(t: float, aus: dict[int, float], rise: float = 0.12, dur: float = 0.33) -> dict:
+    return {"aus": aus, "on": t, "apex": t + rise, "off": t + dur}
+
+
+def frames_of(e: dict) -> tuple[int, int]:
+    return int(round(e["on"] * FPS)), int(round(e["off"] * FPS))
+
+
+def f1_micro(intervals, events) -> tuple[float, tuple[int, int, int]]:
+    pred = [(i.onset, i.offset) for i in intervals if i.kind == "micro" and not i.discarded]
+    truth = [frames_of(e) for e in events]
+    m = match(pred, truth)
+    return f1(*m), m
+
+
+MICROS = [({1: 1.0, 2: 1.0}, 1.4), ({12: 1.0}, 3.0), ({17: 1.0}, 4.6), ({4: 1.0}, 6.2)]
+
+
+def micro_events(amp: float) -> list[dict]:
+    return [micro(t, {k: v * amp for k, v in aus.items()}) for aus, t in MICROS]
+
+
+# --------------------------------------------------------------------------------------- evaluation
+
+def test_iou_inclusive_frames():
+    assert iou((10, 19), (10, 19)) == 1.0
+    assert iou((10, 19), (15, 24)) == pytest.approx(5 / 15)
+    assert iou((0, 4), (5, 9)) == 0.0
+
+
+def test_match_is_one_to_one_at_half_iou():
+    truth = [(10, 19), (40, 49)]
+    pred = [(11, 19), (12, 20), (41, 60), (80, 85)]
+    tp, fp, fn = match(pred, truth)
+    assert (tp, fp, fn) == (1, 3, 1)  # (41, 60) has IoU 9/21 < 0.5; the second hit on (10, 19) is an FP
+    assert f1(tp, fp, fn) == pytest.approx(2 / 6)
+    assert f1(0, 0, 0) == 1.0
+
+
+def test_params_file_roundtrip_and_errors(tmp_path):
+    p = SpotParams(k_on=6.0, k_off=2.0)
+    p.save(tmp_path / "p.json", fit={"micro_f1": 1.0})
+    q = SpotParams.load(tmp_path / "p.json")
+    assert (q.k_on, q.k_off) == (6.0, 2.0)
+    with pytest.raises(UserError, match="unknown key"):
+        SpotParams.from_dict({"k_onn": 3})
+    with pytest.raises(UserError, match="k_off <= k_on"):
+        SpotParams.from_dict({"k_on": 2.0, "k_off": 3.0})
+    with pytest.raises(UserError, match="not found"):
+        SpotParams.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(UserError, match="JSON"):
+        SpotParams.load(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------------------------- spotting quality
+
+@pytest.fixture(scope="module")
+def clip_1px():
+    ev = micro_events(1.5)
+    return ev, flows(render(int(7.5 * FPS), ev, sigma=1.0))
+
+
+def test_micro_expressions_at_1_5px_are_spotted(clip_1px):
+    ev, fl = clip_1px
+    out = spot(fl)
+    score, (tp, fp, fn) = f1_micro(out, ev)
+    assert score >= 0.9, (tp, fp, fn, [(i.kind, i.onset, i.offset, i.discarded) for i in out])
+    for i in out:
+        if i.kind == "micro" and not i.discarded:
+            assert i.onset <= i.apex <= i.offset
+            assert i.t_onset_ns <= i.t_apex_ns <= i.t_offset_ns
+            assert i.duration_s <= 0.5 and i.intensity > 0.1 and i.rois
+
+
+def test_thresholds_adapt_to_the_noise_level():
+    """The same events under more sensor noise: still found, and the extra noise makes no events."""
+    ev = micro_events(2.0)
+    n = int(7.5 * FPS)
+    for sigma in (0.5, 2.5):
+        out = spot(flows(render(n, ev, sigma, seed=3)))
+        score, m = f1_micro(out, ev)
+        assert score >= 0.85, (sigma, m)
+        assert not [i for i in out if i.kind == "micro" and not i.discarded
+                    and max(iou((i.onset, i.offset), frames_of(e)) for e in ev) == 0], sigma
+
+
+def test_blink_is_a_blink_not_micro():
+    ev = [{"aus": {45: 5.0}, "on": 1.5, "apex": 1.58, "off": 1.75}]
+    out = spot(flows(render(int(3 * FPS), ev, sigma=1.0)))
+    kept = [i for i in out if not i.discarded]
+    assert [i.kind for i in kept] == ["blink"], [(i.kind, i.rois) for i in out]
+    assert set(kept[0].rois) & {"eye_left", "eye_right"}
+
+
+def test_held_expression_is_macro_not_two_micros():
+    ev = [{"aus": {12: 2.0}, "on": 1.4, "apex": 1.6, "off": 3.4, "hold": 1.4}]
+    out = spot(flows(render(int(4.2 * FPS), ev, sigma=1.0)))
+    kinds = [i.kind for i in out if not i.discarded]
+    assert "micro" not in kinds and "macro" in kinds, [(i.kind, i.onset, i.offset) for i in out]
+
+
+def test_head_movement_discards_with_a_reason():
+    """The face node reports a large head motion over a micro-expression: discarded, reason given."""
+    ev = micro_events(1.5)[:1]
+    fl = flows(render(int(2.6 * FPS), ev, sigma=1.0))
+    on, off = frames_of(ev[0])
+    info = {k: FrameInfo(head_motion=3.0 if on <= k <= off else 0.1, residual=0.05, scale=1.0)
+            for k in range(len(fl) + 1)}
+    out = spot(fl, info=info)
+    assert out and all(i.discarded.startswith("head motion") for i in out), [(i.kind, i.discarded) for i in out]
+
+
+def test_rigid_motion_in_the_crop_is_removed_or_discarded():
+    """A fast rigid shift of the whole crop (no expression): never a micro event."""
+    n = int(3.5 * FPS)
+    shift = np.zeros((n, 2))
+    t = np.arange(n) / FPS
+    w = (t > 1.5) & (t < 2.1)
+    shift[w, 0] = 3.0 * np.sin(np.pi * (t[w] - 1.5) / 0.6)
+    out = spot(flows(render(n, [], sigma=1.0, shift=shift)))
+    assert not [i for i in out if i.kind == "micro" and not i.discarded], [(i.kind, i.discarded) for i in out]
+
+
+def test_distractors_only_give_no_micro_events():
+    ev = [{"aus": {45: 5.0}, "on": 1.3, "apex": 1.38, "off": 1.55},
+          {"aus": {6: 4.0, 12: 4.0}, "on": 2.2, "apex": 2.6, "off": 4.4, "hold": 1.2},
+          {"aus": {45: 5.0}, "on": 5.0, "apex": 5.1, "off": 5.3}]
+    out = spot(flows(render(int(6.0 * FPS), ev, sigma=2.0, seed=5)))
+    assert not [i for i in out if i.kind == "micro" and not i.discarded], \
+        [(i.kind, i.onset, i.offset, i.rois) for i in out]
+
+
+def test_track_loss_discards_an_open_event():
+    ev = [{"aus": {12: 2.0}, "on": 1.4, "apex": 1.6, "off": 3.0, "hold": 1.0}]
+    fl = flows(render(int(2.0 * FPS), ev, sigma=1.0))
+    sp = Spotter()
+    for k, ref, uv in fl:
+        t = int(k / FPS * 1e9)
+        assert not sp.push(k, t, t, 7, ref, uv)
+    out = sp.end_track(7, "track lost")
+    assert len(out) == 1 and out[0].discarded == "track lost"
+
+
+@pytest.mark.xfail(reason="0.5 px AU fields under sigma=3 are at the DIS noise floor of a 128-px crop "
+                          "(block z ~1-2.5); target F1 >= 0.75 not reached yet", strict=False)
+def test_half_pixel_under_sigma3():
+    ev = micro_events(0.5)
+    out = spot(flows(render(int(7.5 * FPS), ev, sigma=3.0, seed=2)))
+    assert f1_micro(out, ev)[0] >= 0.75
+
+
+def test_bad_flow_shape_is_a_user_error():
+    with pytest.raises(UserError, match="flow must be"):
+        Spotter().push(1, 0, 0, 1, 0, np.zeros((3, 128, 128), np.float32))
+
+
+# ------------------------------------------------------------------------------------------ the node
+
+def test_spot_node_emits_intervals_with_crops(clip_1px, tmp_path):
+    from nodes.spot import SpotNode
+
+    ev, fl = clip_1px
+    crops = render(int(7.5 * FPS), ev, sigma=1.0)
+    (tmp_path / "p.json").write_text(json.dumps({"params": {"k_on": 4.5}}))
+    node = SpotNode.for_test(params={"params_file": str(tmp_path / "p.json")})
+    node.setup()
+    M = np.array([[[0.5, 0, 10], [0, 0.5, 20]]], np.float32)
+    for k, crop in enumerate(crops):
+        t = int(k / FPS * 1e9)
+        cm = Message("crops", "cam0", k, k, t, t, {"crop_size": S, "ended": [], "head_motion": [0.1]},
+                     {"crops": crop[None], "track_ids": np.array([4], np.int32),
+                      "boxes": np.array([[10, 20, 256, 256]], np.float32),
+                      "points": np.zeros((1, 2, 2), np.float32), "residual": np.array([0.05], np.float32),
+                      "transforms": M})
+        node.process("crops", cm)
+        if k:
+            ref, uv = fl[k - 1][1], fl[k - 1][2]
+            node.process("flows", Message("flows", "cam0", k, k, t, t, {"lag": LAG, "scale": 1.0},
+                                          {"flows": uv[None].astype(np.float32),
+                                           "track_ids": np.array([4], np.int32),
+                                           "ref_frames": np.array([ref], np.int64)}))
+    node.end_of_stream()
+    ivs = [m for port, m in node.emitted if port == "intervals"]
+    micro_ivs = [m for m in ivs if m.meta["kind"] == "micro"]
+    assert len(micro_ivs) >= 3
+    m = micro_ivs[0]
+    assert m.meta["track_id"] == 4 and m.meta["onset"] <= m.meta["apex"] <= m.meta["offset"]
+    assert m.arrays["onset"].shape == (S, S) and m.arrays["apex"].dtype == np.uint8
+    assert np.array_equal(m.arrays["apex"], crops[m.meta["apex"]])
+    assert m.meta["box"] == [10.0, 20.0, 256.0, 256.0] and m.meta["t_offset_ns"] >= m.meta["t_onset_ns"]
+    # Emitted once the offset is seen: a few frames after it, not at the end of the clip.
+    assert m.frame - m.meta["offset"] <= 2 * LAG

@@ -1,0 +1,60 @@
+"""Spotting through the in-process library chain on synthetic video: SyntheticVideo frames -> face tracking
+and stabilisation (edge.face) -> flow (edge.flow) -> spotting (edge.spot); and `facesleuth calib spot` on
+a clip written as a real MJPG file with its JSON ground truth."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge.bench.spotting import baseline_clip, extract, make_video, score, spot_clip
+from edge.cli import main as cli
+from edge.spot import SpotParams
+
+
+@pytest.fixture(scope="module")
+def micro_clip():
+    return extract(make_video(1.5, 1.0, seed=0, duration_s=10.0))
+
+
+def test_chain_spots_micro_expressions_at_1_5px(micro_clip):
+    s = score([micro_clip], [spot_clip(micro_clip, SpotParams())])
+    n_micro = sum(1 for t in micro_clip.truth if t["kind"] == "micro")
+    assert n_micro >= 3 and s["f1"] >= 0.9, s
+
+
+def test_chain_beats_the_plain_baseline(micro_clip):
+    ours = score([micro_clip], [spot_clip(micro_clip, SpotParams())])
+    base = score([micro_clip], [baseline_clip(micro_clip)])
+    assert ours["f1"] > base["f1"] and ours["fp"] <= base["fp"], (ours, base)
+
+
+def test_chain_distractors_only_give_no_micro_events():
+    clip = extract(make_video(None, 3.0, seed=7, duration_s=10.0, distractors_only=True), baseline=False)
+    kinds = {t["kind"] for t in clip.truth}
+    assert {"blink", "head", "macro"} <= kinds
+    micro = [i for i in spot_clip(clip, SpotParams()) if i.kind == "micro" and not i.discarded]
+    assert not micro, [(i.onset, i.offset, i.rois) for i in micro]
+
+
+@pytest.mark.slow
+def test_calib_spot_writes_a_params_file_the_node_reads(tmp_path, capsys):
+    from edge.data.synth import write_clip
+    from nodes.spot import SpotNode
+
+    write_clip(make_video(1.5, 1.0, seed=3, duration_s=7.0), tmp_path / "clips" / "a.avi")
+    out = tmp_path / "spot.json"
+    assert cli(["calib", "spot", str(tmp_path / "clips"), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["fit"]["micro_intervals"] >= 2 and doc["fit"]["micro_f1"] >= 0.8, doc["fit"]
+    assert "micro F1" in capsys.readouterr().out
+    node = SpotNode.for_test(params={"params_file": str(out)})
+    node.setup()
+    assert node.params_used.k_on == doc["params"]["k_on"]
+
+
+def test_calib_spot_bad_input_is_one_line(tmp_path, capsys):
+    assert cli(["calib", "spot", str(tmp_path / "nothing.avi"), "--out", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an .avi" in err[0]
