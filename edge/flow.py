@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 # Best first: what `auto` tries. nvof is last among the CUDA ones only for accuracy reasons (coarse
 # grid, open quality reports upstream); on a GPU the CUDA TV-L1 is both fast and fine.
 AUTO_ORDER = ("cuda_tvl1", "nvof", "cuda_farneback", "dis")
-BACKENDS = ("nvof", "cuda_tvl1", "cuda_farneback", "dis", "tvl1", "farneback")
+BACKENDS = ("nvof", "vpi", "cuda_tvl1", "cuda_farneback", "dis", "tvl1", "farneback")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,8 +319,41 @@ def nvof_to_px(raw: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return flow
 
 
+class VpiFlow(FlowBackend):
+    """NVIDIA VPI dense optical flow on Jetson Orin's optical flow accelerator (OFA backend).
+
+    quality: "low" | "medium" | "high"; grid: 1, 2 or 4 px per vector (VPI >= 2.3 takes `gridSize`).
+    VPI returns S10.5 motion vectors (2S16) per grid cell, like NVOF: converted by nvof_to_px().
+    Written from VPI's Python reference (vpi.optflow_dense); not yet run on an Orin by this project.
+    """
+
+    name = "vpi"
+    defaults = {"quality": "high", "grid": 4}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        try:
+            import vpi  # noqa: F401  (NVIDIA VPI ships with JetPack, not on PyPI)
+        except ImportError:
+            raise Unavailable("vpi: NVIDIA VPI's Python module is not installed (JetPack on Jetson Orin); "
+                              "use nvof or dis") from None
+        if self.params["quality"] not in ("low", "medium", "high") or int(self.params["grid"]) not in (1, 2, 4):
+            raise UserError("vpi: quality must be low, medium or high and grid 1, 2 or 4")
+
+    def _calc(self, prev: np.ndarray, next: np.ndarray) -> np.ndarray:
+        import vpi
+
+        quality = getattr(vpi.OptFlowQuality, self.params["quality"].upper())
+        with vpi.Backend.VIC:  # the OFA reads block-linear images: convert on the VIC engine
+            a = vpi.asimage(prev).convert(vpi.Format.Y8_ER_BL)
+            b = vpi.asimage(next).convert(vpi.Format.Y8_ER_BL)
+        mv = vpi.optflow_dense(a, b, backend=vpi.Backend.OFA, quality=quality, gridSize=int(self.params["grid"]))
+        with mv.rlock_cpu() as raw:
+            return nvof_to_px(np.array(raw, copy=True), prev.shape)
+
+
 _REGISTRY: dict[str, Callable[..., FlowBackend]] = {
-    "nvof": NvofFlow, "cuda_tvl1": CudaTVL1Flow, "cuda_farneback": CudaFarnebackFlow,
+    "vpi": VpiFlow, "nvof": NvofFlow, "cuda_tvl1": CudaTVL1Flow, "cuda_farneback": CudaFarnebackFlow,
     "dis": DISFlow, "tvl1": TVL1Flow, "farneback": FarnebackFlow,
 }
 
