@@ -1,0 +1,670 @@
+"""`facesleuth train`: fit the SOA classifier on onset/apex pairs and write one model file.
+
+    facesleuth train --data synth:lab200+webcam30 --n 2000 --out model.pt
+    facesleuth train --preset default --out edge/weights/soa_synthetic_3c.pt     # the shipped weights
+    torchrun --nproc_per_node 2 -m edge train ...                                 # DistributedDataParallel
+
+Data: `synth:PRESET[+PRESET...]` draws `--n` samples from the synthetic generator (edge.data.synth),
+split evenly over the domain presets, each preset with its own seed (so no synthetic person appears in
+two domains); or a `.npz` written by `facesleuth synth samples`. Pairs go through THE preprocessing of
+the live pipeline (edge.data.preprocess: flow backend + parameters, strain, resize, normalisation),
+cached on disk and computed in parallel; the spec is recorded in the model file.
+
+Training: AdamW with the SOA angle vectors in their own group (FaceSleuth's reference code gives them a
+larger learning rate than the rest, 5e-3, and weight decay 0.2; decay on a free 2-vector only shrinks its
+norm, which speeds the angle up later), cosine schedule with a short warm-up, class-balanced cross
+entropy, horizontal-flip augmentation (u negated). Angles start at the ~90 deg prior (the paper's finding
+on real data) or at the best of a short coarse sweep (`--angle-sweep`, edge.model.angles). A fixed
+schedule: the last epoch is the model (no test data is looked at); `--val-frac` carves a validation set
+from the training SUBJECTS and only logs it unless `--select val` picks the best validation epoch.
+
+Determinism and resume: every epoch re-seeds its own shuffling, augmentation and dropout from (seed,
+epoch), and a checkpoint after each epoch holds the model, optimiser, schedule and history, so
+`--resume` continues exactly as if never interrupted.
+
+Distributed: under torchrun (WORLD_SIZE > 1) each rank takes its slice of every global batch; gradients
+are averaged by DistributedDataParallel (gloo on CPU, NCCL on CUDA) and BatchNorm uses the statistics
+of the global batch (GlobalBatchNorm below; torch's SyncBatchNorm is GPU-only), so N processes give
+the same result as one process on the same data. Mixed precision (fp16 autocast + GradScaler) on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from edge.data.preprocess import PreprocessSpec, default_cache_dir, precompute
+from edge.errors import Unavailable, UserError
+
+log = logging.getLogger(__name__)
+
+# The shipped default weights are this preset, nothing else: `facesleuth train --preset default --out F`.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"data": "synth:lab200+hs100+edge60+webcam30", "n": 1600, "arch": "soa", "epochs": 12,
+                "batch": 64, "lr": 2e-3, "seed": 0, "size": 64, "flow": "dis"},
+}
+DEFAULTS: dict[str, Any] = {"data": None, "n": 1200, "arch": "soa", "epochs": 20, "batch": 64, "lr": 2e-3,
+                            "seed": 0, "size": 64, "flow": "dis"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class SampleSet:
+    """Onset/apex pairs with labels. onset, apex: (N, S, S) uint8; labels: (N,) int64 into `classes`."""
+
+    onset: np.ndarray
+    apex: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    subjects: list[str]
+    domains: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> SampleSet:
+        idx = np.asarray(idx, np.int64)
+        return SampleSet(self.onset[idx], self.apex[idx], self.labels[idx], self.classes,
+                         [self.subjects[i] for i in idx], [self.domains[i] for i in idx])
+
+
+def preset_seed(seed: int, k: int) -> int:
+    """The generator seed of the k-th domain preset of a `synth:` source: distinct people per domain."""
+    return seed * 1000 + 101 * k
+
+
+def load_real(source: str, class_set: str = "composite", progress: bool = True) -> SampleSet:
+    """Samples of licensed datasets, `DATASET:ROOT[+DATASET:ROOT...]` (edge.data.datasets), as aligned
+    onset/apex crops (edge.data.preprocess.align_pair). Samples whose label is outside the class set are
+    left out; a sample whose frames cannot be read or hold no face is skipped with a warning."""
+    import cv2
+
+    from edge.data.datasets import DATASETS, load
+    from edge.data.emotions import CLASS_SETS
+    from edge.data.preprocess import align_pair
+    from edge.face.detect import make_detector
+    from edge.face.landmarks import make_landmarker
+    from edge.progress import track
+
+    classes = list(CLASS_SETS[class_set])
+    samples = []
+    for part in source.split("+"):
+        name, _, root = part.partition(":")
+        if name not in DATASETS or not root:
+            raise UserError(f"bad data source {part!r}: use DATASET:ROOT with DATASET one of {', '.join(DATASETS)}")
+        samples += load(name, root)
+    detector, landmarker = make_detector("haar"), make_landmarker("auto")
+    onset, apex, labels, subjects, domains, skipped = [], [], [], [], [], 0
+    for s in track(samples, "align dataset frames", enabled=progress):
+        label = s.composite if class_set == "composite" else s.emotion
+        if label not in classes:
+            continue
+        frames = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in (s.onset_path, s.apex_path)]
+        try:
+            if any(f is None for f in frames):
+                raise UserError("unreadable frame")
+            o, a = align_pair(frames[0], frames[1], detector, landmarker)
+        except UserError as e:
+            log.warning("skipping %s/%s %s: %s", s.dataset, s.subject, s.clip, e)
+            skipped += 1
+            continue
+        onset.append(o)
+        apex.append(a)
+        labels.append(classes.index(label))
+        subjects.append(s.subject)
+        domains.append(s.dataset)
+    if not labels:
+        raise UserError(f"{source}: no usable samples with {class_set} labels")
+    log.info("%d samples from %s (%d skipped)", len(labels), source, skipped)
+    return SampleSet(np.stack(onset), np.stack(apex), np.array(labels, np.int64), classes, subjects, domains)
+
+
+def load_source(source: str, n: int = 1200, seed: int = 0, class_set: str = "composite",
+                progress: bool = True) -> SampleSet:
+    """Samples from `synth:PRESET[+PRESET...]` (n in all, split over the presets), a samples .npz, or
+    licensed datasets `DATASET:ROOT[+DATASET:ROOT...]` (load_real)."""
+    from edge.data import emotions, synth
+
+    if _is_real(source):
+        return load_real(source, class_set, progress)
+    if source.startswith("synth:"):
+        presets = [p for p in source[len("synth:"):].split("+") if p]
+        if not presets:
+            raise UserError(f"{source!r}: name at least one domain preset, e.g. synth:lab200")
+        if n < len(presets):
+            raise UserError(f"--n {n} is smaller than the number of presets ({len(presets)})")
+        parts = []
+        for k, p in enumerate(presets):
+            m = n // len(presets) + (1 if k < n % len(presets) else 0)
+            parts.append(synth.make_samples(m, p, seed=preset_seed(seed, k), class_set=class_set, progress=progress))
+        onset = np.concatenate([p[0] for p in parts])
+        apex = np.concatenate([p[1] for p in parts])
+        meta = [m for p in parts for m in p[2]]
+    else:
+        path = Path(source)
+        if path.suffix != ".npz":
+            raise UserError(f"unknown data source {source!r}: use synth:PRESET[+PRESET] or a samples .npz")
+        onset, apex, meta = synth.load_samples(path)
+        if not meta:
+            raise UserError(f"{path} holds no samples")
+        class_set = meta[0].get("class_set", class_set)
+    classes = list(emotions.CLASS_SETS[class_set])
+    labels = np.array([classes.index(m["label"]) for m in meta], np.int64)
+    return SampleSet(onset, apex, labels, classes, [str(m["subject"]) for m in meta],
+                     [str(m.get("domain", "")) for m in meta])
+
+
+def _is_real(source: str) -> bool:
+    """True for licensed datasets (DATASET:ROOT); synth: sources and sample .npz files are synthetic."""
+    from edge.data.datasets import DATASETS
+
+    return source.split(":", 1)[0] in DATASETS
+
+
+def features(data: SampleSet, spec: PreprocessSpec, cache: str | Path | None, workers: int | None,
+             progress: bool = True) -> np.ndarray:
+    """Model inputs (N, C, S, S) float32 for a sample set (parallel, cached)."""
+    return precompute(data.onset, data.apex, spec, cache_dir=cache, workers=workers, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Distributed helpers
+# ---------------------------------------------------------------------------------------------------
+
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the global batch of all DDP ranks.
+
+    Sums and sums of squares are all-reduced with an autograd-aware all_reduce, so gradients flow
+    through the shared statistics as they would in one process. Outside a process group it is plain
+    BatchNorm2d (same state dict, so the model file does not know it was used).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp_min(1))
+        y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
+def use_global_batchnorm(model: nn.Module) -> nn.Module:
+    """Swap every BatchNorm2d for GlobalBatchNorm in place (parameters and buffers kept)."""
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = GlobalBatchNorm  # same fields, only forward differs
+    return model
+
+
+def _dist_init(device: str) -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun with WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, timeout=_dt.timedelta(seconds=300))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters (recorded in the model file). Learning rates per step; angles in degrees."""
+
+    arch: str = "soa"
+    epochs: int = 20
+    batch: int = 64                 # GLOBAL batch: split over DDP ranks
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    angle_lr: float = 5e-3
+    angle_wd: float = 0.2
+    warmup: int = 1                 # epochs of linear warm-up
+    angle_init: float = 90.0
+    angle_sweep: bool = False
+    drop: float = 0.1
+    flip: bool = True
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True                # fp16 autocast + GradScaler, CUDA only
+    select: str = "last"            # "last" (fixed schedule) or "val" (best validation UF1 epoch)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, Any]]
+    best_epoch: int
+    config: TrainConfig
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise Unavailable("train: CUDA requested but torch sees no GPU (torch.cuda.is_available() is False); "
+                              "use --device cpu")
+        if name == "cuda" and "LOCAL_RANK" in os.environ:
+            name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    elif name != "cpu":
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, scaled so their mean over the samples is 1 (absent classes get 0)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    w *= len(labels) / float((w[labels]).sum())
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def predict(model: nn.Module, x: np.ndarray, batch: int = 256, device: torch.device | None = None) -> np.ndarray:
+    """Class probabilities (N, K) float32 of inputs x (N, C, S, S), eval mode."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out.append(torch.softmax(model(torch.from_numpy(x[i:i + batch]).to(device)).float(), 1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def _flip(x: torch.Tensor, mask: torch.Tensor, channels: Sequence[str]) -> torch.Tensor:
+    """Mirror samples where mask is True: x -> x[..., ::-1], and u -> -u (motion mirrors too)."""
+    if not bool(mask.any()):
+        return x
+    x = x.clone()
+    m = x[mask].flip(-1)
+    if "u" in channels:
+        m[:, list(channels).index("u")] *= -1
+    x[mask] = m
+    return x
+
+
+def _lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    total = cfg.epochs * steps_per_epoch
+    warm = cfg.warmup * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+def fit(x: np.ndarray, y: np.ndarray, classes: Sequence[str], cfg: TrainConfig, *,
+        x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+        checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train a network from scratch (or resume) on inputs x (N, C, S, S) float32 and labels y (N,) int64.
+
+    Runs as one process or as one rank of a torchrun job (module docstring). Returns the trained model
+    (on CPU, eval mode, plain BatchNorm) and the per-epoch history (loss, accuracy, angles, validation).
+    `on_epoch(record)` is called after each epoch's checkpoint is written.
+    """
+    from edge.data.metrics import scores
+    from edge.model import create_model
+    from edge.model.angles import sweep_initial_angle
+    from edge.progress import Progress
+
+    # Deterministic kernels; cuBLAS needs its workspace fixed before the first CUDA call to be so.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    device = _device(cfg.device)
+    rank, world = _dist_init(str(device))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    n, k = len(x), len(classes)
+    if n == 0 or len(y) != n:
+        raise UserError(f"train: need as many labels as inputs and at least one sample (got {n} and {len(y)})")
+    batch = min(cfg.batch, n) // world * world
+    if batch < world or batch < 2:
+        raise UserError(f"train: batch {cfg.batch} with {world} processes and {n} samples is too small")
+    steps_per_epoch = n // batch
+    amp = cfg.amp and device.type == "cuda"
+
+    _seed_all(cfg.seed)  # the same initial weights on every rank
+    model = create_model(cfg.arch, in_chans=x.shape[1], img_size=x.shape[-1], classes=tuple(classes),
+                         angle=cfg.angle_init, drop=cfg.drop, **cfg.model_kwargs)
+    weights = class_weights(y, k).to(device)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, np.int64))
+    channels = _channels_of(x.shape[1])
+
+    start, history = 0, []
+    ckpt = Path(checkpoint) if checkpoint else None
+    state = None
+    if resume:
+        if ckpt is None or not ckpt.is_file():
+            raise UserError(f"--resume: no checkpoint at {ckpt}")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state.get("config") != _cfg_key(cfg, n, x.shape):
+            raise UserError(f"--resume: {ckpt} was written for other data or settings; start afresh or match them")
+        model.load_state_dict(state["model"])
+        start, history = int(state["epoch"]) + 1, list(state["history"])
+        log.info("resuming from %s after epoch %d", ckpt, start)
+    elif cfg.angle_sweep and model.angle_parameters():
+        g = torch.Generator().manual_seed(cfg.seed)
+        idx = torch.randperm(n, generator=g)[: min(n, 4 * batch)]
+        batches = [(xt[idx[i:i + batch]], yt[idx[i:i + batch]]) for i in range(0, len(idx), batch)]
+        best, sweep = sweep_initial_angle(model, batches, lambda o, t: F.cross_entropy(o, t, weight=weights.cpu()))
+        model.set_angles(best)
+        log.info("angle sweep: start all stages at %.0f deg (%s)", best,
+                 ", ".join(f"{a:.0f}: {s:.3f}" for a, s in sweep.items()))
+
+    model.to(device)
+    if world > 1:
+        use_global_batchnorm(model)
+        net: nn.Module = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        net = model
+    angle_ids = {id(p) for p in model.angle_parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in angle_ids],
+               "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+    if angle_ids:
+        groups.append({"params": model.angle_parameters(), "lr": cfg.angle_lr, "weight_decay": cfg.angle_wd})
+    opt = torch.optim.AdamW(groups)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+
+    best_epoch, best_uf1 = (state or {}).get("best_epoch", -1), (state or {}).get("best_uf1", -1.0)
+    best_state = (state or {}).get("best_model")
+    for epoch in range(start, cfg.epochs):
+        t0 = time.monotonic()
+        # Everything random in this epoch comes from (seed, epoch): a resumed run repeats it exactly.
+        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        flips = (torch.rand(n, generator=g) < 0.5) if cfg.flip else torch.zeros(n, dtype=torch.bool)
+        torch.manual_seed(cfg.seed * 7919 + epoch + 1)  # dropout
+        net.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        per_rank = batch // world
+        with Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress and rank == 0) as bar:
+            for b in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + b
+                for grp, base in zip(opt.param_groups, base_lrs, strict=True):
+                    grp["lr"] = base * _lr_factor(step, steps_per_epoch, cfg)
+                idx = perm[b * batch:(b + 1) * batch][rank * per_rank:(rank + 1) * per_rank]
+                xb = _flip(xt[idx], flips[idx], channels).to(device, non_blocking=True)
+                yb = yt[idx].to(device, non_blocking=True)
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    out = net(xb)
+                    per = F.cross_entropy(out.float(), yb, reduction="none") * weights[yb]
+                    # Normalised by the GLOBAL batch and scaled by world size: DDP's gradient mean over
+                    # ranks then equals the gradient of the global-batch mean loss.
+                    loss = per.sum() * world / batch
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                loss_sum += float(per.sum().detach())
+                correct += int((out.argmax(1) == yb).sum())
+                seen += len(yb)
+                bar.update(1, loss=loss_sum / seen)
+        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], device)
+        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": correct / seen,
+                               "angles": [round(a, 3) for a in model.angles()],
+                               "lr": opt.param_groups[0]["lr"]}
+        if x_val is not None and y_val is not None and len(y_val):
+            pv = predict(model, x_val, device=device).argmax(1)
+            s = scores(y_val, pv, k)
+            rec["val"] = {"uf1": s["uf1"], "uar": s["uar"], "accuracy": s["accuracy"]}
+            if cfg.select == "val" and s["uf1"] > best_uf1:
+                best_uf1, best_epoch = s["uf1"], epoch + 1
+                best_state = {kk: v.detach().cpu().clone() for kk, v in model.state_dict().items()}
+        rec["time_s"] = round(time.monotonic() - t0, 2)
+        history.append(rec)
+        if rank == 0:
+            val = f" val_uf1 {rec['val']['uf1']:.3f} val_uar {rec['val']['uar']:.3f}" if "val" in rec else ""
+            ang = " angles " + " ".join(f"{a:.1f}" for a in rec["angles"]) if rec["angles"] else ""
+            log.info("epoch %d/%d loss %.4f acc %.3f%s%s (%.1f s)", epoch + 1, cfg.epochs, rec["loss"], rec["acc"],
+                     val, ang, rec["time_s"])
+        if ckpt is not None:
+            if rank == 0:
+                _save_checkpoint(ckpt, {
+                    "config": _cfg_key(cfg, n, x.shape), "epoch": epoch, "history": history,
+                    "model": {kk: v.detach().cpu() for kk, v in model.state_dict().items()},
+                    "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                    "best_epoch": best_epoch, "best_uf1": best_uf1, "best_model": best_state})
+            _barrier()
+        if on_epoch is not None:
+            on_epoch(rec)
+
+    if cfg.select == "val":
+        if best_state is None:
+            raise UserError("--select val needs a validation set (--val-frac > 0)")
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = cfg.epochs
+    for m in model.modules():  # back to the plain class: the saved model is an ordinary network
+        if type(m) is GlobalBatchNorm:
+            m.__class__ = nn.BatchNorm2d
+    return TrainResult(model.cpu().eval(), history, best_epoch, cfg)
+
+
+def _channels_of(c: int) -> tuple[str, ...]:
+    return ("u", "v", "strain", "apex")[:c]
+
+
+def _cfg_key(cfg: TrainConfig, n: int, shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed (hyper-parameters and data size; not the device)."""
+    d = {k: v for k, v in asdict(cfg).items() if k not in ("device", "amp")}
+    return json.loads(json.dumps({**d, "n": n, "shape": list(shape[1:])}, default=str))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------------
+
+def plot_history(histories: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> Path | None:
+    """PNG of SOA angle trajectories (deg per stage vs epoch) and the training loss, one line set per run."""
+    if not any(h and h[0].get("angles") is not None for h in histories.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_a, ax_l) = plt.subplots(1, 2, figsize=(10, 4))
+    lo, hi = 90.0, 90.0
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for r, (name, hist) in enumerate(histories.items()):
+        ep = [h["epoch"] for h in hist]
+        ang = np.array([h["angles"] for h in hist], dtype=np.float64)
+        if ang.size:
+            lo, hi = min(lo, float(ang.min())), max(hi, float(ang.max()))
+        for s in range(ang.shape[1] if ang.ndim == 2 else 0):
+            ax_a.plot(ep, ang[:, s], color=colours[s % len(colours)], alpha=0.8,
+                      label=f"stage {s + 1}" if r == 0 else None)
+        ax_l.plot(ep, [h["loss"] for h in hist], label=name if len(histories) > 1 else "train loss")
+    ax_a.axhline(90, color="grey", lw=0.8, ls="--")
+    ax_a.set(xlabel="epoch", ylabel="SOA angle (deg, 90 = vertical)", title="learned angles",
+             ylim=(max(0.0, lo - 10), min(180.0, hi + 10)))  # the drift, not the whole half-turn
+    ax_l.set(xlabel="epoch", ylabel="loss", title="training loss")
+    for ax in (ax_a, ax_l):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command
+# ---------------------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (flags given as well override it); "
+                   "'default' reproduces the shipped weights")
+    p.add_argument("--data", help="synth:PRESET[+PRESET...] (e.g. synth:lab200+webcam30), a samples .npz, "
+                   "or licensed datasets DATASET:ROOT[+DATASET:ROOT...] (casme2, samm, smic, casme3, mmew)")
+    p.add_argument("--n", type=int, help=f"synthetic samples in all (default {DEFAULTS['n']})")
+    p.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
+    p.add_argument("--arch", help="network: soa, cva, coord, none (default soa)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int, help="global batch size (split over torchrun processes)")
+    p.add_argument("--lr", type=float, help="learning rate of all but the angles")
+    p.add_argument("--angle-lr", type=float, default=5e-3)
+    p.add_argument("--angle-init", type=float, default=90.0, help="initial SOA angle, deg (default 90)")
+    p.add_argument("--angle-sweep", action="store_true", help="start from the best of a short coarse angle sweep")
+    p.add_argument("--drop", type=float, default=0.1, help="dropout before the classifier")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--size", type=int, help="model input size, px (default 64)")
+    p.add_argument("--flow", help="optical flow backend for preprocessing (default dis; recorded in the model)")
+    p.add_argument("--channels", default="u,v,strain", help="input channels (u,v,strain[,apex])")
+    p.add_argument("--class-set", default="composite", choices=("composite", "casme2"))
+    p.add_argument("--val-frac", type=float, default=0.0, help="validation subjects carved from training subjects")
+    p.add_argument("--select", choices=("last", "val"), default="last",
+                   help="last epoch (fixed schedule) or best validation UF1")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint file (default OUT with .ckpt)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--cache", type=Path, help="feature cache directory (default ~/.cache/facesleuth/features)")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--workers", type=int, help="preprocessing processes (default: CPU count)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def resolve_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Preset values under explicit flags, defaults under both."""
+    out = dict(DEFAULTS)
+    if args.preset:
+        out.update(PRESETS[args.preset])
+    for key in DEFAULTS:
+        v = getattr(args, key, None)
+        if v is not None:
+            out[key] = v
+    if not out["data"]:
+        raise UserError("train: give --data (synth:PRESET or a samples .npz) or --preset")
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge.data.protocols import validation_split
+    from edge.model.file import save_model
+
+    r = resolve_args(args)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_world > 1:  # several ranks on one box: share its cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    device = str(_device(args.device))
+    progress = not args.quiet
+    spec = PreprocessSpec(backend=r["flow"], size=int(r["size"]),
+                          channels=tuple(c.strip() for c in args.channels.split(",") if c.strip())).resolved()
+    data = load_source(r["data"], n=int(r["n"]), seed=int(r["seed"]), class_set=args.class_set,
+                       progress=progress and rank == 0)
+    cache = None if args.no_cache else (args.cache or default_cache_dir())
+    # One rank computes the features (through the cache); the others then read them from it.
+    if rank != 0 and cache is not None:
+        _dist_init(device)
+        _barrier()
+    x = features(data, spec, cache, args.workers, progress=progress and rank == 0)
+    if rank == 0 and cache is not None and world > 1:
+        _dist_init(device)
+        _barrier()
+    idx = np.arange(len(data))
+    fit_idx, val_idx = (validation_split(idx, data.subjects, args.val_frac, seed=int(r["seed"]))
+                        if args.val_frac > 0 else (idx, idx[:0]))
+    cfg = TrainConfig(arch=r["arch"], epochs=int(r["epochs"]), batch=int(r["batch"]), lr=float(r["lr"]),
+                      angle_lr=args.angle_lr, angle_init=args.angle_init, angle_sweep=args.angle_sweep,
+                      drop=args.drop, seed=int(r["seed"]), device=device, amp=not args.no_amp,
+                      select=args.select)
+    out: Path = args.out
+    ckpt = args.checkpoint or out.with_suffix(".ckpt")
+    res = fit(x[fit_idx], data.labels[fit_idx], data.classes, cfg,
+              x_val=x[val_idx] if len(val_idx) else None, y_val=data.labels[val_idx] if len(val_idx) else None,
+              checkpoint=ckpt, resume=args.resume, progress=progress)
+    if rank == 0:
+        last = res.history[-1]
+        meta = {**spec.to_meta(), "classes": data.classes,
+                "training": {"data": r["data"], "n": len(data), "n_fit": int(len(fit_idx)), "n_val": int(len(val_idx)),
+                             "domains": sorted(set(data.domains)), "subjects": len(set(data.subjects)),
+                             "real_data": _is_real(r["data"]),
+                             "config": _cfg_key(cfg, len(fit_idx), x.shape), "preset": args.preset,
+                             "selected_epoch": res.best_epoch, "world_size": world,
+                             "angles_history": [h["angles"] for h in res.history],
+                             "history": res.history},
+                "metrics": {"train_loss": last["loss"], "train_acc": last["acc"], **(
+                    {"val": last["val"]} if "val" in last else {})}}
+        model_id = save_model(res.model, out, meta=meta, name=r["arch"])
+        png = plot_history({r["arch"]: res.history}, out.with_suffix(".angles.png"),
+                           title=f"{model_id} ({r['data']})")
+        print(f"model {model_id} -> {out}" + (f" (angles plot {png})" if png else ""))
+        print("angles (deg): " + (" ".join(f"{a:.1f}" for a in res.model.angles()) or "none"))
+        ckpt.unlink(missing_ok=True)  # finished: the checkpoint only serves an interrupted run
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
