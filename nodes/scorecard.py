@@ -37,9 +37,10 @@ def score(truth: list[dict[str, Any]], events: list[dict[str, Any]], thr: float 
     rows = []
     for j, t in enumerate(gt):
         e = ev[matched[j]] if j in matched else None
+        best = max((iou(sp, (int(t["onset"]), int(t["offset"]))) for sp in span), default=0.0)
         rows.append({"onset": t["onset"], "offset": t["offset"], "truth": t.get("label"),
                      "found": e is not None, "label": e.get("label") if e else None,
-                     "confidence": e.get("confidence") if e else None})
+                     "confidence": e.get("confidence") if e else None, "best_iou": round(best, 2)})
     false_events = [{"onset": e["onset"]["frame"], "offset": e["offset"]["frame"], "label": e.get("label")}
                     for i, e in enumerate(ev) if i not in used]
     distractors = [t for t in truth if t.get("kind") != "micro"]
@@ -55,7 +56,8 @@ def score(truth: list[dict[str, Any]], events: list[dict[str, Any]], thr: float 
 def format_summary(s: dict[str, Any]) -> str:
     lines = ["", "== scorecard: events against the script =="]
     for r in s["intervals"]:
-        found = f"found: {r['label']} ({r['confidence']:.2f})" if r["found"] else "MISSED"
+        found = (f"found: {r['label']} ({r['confidence']:.2f})" if r["found"] else
+                 f"MISSED (best overlapping event IoU {r['best_iou']:.2f} < 0.5)" if r["best_iou"] > 0 else "MISSED")
         ok = "" if not r["found"] or r["truth"] is None else ("  ok" if r["label"] == r["truth"] else "  wrong label")
         lines.append(f"  micro frames {r['onset']:>5}-{r['offset']:<5} truth {r['truth'] or '-':<9} {found}{ok}")
     for f in s["false_events"]:
