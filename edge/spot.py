@@ -22,12 +22,14 @@ Per frame, per track:
    chaining the flows (D[t] = F[t] + D[ref(t)]); the event closes once the flow has been still for
    lag-1 frames AND D, projected on its apex value, is back under `return_frac`: an expression held at
    its apex (flow ~0, face still displaced) stays open. Onset = the frame before the first moving flow;
-   apex = largest D; offset = the last moving flow minus (lag - 1), the mirror of the onset.
+   apex = largest D; offset = the last moving flow minus (lag - 1), the mirror of the onset, but not
+   before D is back under `return_frac` of its apex (a slow fade is too slow per lag to count as moving).
 5. Kind from duration in seconds (capture timestamps, so any fps): micro <= `micro_max_s` < macro.
-   An event where the eyes move and every other ROI much less (`blink_ratio`) is a blink.
+   An event where the eyes move, every other ROI much less (`blink_ratio`), and the lids move down
+   (closing; expressions move eye-region skin up) is a blink.
 6. Discards: intervals overlapping a track loss, dropped frames, a head speed above `head_speed_max`
-   (crop px/s), a stabilisation residual above `residual_max`, or rigid motion left in the crop above
-   `rigid_speed_max` are discarded with the reason; so are those whose peak ROI displacement is below
+   (crop px/s, over the last 0.1 s, so per-frame alignment jitter does not count), a stabilisation
+   residual above `residual_max`, or rigid motion left in the crop above `rigid_speed_max` are discarded with the reason; so are those whose peak ROI displacement is below
    `min_intensity_px`.
 
 An interval is final once its offset is seen: about lag + 1 frames after the offset frame.
@@ -49,11 +51,12 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
-from edge.geometry import ROIS, roi_boxes
+from edge.geometry import CROP_SIZE, ROIS, roi_boxes
 
 log = logging.getLogger(__name__)
 
 EYE_ROIS = ("eye_left", "eye_right")
+JUMP = 4.0  # one frame's head speed above JUMP * head_speed_max discards at once (a re-lock, not jitter)
 KINDS = ("micro", "macro", "blink")
 
 
@@ -457,20 +460,25 @@ class TrackSpotter:
         """Displacement of the event's channels as one number: RMS over channels, noise units."""
         return float(np.sqrt(np.mean((np.hypot(*d[self.channels].T) / self.noise[-1][self.channels]) ** 2)))
 
+    def _projection(self) -> tuple[np.ndarray, float]:
+        """Each event frame's displacement projected on the apex displacement (all the event's channels as
+        one vector, noise units): ((T,) projections, apex value = squared apex norm)."""
+        ch = self.channels
+        V = np.stack([self.disp[f.frame][ch] for f in self.event]) / self.noise[-1][ch][:, None]
+        V = V.reshape(len(V), -1)
+        a = V[int(np.argmax((V ** 2).sum(1)))]
+        return V @ a, float(a @ a)
+
     def _returned(self) -> bool:
         """The face is back: the displacement, projected on the apex displacement (all the event's
         channels as one vector, in noise units, so noise across it does not count), is under
         return_frac of the apex. Chained lagged flows do not telescope exactly (the flow of small motion
         is not linear in it), so a face at rest keeps a residue of ~30-50 % per block, against ~100 %
         while a macro expression holds."""
-        ch = self.channels
-        V = np.stack([self.disp[f.frame][ch] for f in self.event]) / self.noise[-1][ch][:, None]
-        V = V.reshape(len(V), -1)
-        a = V[int(np.argmax((V ** 2).sum(1)))]
-        peak = float(a @ a)
+        proj, peak = self._projection()
         if peak <= self.p.k_off ** 2:
             return True
-        return float(V[-1] @ a) <= self.p.return_frac * peak
+        return float(proj[-1]) <= self.p.return_frac * peak
 
     def _close(self, forced: bool = False, reason: str = "") -> Interval:
         ev, p = self.event, self.p
@@ -485,6 +493,12 @@ class TrackSpotter:
         io = ia
         while io + 1 < len(ev) and ev[io + 1].frame <= last - lag + 1:
             io += 1
+        # ... but never before the face is back: a slow return (a macro expression fading over a second)
+        # moves too little per lag to count as moving, yet the expression lasts until it is undone.
+        proj, peak = self._projection()
+        if peak > p.k_off ** 2:
+            back = [i for i in range(ia, len(ev)) if proj[i] <= p.return_frac * peak]
+            io = max(io, back[0] if back else len(ev) - 1)
         on, apex, off = self.onset, ev[ia], ev[io]
         names = list(ROIS)
         single = self.roi_of >= 0
@@ -507,7 +521,13 @@ class TrackSpotter:
         # Peaks less their chained-noise tolerance: a noisy mouth block must not outvote a lid.
         net = np.maximum(peak - tol_r, 0.0)
         eye, other = net[eye_i].max(), np.delete(net, eye_i).max()
-        if eye > 0 and other < p.blink_ratio * eye:
+        # ... and the lids close: in a blink the upper lid sweeps DOWN over the eye, while the eye-region
+        # action units of expressions (AU5 lid raiser, AU6 cheek raiser, AU7 lid tightener) all move skin
+        # UP (FACS). The sign of the eye blocks' vertical displacement where they peak tells them apart.
+        eye_blocks = single & np.isin(self.roi_of, eye_i)
+        ie = int(np.argmax(mags[:, eye_blocks].max(1)))
+        closing = float(self.disp[ev[ie].frame][eye_blocks, 1].sum()) > 0  # v > 0: down (y down)
+        if eye > 0 and other < p.blink_ratio * eye and closing:
             kind = "blink"
         elif forced or duration > p.micro_max_s:
             kind = "macro"
@@ -547,6 +567,17 @@ class FrameInfo:
     head_motion: float = 0.0   # frame px / frame
     residual: float = 0.0      # crop px RMS
     scale: float = 1.0         # crop px per frame px
+    position: tuple[float, float] | None = None  # where the crop centre lies in the frame, frame px
+
+    @classmethod
+    def from_transform(cls, head_motion: float, residual: float, transform: np.ndarray) -> FrameInfo:
+        """From the face node's (2, 3) frame -> crop affine of this track (crops message `transforms`)."""
+        M = np.asarray(transform, np.float64)
+        A = M[:, :2]
+        c = (CROP_SIZE - 1) / 2  # any fixed crop point would do: only its motion in the frame is used
+        centre = np.linalg.solve(A, np.array([c, c]) - M[:, 2])
+        return cls(float(head_motion), float(residual), float(np.sqrt(abs(np.linalg.det(A)))),
+                   (float(centre[0]), float(centre[1])))
 
 
 class Spotter:
@@ -558,6 +589,7 @@ class Spotter:
         self.tracks: dict[int, TrackSpotter] = {}
         self.info: dict[tuple[int, int], FrameInfo] = {}
         self._features: dict[int, RoiFeatures] = {}
+        self._positions: dict[int, deque] = {}  # per track: (frame, face position in frame px) of ~0.1 s
 
     def features(self, size: int) -> RoiFeatures:
         if size not in self._features:
@@ -572,6 +604,7 @@ class Spotter:
                 del self.info[k]
 
     def end_track(self, track_id: int, reason: str = "track lost") -> list[Interval]:
+        self._positions.pop(int(track_id), None)
         t = self.tracks.pop(int(track_id), None)
         return t.finish(reason) if t else []
 
@@ -596,9 +629,20 @@ class Spotter:
         if rigid / lag * fps > self.p.rigid_speed_max:
             flag = f"rigid motion {rigid / lag * fps:.0f} crop px/s > {self.p.rigid_speed_max}"
         if info is not None:
+            # Head speed is the displacement of the face (crop centre, frame px) over the last ~0.1 s:
+            # per-frame alignment jitter (a webcam's shaky detections, removed by the stabiliser) is
+            # independent frame to frame and averages out over the window, while a head movement does
+            # not. A single jump far above any jitter (a re-lock of the alignment) counts at once.
             speed = info.head_motion * info.scale * fps
-            if speed > self.p.head_speed_max:
-                flag = f"head motion {speed:.0f} crop px/s > {self.p.head_speed_max}"
+            sustained = speed
+            if info.position is not None:
+                hist = self._positions.setdefault(track_id, deque(maxlen=max(2, round(0.1 * fps) + 1)))
+                hist.append((frame, info.position))
+                (f0, p0), (f1, p1) = hist[0], hist[-1]
+                if f1 > f0:
+                    sustained = float(np.hypot(p1[0] - p0[0], p1[1] - p0[1])) / ((f1 - f0) / fps) * info.scale
+            if sustained > self.p.head_speed_max or speed > JUMP * self.p.head_speed_max:
+                flag = f"head motion {max(sustained, speed):.0f} crop px/s > {self.p.head_speed_max}"
             elif info.residual > self.p.residual_max:
                 flag = f"stabilisation residual {info.residual:.2f} px > {self.p.residual_max}"
         return spotter.push(frame, t_mono_ns, t_wall_ns, ref_frame, feats, flag)

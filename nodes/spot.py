@@ -70,9 +70,7 @@ class SpotNode(Node):
         motion = list(msg.meta.get("head_motion", [])) + [0.0] * n
         for i in range(n):
             tid = int(a["track_ids"][i])
-            M = a["transforms"][i]
-            scale = float(np.sqrt(abs(np.linalg.det(M[:, :2].astype(np.float64)))))
-            sp.note_frame(msg.frame, tid, FrameInfo(float(motion[i]), float(a["residual"][i]), scale))
+            sp.note_frame(msg.frame, tid, FrameInfo.from_transform(motion[i], a["residual"][i], a["transforms"][i]))
             ring = self.crops.get((msg.stream, tid))
             if ring is None:
                 ring = self.crops[(msg.stream, tid)] = deque()

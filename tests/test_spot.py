@@ -160,6 +160,47 @@ def test_blink_is_a_blink_not_micro():
     assert set(kept[0].rois) & {"eye_left", "eye_right"}
 
 
+def test_eye_region_expression_moving_up_is_not_a_blink():
+    """Lid tightener (AU7) moves eye-region skin UP, a blink moves the lid DOWN: micro, not blink."""
+    ev = [micro(1.5, {7: 2.0})]
+    out = spot(flows(render(int(3 * FPS), ev, sigma=1.0)))
+    kept = [i for i in out if not i.discarded]
+    assert [i.kind for i in kept] == ["micro"], [(i.kind, i.onset, i.offset, i.rois) for i in out]
+
+
+def test_slowly_fading_expression_is_macro():
+    """A fast rise and a slow (1.3 s) fade: too slow per lag to count as moving, but not over until the
+    face is back, so one macro interval, never a micro one ending at the apex."""
+    ev = [{"aus": {14: 3.5}, "on": 1.4, "apex": 1.6, "off": 2.9}]
+    out = spot(flows(render(int(3.8 * FPS), ev, sigma=1.0, seed=4)))
+    kinds = [i.kind for i in out if not i.discarded]
+    assert "micro" not in kinds and "macro" in kinds, [(i.kind, i.onset, i.offset) for i in out]
+
+
+def test_alignment_jitter_is_not_head_motion():
+    """Per-frame jitter of the face position (a webcam's, removed by stabilisation) averages out over
+    0.1 s and does not discard; the same speed sustained in one direction does."""
+    ev = micro_events(1.5)[:1]
+    fl = flows(render(int(2.6 * FPS), ev, sigma=1.0))
+    rng = np.random.default_rng(0)
+    jitter = {k: FrameInfo(1.6, 0.05, 1.0, tuple(rng.normal(0, 1.0, 2))) for k in range(len(fl) + 1)}
+    kept = [i for i in spot(fl, info=jitter) if not i.discarded]
+    assert [i.kind for i in kept] == ["micro"], [(i.kind, i.discarded) for i in spot(fl, info=jitter)]
+    on, off = frames_of(ev[0])
+    moving = {k: FrameInfo(1.6, 0.05, 1.0, (1.6 * float(np.clip(k, on - 3, off + 3)), 0.0))
+              for k in range(len(fl) + 1)}
+    out = spot(fl, info=moving)
+    assert out and all(i.discarded.startswith("head motion") for i in out), [(i.kind, i.discarded) for i in out]
+
+
+def test_frame_info_from_the_face_node_transform():
+    M = np.array([[0.5, 0.0, 10.0], [0.0, 0.5, 20.0]])
+    info = FrameInfo.from_transform(0.2, 0.05, M)
+    assert info.scale == pytest.approx(0.5)
+    c = (S - 1) / 2
+    assert np.allclose(M[:, :2] @ np.array(info.position) + M[:, 2], [c, c])
+
+
 def test_held_expression_is_macro_not_two_micros():
     ev = [{"aus": {12: 2.0}, "on": 1.4, "apex": 1.6, "off": 3.4, "hold": 1.4}]
     out = spot(flows(render(int(4.2 * FPS), ev, sigma=1.0)))

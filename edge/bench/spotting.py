@@ -129,8 +129,7 @@ def extract(video, lag: int = 3, backend: str = "dis", baseline: bool = True, pr
             seq.feats.append(feats)
             seq.rigid.append(rigid)
             motion = faces.head_motion[i] if i < len(faces.head_motion) else 0.0
-            seq.info.append(FrameInfo(float(motion), float(faces.residual[i]),
-                                      float(np.sqrt(abs(np.linalg.det(M[:, :2]))))))
+            seq.info.append(FrameInfo.from_transform(motion, faces.residual[i], M))
             if baseline and bref is not None:
                 mag = np.hypot(*flow.calc(bref[1], bcrop).transpose(2, 0, 1))
                 seq.base.append(np.array([mag[y0:y1, x0:x1].mean() for x0, y0, x1, y1 in boxes]))
