@@ -87,7 +87,9 @@ def test_latest_wins_counts_every_message_it_did_not_deliver(zmq_context, endpoi
         for i in range(50):  # nobody reads: the small queues fill, the rest is dropped
             assert out.send(_msg(i, image=img))
         time.sleep(0.2)
-        out.send(_msg(50, image=img))
+        _receive(inp)  # the consumer wakes up and drains to the newest it has...
+        time.sleep(0.05)
+        out.send(_msg(50, image=img))  # ...so the next message finds room (a full PUB queue drops it)
         deadline = time.monotonic() + 3
         while _receive(inp).seq != 50:
             assert time.monotonic() < deadline
