@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -65,7 +66,7 @@ def natural_key(s: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
 
 
-class Source:
+class Source(ABC):
     """A frame source. Iterate for Captured tuples; `fps` is the nominal rate (Hz), `stats` the counters."""
 
     kind = "source"
@@ -77,9 +78,9 @@ class Source:
         self.should_stop = should_stop
         self.stats = {"frames": 0, "skipped": 0, "reopened": 0}
 
+    @abstractmethod
     def frames(self) -> Iterator[np.ndarray]:
         """Raw BGR frames, one pass (or forever for live sources)."""
-        raise NotImplementedError
 
     def __iter__(self) -> Iterator[Captured]:
         period = 1.0 / self.fps if self.pace and self.fps > 0 else 0.0
@@ -110,7 +111,7 @@ class Source:
                 return
             log.info("%s: looping", self.name)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: sources without resources keep this no-op
         """Release the device or file."""
 
     def __enter__(self) -> Source:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -104,7 +105,7 @@ def _no_cuda_reason(name: str) -> str:
 # Backends
 # ---------------------------------------------------------------------------------------------------
 
-class FlowBackend:
+class FlowBackend(ABC):
     """One optical flow method with fixed parameters.
 
     Attributes:
@@ -128,8 +129,9 @@ class FlowBackend:
         flow = self._calc(prev, next)
         return np.ascontiguousarray(flow, dtype=np.float32)
 
+    @abstractmethod
     def _calc(self, prev: np.ndarray, next: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Subclasses compute the flow."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"
