@@ -2,7 +2,7 @@
 
     with open_source("file", "clip.mp4", pace=True) as src:
         for image, t_mono_ns, t_wall_ns, index in src:   # image: (H, W, 3) uint8 BGR
-            ...
+            process(image)
     src.stats   # {"frames": n, "skipped": unreadable frames, "reopened": camera reopen count}
 
 Timestamps are taken when the frame is in hand (after pacing): `time.monotonic_ns()` and
