@@ -18,11 +18,15 @@
 Every key is checked; an unknown key, type, node, port or param fails with `FILE:LINE: path: reason`.
 Delivery defaults to latest-wins for frame/crops/flows and lossless for intervals/events.
 Overrides: `--set NODE.PARAM=VALUE` (VALUE parsed as YAML; last wins), validated like the file.
+String params in the file may name environment variables: `${VAR}` (an error when unset) or
+`${VAR:-default}`, e.g. `db: ${STATE_DIRECTORY:-../runs/cam}/events.db` (systemd sets STATE_DIRECTORY).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +206,27 @@ def _typed(path: Path, obj: dict, key: str, typ: type | tuple, where: str, defau
     return v
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(path: Path, params: dict, where: str) -> dict:
+    """`${VAR}` and `${VAR:-default}` in string param values, from the environment."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, str) and "${" in value:
+            def sub(m: re.Match, key: Any = key) -> str:
+                if m.group(1) in os.environ:
+                    return os.environ[m.group(1)]
+                if m.group(2) is None:
+                    raise _err(path, _line(params, key), f"{where}params.{key}",
+                               f"environment variable {m.group(1)} is not set (or write ${{{m.group(1)}:-default}})")
+                return m.group(2)
+
+            value = _ENV_REF.sub(sub, value)
+        out[key] = value
+    return out
+
+
 def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph:
     if not isinstance(doc, dict):
         raise GraphError(f"{path}:1: the graph must be a mapping with `nodes` and `connections`")
@@ -239,7 +264,7 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
             cls = get_node_class(ntype)
         except UserError as e:
             raise _err(path, _line(rn, "type"), f"{where}type", str(e)) from None
-        params = dict(_typed(path, rn, "params", dict, where, {}) or {})
+        params = _expand_env(path, _typed(path, rn, "params", dict, where, {}) or {}, where)
         for on, op, ov in overrides:
             if on == nname:
                 spec = cls.params.get(op)

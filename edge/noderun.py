@@ -89,6 +89,7 @@ class NodeProcess:
         self._template = Message("eos", stream=spec.get("stream", "cam0"))
         cls = get_node_class(spec["type"])
         self.node: Node = cls(self.name, spec["params"], self._emit, lambda: self.stop_requested)
+        self.node.run_info = {"graph": spec.get("graph", ""), "stats": spec.get("stats")}
 
     # -- control channel ------------------------------------------------------------------------------
     def _send_control(self, op: str, **kw: Any) -> None:
@@ -163,6 +164,10 @@ class NodeProcess:
             self.log.error("setup failed: %s", e)
             self._send_control("failed", reason=str(e))
             return 2
+        except Exception as e:  # a bug or an unexpected OS error: one line (the traceback with -v)
+            self.log.error("setup failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
+            self._send_control("failed", reason=f"{type(e).__name__}: {e}")
+            return 1
         try:
             self.wait_ready()
             if self.node.is_source():
@@ -179,6 +184,10 @@ class NodeProcess:
         except FacesleuthError as e:
             self.log.error("%s", e)
             self._send_control("failed", reason=str(e))
+            return 1
+        except Exception as e:
+            self.log.error("failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
+            self._send_control("failed", reason=f"{type(e).__name__}: {e}")
             return 1
         finally:
             try:

@@ -129,6 +129,7 @@ class Supervisor:
         for n in g.nodes.values():
             spec = {
                 "name": n.name, "type": n.type, "params": n.params, "control": self.control_ep,
+                "graph": g.name, "stats": self.stats_ep,
                 "outputs": outputs[n.name], "inputs": inputs[n.name], "expected_subs": expected[n.name],
                 "max_msg_bytes": g.max_msg_bytes, "log_level": self.log_level,
                 "curve": {k: v.decode() if isinstance(v, bytes) else v for k, v in vars(curve).items()}

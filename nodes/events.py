@@ -31,6 +31,8 @@ class EventsSink(Node):
     """Durable event log (SQLite WAL) + public mer.event PUB + replay endpoint (+ JSONL, live print)."""
 
     inputs = {"events": Port("event")}
+    # Each event again once it is durable, with its `seq` (e.g. for the mqtt bridge to wake on).
+    outputs = {"stored": Port("event")}
     params = {
         "db": Param(Path, "events.db", "SQLite event log (relative to the graph file)"),
         "pub": Param(str, "tcp://127.0.0.1:5571", "public mer.event PUB endpoint"),
@@ -53,7 +55,13 @@ class EventsSink(Node):
         self.ctx = context()
         self.server = EventServer(self.ctx, self.p.pub, self.p.replay, self.log_db.since,
                                   lambda: self.log_db.last_seq, curve)
-        self.jsonl = open(self.p.jsonl, "a", buffering=1) if self.p.jsonl else None  # noqa: SIM115
+        self.jsonl = None
+        if self.p.jsonl:
+            try:
+                Path(self.p.jsonl).parent.mkdir(parents=True, exist_ok=True)
+                self.jsonl = open(self.p.jsonl, "a", buffering=1)  # noqa: SIM115
+            except OSError as e:
+                raise UserError(f"jsonl sink {self.p.jsonl}: {e.strerror}") from None
         self.log.info("event log %s (last seq %d), publishing on %s, replay on %s",
                       self.p.db, self.log_db.last_seq, self.p.pub, self.p.replay)
 
@@ -65,6 +73,7 @@ class EventsSink(Node):
             ev["latency_ms"] = (time.monotonic_ns() - msg.t_mono_ns) / 1e6
         self.log_db.append(ev)  # durable first: assigns ev["seq"]
         self.server.publish(ev)
+        self.emit("stored", msg.derive("event", ev))
         if self.jsonl:
             self.jsonl.write(json.dumps(ev, default=str) + "\n")
         if self.p.print:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install FaceSleuth Edge into it.
 #   bash scripts/setup.sh        runtime (the demo pipeline)
-#   bash scripts/setup.sh dev    runtime + training + test tools
+#   bash scripts/setup.sh dev    runtime + training + test tools (+ Debian's mosquitto broker and the
+#                                Node.js example's npm packages, for their tests, where apt/npm exist)
 # On x86_64 without an NVIDIA driver, torch==2.13.0 (CPU wheel) is installed first so that pip does not
 # pull a multi-GB CUDA build. On Jetson, install NVIDIA's torch wheel into the venv first (README).
 set -euo pipefail
@@ -24,5 +25,18 @@ if [ -n "$extra" ]; then
   python -m pip install --quiet -e ".[$extra]"
 else
   python -m pip install --quiet -e .
+fi
+if [ "$extra" = "dev" ]; then
+  if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] && command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    echo "setup: installing Debian's mosquitto (MQTT broker for the bridge tests)"
+    { $sudo apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
+      { $sudo apt-get update -qq >/dev/null 2>&1 && $sudo apt-get install -y -qq mosquitto >/dev/null 2>&1; }; } || \
+      echo "setup: could not install mosquitto (the MQTT tests will skip)" >&2
+  fi
+  if command -v npm >/dev/null 2>&1; then
+    (cd examples/node && npm ci --silent --no-audit --no-fund >/dev/null 2>&1) || \
+      echo "setup: npm ci in examples/node failed (the Node.js client test will skip)" >&2
+  fi
 fi
 echo "setup: ok ($(python -c 'import torch, cv2; print("torch", torch.__version__, "| opencv", cv2.__version__)'))"

@@ -12,6 +12,9 @@
                   (SIGTERM, then SIGKILL) and its node processes killed at teardown, whatever happened
     write_graph   write_graph(yaml_text, name="graph.yaml") -> Path of the file in tmp_path
 
+    need          need(name, present, reason): skip when an outside tool is missing, except where
+                  $FACESLEUTH_TEST_REQUIRE (comma-separated names; .ci/run sets it) says CI must have it
+
 Other parts' tests may use all of these. The test node types are also registered in this process, so
 `edge.graph.load_graph` accepts them in-process.
 """
@@ -40,6 +43,15 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugin"
 if str(PLUGIN_DIR) not in sys.path:  # test modules import helpers from fs_testnodes
     sys.path.insert(0, str(PLUGIN_DIR))
+
+
+def need(name: str, present: bool, reason: str) -> None:
+    """Skip with `reason` when `present` is false, or fail where the environment requires `name`."""
+    if present:
+        return
+    if name in os.environ.get("FACESLEUTH_TEST_REQUIRE", "").split(","):
+        pytest.fail(f"{reason} (required here: FACESLEUTH_TEST_REQUIRE={os.environ['FACESLEUTH_TEST_REQUIRE']})")
+    pytest.skip(reason)
 
 
 # ------------------------------------------------------------------------------------- sockets

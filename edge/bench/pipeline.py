@@ -3,11 +3,16 @@
 Reports per node: messages in/out and rate, frames dropped, processing time p50/p99, CPU (% of one core)
 and resident memory; for the graph: sustained frame rate at the first stage after capture, and event
 latency (capture time of an interval's offset frame -> publication) p50/p99 read from the event log.
+
+`--streams 1,2,4` runs the graph once per count with its per-camera chain (every node upstream of the
+classifier) copied that many times, all feeding the one classify node, and adds a throughput table:
+frames per second per stream and in all, drops, event latency, CPU and memory of the whole graph.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import threading
 import time
@@ -17,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from edge.bench.report import emit
+from edge.errors import UserError
 from edge.eventlog import EventLog
-from edge.graph import load_graph
+from edge.graph import Graph, load_graph
 from edge.supervisor import Supervisor
 
 DEFAULT_GRAPH = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -28,6 +34,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", nargs="?", default=str(DEFAULT_GRAPH), help="graph YAML (default: the demo)")
     parser.add_argument("--duration", type=float, default=40.0, help="seconds to run (default 40)")
     parser.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a param")
+    parser.add_argument("--streams", default="", metavar="N[,N...]",
+                        help="throughput with this many camera chains sharing one classifier, e.g. 1,2,4")
+
+
+PER_STREAM_TYPES = {"capture", "face", "flow", "spot", "pattern", "resize"}
+
+
+def replicate_streams(graph: Graph, n: int) -> Graph:
+    """`graph` with every node upstream of the classifier copied `n` times (names NAME_s0.., stream ids
+    STREAM0..; synthetic sources get different seeds), each copy feeding the same classify node.
+    Nodes that are neither per-camera nor downstream of the classifier (e.g. the demo's scorecard,
+    which scores one script) are left out."""
+    g = copy.deepcopy(graph)
+    classify = [name for name, spec in g.nodes.items() if spec.type == "classify"]
+    if len(classify) != 1:
+        raise UserError(f"--streams needs a graph with one classify node ({len(classify)} in {g.path})")
+    upstream, todo = set(), [classify[0]]
+    while todo:
+        dst = todo.pop()
+        for lk in g.links:
+            if lk.dst == dst and lk.src not in upstream:
+                upstream.add(lk.src)
+                todo.append(lk.src)
+    downstream, todo = {classify[0]}, [classify[0]]
+    while todo:
+        src = todo.pop()
+        for lk in g.links:
+            if lk.src == src and lk.dst not in downstream:
+                downstream.add(lk.dst)
+                todo.append(lk.dst)
+    nodes, links = {}, []
+    for i in range(n):
+        for name in upstream:
+            spec = copy.deepcopy(g.nodes[name])
+            spec.name = f"{name}_s{i}"
+            spec.endpoints = {}
+            if "stream" in spec.params:
+                spec.params["stream"] = f"{spec.params['stream']}{i}"
+            synth = spec.params.get("synthetic")
+            if isinstance(synth, dict) and "seed" in synth:
+                synth["seed"] = int(synth["seed"]) + 101 * i
+            nodes[spec.name] = spec
+    for name in downstream:
+        nodes[name] = g.nodes[name]
+    for lk in g.links:
+        if lk.src in upstream:
+            for i in range(n):
+                c = copy.copy(lk)
+                c.src = f"{lk.src}_s{i}"
+                c.dst = f"{lk.dst}_s{i}" if lk.dst in upstream else lk.dst
+                links.append(c)
+        elif lk.src in downstream and lk.dst in downstream:
+            links.append(lk)
+    g.nodes, g.links = nodes, links
+    return g
 
 
 class _Sampler(threading.Thread):
@@ -59,9 +120,40 @@ class _Sampler(threading.Thread):
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = list(args.set or [])
+    graph = load_graph(args.graph, list(args.set or []))
+    if not args.streams:
+        return 0 if run_once(graph, args.duration, args.json)["exit_code"] == 0 else 1
+    try:
+        counts = [int(x) for x in args.streams.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--streams {args.streams!r}: expected counts such as 1,2,4") from None
+    if not counts or min(counts) < 1:
+        raise UserError("--streams: counts must be 1 or more")
+    table, runs, code = [], [], 0
+    for n in counts:
+        res = run_once(replicate_streams(graph, n), args.duration, None, title=f"pipeline, {n} stream(s)")
+        runs.append(res)
+        code |= res["exit_code"]
+        rows = res["rows"]
+        caps = [r for r in rows if r["type"] in ("capture", "pattern")]
+        faces = [r for r in rows if r["type"] == "face"]
+        per = [f["in"] / res["duration_s"] for f in faces] or [0.0]
+        table.append({
+            "streams": n, "fps_per_stream_min": min(per), "fps_per_stream_mean": float(np.mean(per)),
+            "fps_total": float(sum(per)), "capture_fps": sum(c["out"] for c in caps) / res["duration_s"],
+            "dropped": sum(r["dropped"] for r in rows), "events": res["events"],
+            "latency_p50_ms": res["event_latency_p50_ms"], "latency_p99_ms": res["event_latency_p99_ms"],
+            "cpu_%": float(sum(r["cpu_%"] for r in rows)), "rss_MB": float(sum(r["rss_MB"] for r in rows)),
+        })
+    emit("pipeline throughput by number of streams (one shared classifier)", table, args.json,
+         {"graph": str(graph.path), "duration_s_each": args.duration}, json_extra={"runs": runs})
+    return 0 if code == 0 else 1
+
+
+def run_once(graph: Graph, duration: float, as_json: bool, title: str = "pipeline (real processes)"
+             ) -> dict[str, Any]:
+    """Run `graph` for `duration` s, print the per-node table; returns the rows and the summary."""
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-"))
-    graph = load_graph(args.graph, overrides)
     db = None
     for n in graph.nodes.values():  # keep the benchmark's events apart from the user's log
         if n.type == "events":
@@ -71,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
     sampler = _Sampler(sup)
     sampler.start()
     t0 = time.monotonic()
-    code = sup.run(args.duration)
+    code = sup.run(duration)
     elapsed = time.monotonic() - t0
     sampler.stop.set()
     rows = []
@@ -98,5 +190,5 @@ def main(args: argparse.Namespace) -> int:
         "event_latency_p50_ms": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
         "event_latency_p99_ms": round(float(np.percentile(latencies, 99)), 1) if latencies else None,
     }
-    emit("pipeline (real processes)", rows, args.json, extra)
-    return 0 if code == 0 else 1
+    emit(title, rows, as_json, extra)
+    return {"rows": rows, **extra}

@@ -42,8 +42,10 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 
 
 def emit(title: str, rows: Sequence[dict[str, Any]], json_path: str | None = None,
-         extra: dict[str, Any] | None = None, columns: Sequence[str] | None = None) -> None:
-    """Print `title` and the table; write {title, machine, rows, **extra} to json_path if given."""
+         extra: dict[str, Any] | None = None, columns: Sequence[str] | None = None,
+         json_extra: dict[str, Any] | None = None) -> None:
+    """Print `title` and the table; write {title, machine, rows, **extra, **json_extra} to json_path if
+    given (json_extra: details for the file only)."""
     print(f"== {title} ==")
     print(format_table(rows, columns))
     if extra:
@@ -51,5 +53,5 @@ def emit(title: str, rows: Sequence[dict[str, Any]], json_path: str | None = Non
             print(f"{k}: {v}")
     sys.stdout.flush()
     if json_path:
-        doc = {"title": title, "machine": machine(), "rows": list(rows), **(extra or {})}
+        doc = {"title": title, "machine": machine(), "rows": list(rows), **(extra or {}), **(json_extra or {})}
         Path(json_path).write_text(json.dumps(doc, indent=2, default=str))

@@ -7,6 +7,7 @@ on the node processes' PYTHONPATH). No OpenCV here, so node processes start fast
     test_record  sink: one JSON line per message (frame, seq, pid, sha256 per array) to `path`
     test_crash   source: sends frames, then exits the process with `code` after `after_s`
     test_params  sink with a required param and a choice param (validation tests)
+    test_events  source: `count` mer.event messages at `rate` per second on `stream` (event sink tests)
 """
 
 from __future__ import annotations
@@ -133,3 +134,30 @@ class Params(Node):
 
     def process(self, port: str, msg: Message) -> None:
         pass
+
+
+@register_node("test_events")
+class EventsSource(Node):
+    """mer.event messages shaped like the classify node's, at a steady rate (event sink tests)."""
+
+    outputs = {"events": Port("event")}
+    params = {
+        "count": Param(int, 20, "events to send", min=1),
+        "rate": Param(float, 20.0, "events per second", min=0.1),
+        "stream": Param(str, "cam0", "stream id"),
+    }
+
+    def run_source(self) -> None:
+        for i in range(self.p.count):
+            if self.stopping:
+                return
+            now = time.monotonic_ns()
+            instant = {"frame": i * 10, "t_mono_ns": now, "t_wall_ns": time.time_ns()}
+            ev = {"schema": 1, "stream": self.p.stream, "track_id": i % 3, "kind": "micro", "label": "surprise",
+                  "scores": {"negative": 0.1, "positive": 0.1, "surprise": 0.8}, "confidence": 0.8,
+                  "onset": instant, "apex": instant, "offset": instant, "duration_s": 0.3, "intensity": 1.0,
+                  "box": [0.0, 0.0, 10.0, 10.0], "model": {"id": "soa-test", "angles_deg": [88.0], "runtime": "test"},
+                  "rois": ["brows"], "t_wall_ns": time.time_ns()}
+            self.emit("events", Message("event", self.p.stream, frame=i * 10, t_mono_ns=now,
+                                        t_wall_ns=time.time_ns(), meta=ev))
+            time.sleep(1.0 / self.p.rate)
