@@ -66,7 +66,7 @@ KINDS = ("micro", "macro", "blink")
 class SpotParams:
     """Spotting parameters. Thresholds are in noise units (k_*) or physical units (px, s), never frames."""
 
-    k_on: float = 4.5            # best ROI score (noise units) that opens an event
+    k_on: float = 5.0            # best ROI score (noise units) that opens an event
     k_off: float = 2.5           # score above which a frame still counts as moving
     noise_window_s: float = 4.0  # seconds of quiet history for the per-ROI noise scale
     warmup_s: float = 1.0        # no events until this much quiet history exists
@@ -665,18 +665,25 @@ def iou(a: tuple[int, int], b: tuple[int, int]) -> float:
     return inter / ((a[1] - a[0] + 1) + (b[1] - b[0] + 1) - inter)
 
 
-def match(pred: list[tuple[int, int]], truth: list[tuple[int, int]], thr: float = 0.5,
-          ) -> tuple[int, int, int]:
-    """MEGC rule: greedy one-to-one matching by IoU >= thr. Returns (TP, FP, FN)."""
+def match_pairs(pred: list[tuple[int, int]], truth: list[tuple[int, int]], thr: float = 0.5,
+                ) -> list[tuple[int, int]]:
+    """MEGC rule: greedy one-to-one matching by IoU >= thr, best IoU first. Returns (pred i, truth j) pairs."""
     pairs = sorted(((iou(p, t), i, j) for i, p in enumerate(pred) for j, t in enumerate(truth)), reverse=True)
-    used_p, used_t = set(), set()
+    used_p, used_t, out = set(), set(), []
     for v, i, j in pairs:
         if v < thr:
             break
         if i not in used_p and j not in used_t:
             used_p.add(i)
             used_t.add(j)
-    tp = len(used_p)
+            out.append((i, j))
+    return out
+
+
+def match(pred: list[tuple[int, int]], truth: list[tuple[int, int]], thr: float = 0.5,
+          ) -> tuple[int, int, int]:
+    """MEGC rule: greedy one-to-one matching by IoU >= thr. Returns (TP, FP, FN)."""
+    tp = len(match_pairs(pred, truth, thr))
     return tp, len(pred) - tp, len(truth) - tp
 
 

@@ -14,7 +14,7 @@ from edge.data.synth import profile
 from edge.errors import UserError
 from edge.flow import add_noise, create_flow, face_crop
 from edge.messages import Message
-from edge.spot import FrameInfo, SpotParams, Spotter, f1, iou, match
+from edge.spot import FrameInfo, SpotParams, Spotter, f1, iou, match, match_pairs
 
 FPS = 30.0
 LAG = 3
@@ -102,6 +102,31 @@ def test_match_is_one_to_one_at_half_iou():
     assert (tp, fp, fn) == (1, 3, 1)  # (41, 60) has IoU 9/21 < 0.5; the second hit on (10, 19) is an FP
     assert f1(tp, fp, fn) == pytest.approx(2 / 6)
     assert f1(0, 0, 0) == 1.0
+
+
+def test_match_pairs_names_the_matched_intervals():
+    truth = [(10, 19), (40, 49)]
+    pred = [(80, 85), (41, 50), (11, 19), (12, 20)]
+    assert sorted(match_pairs(pred, truth)) == [(1, 1), (2, 0)]  # best IoU first, one-to-one
+    assert match_pairs(pred, []) == [] and match_pairs([], truth) == []
+
+
+def test_plain_baseline_intervals_come_from_threshold_crossings():
+    """The bench's baseline: a bump in one ROI's |flow| curve gives one interval from its crossings (onset =
+    the frame before the first moving flow, offset = the last moving flow less lag - 1), micro or macro by
+    its length; a dip of the lagged flow around the apex does not split it."""
+    from edge.bench.spotting import Clip, TrackSeq, baseline_clip
+
+    rng = np.random.default_rng(0)
+    n = 300
+    curve = 0.3 + 0.02 * rng.standard_normal((n, 9))
+    curve[100:104, 2] += 0.5   # a short movement, the lagged flow dipping at 102
+    curve[102, 2] -= 0.45
+    curve[200:240, 5] += 0.5   # a long one
+    seq = TrackSeq(frames=list(range(1, n + 1)), base=list(curve))
+    clip = Clip(FPS, n + 1, [], {0: seq}, np.zeros(0, int), LAG)
+    got = [(i.kind, i.onset, i.offset) for i in baseline_clip(clip, k=5.0)]
+    assert got == [("micro", 100, 102), ("macro", 200, 238)], got
 
 
 def test_params_file_roundtrip_and_errors(tmp_path):

@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from edge.bench.spotting import baseline_clip, extract, make_video, score, spot_clip
+from edge.bench.spotting import baseline_clip, extract, label_accuracy, make_video, score, spot_clip
 from edge.cli import main as cli
 from edge.spot import SpotParams
 
 
 @pytest.fixture(scope="module")
 def micro_clip():
-    return extract(make_video(1.5, 1.0, seed=0, duration_s=10.0))
+    return extract(make_video(1.5, 1.0, seed=0, duration_s=10.0), keep_crops=True)
 
 
 def test_chain_spots_micro_expressions_at_1_5px(micro_clip):
@@ -28,6 +28,13 @@ def test_chain_beats_the_plain_baseline(micro_clip):
     ours = score([micro_clip], [spot_clip(micro_clip, SpotParams())])
     base = score([micro_clip], [baseline_clip(micro_clip)])
     assert ours["f1"] > base["f1"] and ours["fp"] <= base["fp"], (ours, base)
+
+
+def test_chain_labels_spotted_micro_expressions_with_the_shipped_weights(micro_clip):
+    """Label accuracy as `bench spotting` measures it: the classify node's code path on the onset/apex crops
+    of each correctly spotted micro interval, against the scripted label (issue 7: >= 80 %)."""
+    right, n = label_accuracy([micro_clip], [spot_clip(micro_clip, SpotParams())])
+    assert n >= 2 and right / n >= 0.8, (right, n)
 
 
 def test_chain_distractors_only_give_no_micro_events():
