@@ -89,3 +89,24 @@ def test_fleet_graph_and_systemd_unit(tmp_path: Path):
     res = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
     problems = [ln for ln in (res.stdout + res.stderr).splitlines() if "facesleuth@fleet.service" in ln]
     assert not problems, problems
+
+
+def test_classify_batches_intervals_from_several_streams_in_one_call():
+    from edge.data.synth import make_samples
+    from edge.messages import Message
+    from edge.node import get_node_class
+
+    node = get_node_class("classify").for_test(params={"runtime": "torch-cpu"})
+    node.setup()
+    calls = []
+    predict = node.predictor.predict
+    node.predictor.predict = lambda x: calls.append(len(x)) or predict(x)
+    onset, apex, meta = make_samples(3, "lab200", seed=5)
+    msgs = [Message("intervals", stream, frame=100, arrays={"onset": onset[i], "apex": apex[i]},
+                    meta={"kind": "micro", "track_id": i, "onset": 10, "apex": 14, "offset": 20})
+            for i, stream in enumerate(("cam0", "cam1", "cam2"))]
+    node.process_batch("intervals", msgs)
+    assert calls == [3]  # one classifier call for the three streams' intervals
+    events = [m.meta for _, m in node.emitted]
+    assert [(e["stream"], e["track_id"]) for e in events] == [("cam0", 0), ("cam1", 1), ("cam2", 2)]
+    assert all(abs(sum(e["scores"].values()) - 1) < 1e-3 for e in events)
