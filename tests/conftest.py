@@ -12,6 +12,7 @@
                   (SIGTERM, then SIGKILL) and its node processes killed at teardown, whatever happened
     write_graph   write_graph(yaml_text, name="graph.yaml") -> Path of the file in tmp_path
 
+    wait_until    wait_until(condition, timeout, what) -> the first truthy condition() (fails on timeout)
     need          need(name, present, reason): skip when an outside tool is missing, except where
                   $FACESLEUTH_TEST_REQUIRE (comma-separated names; .ci/run sets it) says CI must have it
 
@@ -43,6 +44,18 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugin"
 if str(PLUGIN_DIR) not in sys.path:  # test modules import helpers from fs_testnodes
     sys.path.insert(0, str(PLUGIN_DIR))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str,
+               describe: Callable[[], str] | None = None) -> Any:
+    """Poll `condition()` every 50 ms until truthy (returns it); fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f"\n{describe()}" if describe else ""))
 
 
 def need(name: str, present: bool, reason: str) -> None:
@@ -237,13 +250,7 @@ class RunningGraph:
 
     def wait_for(self, condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
         """Poll `condition()` every 50 ms until truthy; fail with the runner's output on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.05)
-        pytest.fail(f"timed out after {timeout} s waiting for {what}\n{self.describe()}")
+        return wait_until(condition, timeout, what, self.describe)
 
     def seen_pids(self) -> list[int]:
         """Every node pid that node_pids() ever saw (to check for orphans)."""

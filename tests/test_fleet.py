@@ -110,3 +110,16 @@ def test_classify_batches_intervals_from_several_streams_in_one_call():
     events = [m.meta for _, m in node.emitted]
     assert [(e["stream"], e["track_id"]) for e in events] == [("cam0", 0), ("cam1", 1), ("cam2", 2)]
     assert all(abs(sum(e["scores"].values()) - 1) < 1e-3 for e in events)
+
+
+def test_bench_copies_the_per_camera_chain_for_each_stream():
+    from edge.bench.pipeline import replicate_streams
+    from edge.graph import load_graph
+
+    g = replicate_streams(load_graph(REPO / "configs" / "demo.yaml"), 3)
+    caps = [g.nodes[f"capture_s{i}"] for i in range(3)]
+    assert [c.params["stream"] for c in caps] == ["demo0", "demo1", "demo2"]
+    assert len({c.params["synthetic"]["seed"] for c in caps}) == 3  # three different faces and scripts
+    into_classify = sorted(lk.src for lk in g.links if lk.dst == "classify")
+    assert into_classify == ["spot_s0", "spot_s1", "spot_s2"]
+    assert {"classify", "events"} <= set(g.nodes) and "capture" not in g.nodes

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import need, wait_until
 
 from edge.eventlog import EventLog
 
@@ -122,16 +122,6 @@ class Subscriber:
     def close(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
-
-
-def wait_until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 GRAPH = """

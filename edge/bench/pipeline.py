@@ -41,6 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 PER_STREAM_TYPES = {"capture", "face", "flow", "spot", "pattern", "resize"}
 
 
+def _reachable(g: Graph, start: str, forward: bool) -> set[str]:
+    """Nodes reachable from `start` along the links (forward) or against them."""
+    seen, todo = set(), [start]
+    while todo:
+        at = todo.pop()
+        for lk in g.links:
+            a, b = (lk.src, lk.dst) if forward else (lk.dst, lk.src)
+            if a == at and b not in seen:
+                seen.add(b)
+                todo.append(b)
+    return seen
+
+
 def replicate_streams(graph: Graph, n: int) -> Graph:
     """`graph` with every node upstream of the classifier copied `n` times (names NAME_s0.., stream ids
     STREAM0..; synthetic sources get different seeds), each copy feeding the same classify node.
@@ -50,20 +63,8 @@ def replicate_streams(graph: Graph, n: int) -> Graph:
     classify = [name for name, spec in g.nodes.items() if spec.type == "classify"]
     if len(classify) != 1:
         raise UserError(f"--streams needs a graph with one classify node ({len(classify)} in {g.path})")
-    upstream, todo = set(), [classify[0]]
-    while todo:
-        dst = todo.pop()
-        for lk in g.links:
-            if lk.dst == dst and lk.src not in upstream:
-                upstream.add(lk.src)
-                todo.append(lk.src)
-    downstream, todo = {classify[0]}, [classify[0]]
-    while todo:
-        src = todo.pop()
-        for lk in g.links:
-            if lk.src == src and lk.dst not in downstream:
-                downstream.add(lk.dst)
-                todo.append(lk.dst)
+    upstream = _reachable(g, classify[0], forward=False)
+    downstream = _reachable(g, classify[0], forward=True) | {classify[0]}
     nodes, links = {}, []
     for i in range(n):
         for name in upstream:
