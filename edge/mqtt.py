@@ -188,6 +188,9 @@ class MqttBridge:
         self._connected = threading.Event()
         self._problem = ""
         self._started = time.monotonic()
+        self._activity = self._started  # last connection attempt or loss seen from paho's loop
+        self._progress = self._started  # last acknowledgement, or first publish into an empty window
+        self.loop_restarts = 0
         self._thread = threading.Thread(target=self._run, name="mqtt-bridge", daemon=True)
         self.client = self._client()
 
@@ -214,6 +217,9 @@ class MqttBridge:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        # An exception escaping a callback would end paho's network thread, and with it every later
+        # reconnection (the "publisher silently stops after hours" failure): log it and carry on.
+        c.suppress_exceptions = True
         return c
 
     @property
@@ -234,6 +240,7 @@ class MqttBridge:
             log.log(level, "%s", problem)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._activity = time.monotonic()
         if reason_code.is_failure:
             hint = " (check username and password)" if reason_code.value in (4, 5, 134, 135) else ""
             self._report(f"mqtt broker {self.cfg.where} refused the connection: {reason_code}{hint}; "
@@ -248,10 +255,12 @@ class MqttBridge:
         self._wake.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
+        self._activity = time.monotonic()
         self._report(f"mqtt broker {self.cfg.where} unreachable; retrying with backoff up to "
                      f"{self.cfg.retry_max_s:.0f} s (events wait in the log)")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._activity = time.monotonic()
         was_connected = self._connected.is_set()
         self._connected.clear()
         if was_connected and not self._stop.is_set():  # a refused login also ends here: already reported
@@ -313,6 +322,7 @@ class MqttBridge:
                 self._take_acks()
                 if self.connected and self._open_db() is not None:
                     self._pump()
+                self._watchdog()
                 if self.connected and time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
                     self.client.publish(self.cfg.heartbeat_topic.format(device=self.cfg.device, stream=""),
@@ -326,9 +336,32 @@ class MqttBridge:
         self._take_acks()
         self.state.save(self.acked_seq)
 
+    def _watchdog(self) -> None:
+        """Restart paho's network loop when it looks dead: connected but no acknowledgement for events in
+        flight, or disconnected with no connection attempt, for much longer than keepalive and backoff
+        allow. A dead network thread would otherwise never reconnect."""
+        now, limit = time.monotonic(), 2 * self.cfg.keepalive_s + self.cfg.retry_max_s
+        if self.connected:
+            if not self._inflight or now - self._progress < limit:
+                return
+            why = f"no acknowledgement for {now - self._progress:.0f} s with {len(self._inflight)} events in flight"
+        else:
+            if now - self._activity < 2 * limit:
+                return
+            why = f"no connection attempt for {now - self._activity:.0f} s"
+        log.warning("mqtt connection loop looks dead (%s): restarting it", why)
+        self._activity = self._progress = now
+        self.loop_restarts += 1
+        self.client.loop_stop()
+        self._connected.clear()
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+
     def _take_acks(self) -> None:
         while self._acks:
             seq = self._inflight.pop(self._acks.popleft(), None)
+            if seq is not None:
+                self._progress = time.monotonic()
             if seq is not None and seq > self.acked_seq:
                 self._done.add(seq)
                 self.acked += 1
@@ -349,6 +382,8 @@ class MqttBridge:
             info = self.client.publish(topic, encode_event(ev, self.cfg.format), qos=self.cfg.qos)
             if info.rc not in (self.mqtt.MQTT_ERR_SUCCESS, self.mqtt.MQTT_ERR_NO_CONN):
                 break  # not queued: try again at the next wake
+            if not self._inflight:
+                self._progress = time.monotonic()
             self._inflight[info.mid] = int(ev["seq"])  # queued: paho resends it after a reconnect
             self.next_seq = int(ev["seq"]) + 1
             self.published += 1
@@ -360,7 +395,8 @@ class MqttBridge:
             "device": self.cfg.device, "t_wall_ns": time.time_ns(),
             "uptime_s": round(time.monotonic() - self._started, 1),
             "events": {"last_seq": last, "acked_seq": self.acked_seq, "backlog": max(last - self.acked_seq, 0)},
-            "mqtt": {"published": self.published, "acked": self.acked, "connects": self.connects},
+            "mqtt": {"published": self.published, "acked": self.acked, "connects": self.connects,
+                     "loop_restarts": self.loop_restarts},
         }
         if self.counters:
             doc["pipeline"] = self.counters()

@@ -250,3 +250,28 @@ def test_wrong_credentials_are_one_clear_line_not_a_crash(tmp_path, run_graph):
             assert log.last_seq == 60  # the events are kept for when the credentials are fixed
     finally:
         broker.stop()
+
+
+def test_a_dead_network_loop_is_restarted_and_nothing_is_lost(broker, tmp_path):
+    from edge.mqtt import MqttBridge, MqttConfig
+
+    sub = Subscriber(broker.port)
+    db = tmp_path / "ev.db"
+    log = EventLog(db)
+    try:
+        log.append({"stream": "cam0", "track_id": 1, "kind": "micro", "label": "negative"})
+        bridge = MqttBridge(MqttConfig(broker=broker.url, device="dev-1", keepalive_s=1, retry_max_s=1), db,
+                            poll_s=0.1)
+        bridge.start()
+        assert bridge.flush(10)
+        bridge.client.loop_stop()  # paho's network thread dies (what used to end other stacks' publishers)
+        for _ in range(5):
+            log.append({"stream": "cam0", "track_id": 1, "kind": "micro", "label": "negative"})
+        assert bridge.flush(20), "the bridge did not recover"
+        assert bridge.loop_restarts == 1
+        wait_until(lambda: len(seqs(sub.events())) >= 6, 10, "every event at the subscriber")
+        assert seqs(sub.events()) == list(range(1, 7))
+        bridge.stop()
+    finally:
+        log.close()
+        sub.close()
