@@ -123,3 +123,11 @@ def test_bench_copies_the_per_camera_chain_for_each_stream():
     into_classify = sorted(lk.src for lk in g.links if lk.dst == "classify")
     assert into_classify == ["spot_s0", "spot_s1", "spot_s2"]
     assert {"classify", "events"} <= set(g.nodes) and "capture" not in g.nodes
+
+
+@pytest.mark.parametrize("graph", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_graph_validates(graph: str):
+    from edge.graph import load_graph
+
+    g = load_graph(REPO / "configs" / graph)
+    assert g.nodes and g.links
