@@ -3,9 +3,9 @@
 CLIPS are .avi files or folders of them, each with its JSON ground truth next to it (as written by
 `facesleuth synth clips`: {"fps": ..., "intervals": [{"kind", "onset", "apex", "offset", ...}]}). Every
 clip runs once through face tracking -> flow -> ROI features (cached); then a grid over the thresholds
-(k_on, k_off, return_frac) replays the cached features through the spotter and keeps the setting with the
-best micro F1 (MEGC rule, IoU >= 0.5), ties broken by fewer false micro events, then by the larger k_on
-(the more conservative threshold generalises better to footage nobody calibrated on).
+(k_on, k_off, return_frac, k_bump) replays the cached features through the spotter and keeps the setting
+with the best micro F1 (MEGC rule, IoU >= 0.5), ties broken by fewer false micro events, then by the larger k_on
+and k_bump (the more conservative thresholds generalise better to footage nobody calibrated on).
 
 The output is the JSON the spot node reads (`params_file`): {"params": {...}, "fit": {...}}.
 """
@@ -31,6 +31,7 @@ GRID = {
     "k_on": (3.5, 4.0, 4.5, 5.0, 6.0, 7.0),
     "k_off": (2.0, 2.5, 3.0),
     "return_frac": (0.4, 0.5, 0.6),
+    "k_bump": (5.0, 5.5, 6.5),
 }
 
 
@@ -93,7 +94,7 @@ def fit(clips: list, base: SpotParams, grid: dict[str, tuple] | None = None) -> 
             continue
         s = score(clips, [spot_clip(c, p) for c in clips])
         tried.append({**dict(zip(grid, values, strict=True)), **s})
-        key = (round(s["f1"], 4), -s["fp"], p.k_on)
+        key = (round(s["f1"], 4), -s["fp"], p.k_on, p.k_bump)
         if best_key is None or key > best_key:
             best, best_key = (p, s), key
     assert best is not None
@@ -124,5 +125,5 @@ def main(args: argparse.Namespace) -> int:
     params.save(args.out, fit=report)
     print(f"calib spot: micro F1 {report['micro_f1']:.3f} (TP {report['tp']}, FP {report['fp']}, "
           f"FN {report['fn']}) with k_on={params.k_on} k_off={params.k_off} return_frac={params.return_frac}"
-          f" -> {args.out}")
+          f" k_bump={params.k_bump} -> {args.out}")
     return 0 if np.isfinite(report["micro_f1"]) else 1

@@ -24,13 +24,23 @@ Per frame, per track:
    its apex (flow ~0, face still displaced) stays open. Onset = the frame before the first moving flow;
    apex = largest D; offset = the last moving flow minus (lag - 1), the mirror of the onset, but not
    before D is back under `return_frac` of its apex (a slow fade is too slow per lag to count as moving).
+4b. Rise and return (TrackSpotter._bump), for micro-expressions too small for k_on: on the accumulated
+   displacement (running sum of flow / lag per channel) a channel scores min(rise over w frames, return
+   over the next w frames, projected on the rise) for w in `bump_widths_s`, in units of the rise's own
+   robust noise scale on the quiet history. Linear drift cancels in the return, a step (an expression
+   that stays, a head that does not come back) has none, and one frame's flow glitch is a step. A score
+   >= `k_bump` makes a candidate; once the curve after the apex has gone still, the bump is measured
+   against a baseline before AND after it (onset/offset at `edge_frac` of the rise and of the return),
+   and must have returned (`return_frac`). These intervals need a steady face: head speed within
+   `head_margin_s` of them above `bump_head_speed_max` discards them.
 5. Kind from duration in seconds (capture timestamps, so any fps): micro <= `micro_max_s` < macro.
    An event where the eyes move, every other ROI much less (`blink_ratio`), and the lids move down
    (closing; expressions move eye-region skin up) is a blink.
 6. Discards: intervals overlapping a track loss, dropped frames, a head speed above `head_speed_max`
    (crop px/s, over the last 0.1 s, so per-frame alignment jitter does not count), a stabilisation
-   residual above `residual_max`, or rigid motion left in the crop above `rigid_speed_max` are discarded with the reason; so are those whose peak ROI displacement is below
-   `min_intensity_px`.
+   residual above `residual_max`, or rigid motion left in the crop above `rigid_speed_max` are discarded
+   with the reason (head motion also within `head_margin_s` of the interval: a head turn is slow where it
+   turns); so are those whose peak ROI displacement is below `min_intensity_px`.
 
 An interval is final once its offset is seen: about lag + 1 frames after the offset frame.
 
@@ -83,6 +93,12 @@ class SpotParams:
     spans: int = 3               # score displacements over 1..spans chained flows
     smooth: int = 1              # scores average this many consecutive frames
     rigid: bool = True           # remove the affine (rigid) flow component
+    k_bump: float = 5.5          # rise-and-return score (noise units of that score) that spots a micro
+    bump_widths_s: tuple = (0.13, 0.2, 0.27)  # rise (= return) windows of the rise-and-return filter, s
+    edge_frac: float = 0.2       # rise-and-return intervals: onset/offset where the bump is this high
+    head_margin_s: float = 0.3   # head motion this close to an interval discards it too
+    bump_head_speed_max: float = 20.0  # crop px/s: rise-and-return intervals (near the noise floor) need
+    # a steadier face than head_speed_max: a slow head turn leaves parallax of that size in the crop
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpotParams:
@@ -107,6 +123,11 @@ class SpotParams:
             raise UserError(f"spot params: spans must be >= 1, got {self.spans}")
         if not 0 < self.return_frac < 1:
             raise UserError(f"spot params: return_frac must be in (0, 1), got {self.return_frac}")
+        if self.k_bump <= 0 or not self.bump_widths_s or min(self.bump_widths_s) <= 0:
+            raise UserError(f"spot params: need k_bump > 0 and bump_widths_s > 0, got {self.k_bump}, "
+                            f"{self.bump_widths_s}")
+        if not 0 < self.edge_frac < 1:
+            raise UserError(f"spot params: edge_frac must be in (0, 1), got {self.edge_frac}")
 
     @classmethod
     def load(cls, path: str | Path) -> SpotParams:
@@ -290,6 +311,8 @@ class _Frame:
     sm: np.ndarray               # (J, C, 2) spans averaged over the last `smooth` frames
     scores: np.ndarray | None    # (J, C) noise units, None during warm-up
     flag: str                    # "" or why this frame cannot carry an interval
+    acc: np.ndarray | None = None  # (C, 2) accumulated displacement: running sum of flow / lag, crop px
+    speed: float = 0.0           # head speed (face node, sustained over ~0.1 s), crop px/s
     busy: bool = False           # part of an event: left out of the noise model
 
     def best(self) -> np.ndarray:
@@ -323,6 +346,10 @@ class TrackSpotter:
         self.still = 0                           # frames in a row the open event has not moved
         self.onset: _Frame | None = None
         self.last_frame = -1
+        # Rise-and-return detector (see _bump): window lengths (frames), per-window noise, pending bump.
+        self.widths: tuple[int, ...] = ()
+        self.bnoise: np.ndarray | None = None    # (W, C) crop px: robust scale of a rise over each window
+        self.cand: dict | None = None
 
     # ---- noise model
     def fps(self) -> float:
@@ -350,10 +377,23 @@ class TrackSpotter:
         with np.errstate(all="ignore"):
             noise = 1.4826 * (np.nanmedian(a, axis=2) if np.isnan(a).any() else np.median(a, axis=2))
         self.noise = np.maximum(np.nan_to_num(noise, nan=np.inf), self.p.noise_floor_px)
+        # The rise-and-return score's noise: the same filter's rise (acc[t] - acc[t - w]) on the quiet
+        # history, so k_bump is in noise units of the statistic actually thresholded.
+        fps = self.fps()
+        self.widths = tuple(sorted({max(2, round(w * fps)) for w in self.p.bump_widths_s}))
+        bn = []
+        for w in self.widths:
+            d = [f.acc - g.acc for f in self.frames if not f.flag and not f.busy
+                 and (g := self.by_frame.get(f.frame - w)) is not None and not g.flag and not g.busy]
+            if len(d) < 5:
+                self.bnoise = None
+                return
+            bn.append(1.4826 * np.median(np.abs(np.stack(d)).transpose(1, 0, 2).reshape(len(d[0]), -1), axis=1))
+        self.bnoise = np.maximum(np.array(bn), self.p.noise_floor_px)
 
     # ---- per frame
     def push(self, frame: int, t_mono_ns: int, t_wall_ns: int, ref_frame: int, feats: np.ndarray,
-             flag: str = "") -> list[Interval]:
+             flag: str = "", speed: float = 0.0) -> list[Interval]:
         """One frame of this track.
 
         Args:
@@ -361,6 +401,7 @@ class TrackSpotter:
             ref_frame: frame index of the flow's reference frame.
             feats: (C, 2) channel features (RoiFeatures), crop px.
             flag: "" or a reason this frame must not carry an interval (head motion, residual, ...).
+            speed: head speed at this frame, crop px/s (the face node's, over ~0.1 s).
         Returns:
             intervals finished at this frame, kept and discarded (Interval.discarded says why).
         """
@@ -386,15 +427,23 @@ class TrackSpotter:
             scores = np.sqrt(np.mean((sm / self.noise[..., None]) ** 2, axis=2))
         if scores is not None:  # a span reaching back into the last event still holds its motion
             scores[starts < self.quiet_from] = np.nan
-        f = _Frame(frame, t_mono_ns, t_wall_ns, ref_frame, spans, starts, sm, scores, flag)
+        lag = max(1, frame - ref_frame)
+        prev = self.frames[-1].acc if self.frames else 0.0
+        f = _Frame(frame, t_mono_ns, t_wall_ns, ref_frame, spans, starts, sm, scores, flag,
+                   acc=prev + feats.astype(np.float64) / lag, speed=speed)
         self.frames.append(f)
         self.by_frame[frame] = f
         if self.event is None:
             self._forget(t_mono_ns)
             if scores is not None and self._triggered(f):
+                self.cand = None  # the onset threshold took it: the event machinery measures it
                 self._open(f)
-            elif frame % 5 == 0 or self.noise is None:  # the scale moves slowly: refresh every 5 frames
-                self._update_noise()
+            else:
+                if frame % 5 == 0 or self.noise is None:  # the scale moves slowly: refresh every 5 frames
+                    self._update_noise()
+                iv = self._bump(f)
+                if iv is not None:
+                    out.append(iv)
             return out
         f.busy = True
         self.event.append(f)
@@ -482,7 +531,6 @@ class TrackSpotter:
 
     def _close(self, forced: bool = False, reason: str = "") -> Interval:
         ev, p = self.event, self.p
-        mags = np.stack([np.hypot(*self.disp[f.frame].T) for f in ev])  # (T, C) crop px
         ia = int(np.argmax(self.totals))
         # Offset: the last frame whose flow still moved, minus the lag: a flow against the frame `lag`
         # back shows motion until `lag` - 1 frames after the face came to rest (the onset mirrors it:
@@ -500,15 +548,30 @@ class TrackSpotter:
             back = [i for i in range(ia, len(ev)) if proj[i] <= p.return_frac * peak]
             io = max(io, back[0] if back else len(ev) - 1)
         on, apex, off = self.onset, ev[ia], ev[io]
+        D = np.stack([self.disp[f.frame] for f in ev])
+        score = float(max(f.best().max() for f in ev))
+        iv = self._describe(ev, on, apex, off, D, self.channels, score, forced, reason, lag)
+        self.event, self.disp, self.onset, self.channels = None, {}, None, None
+        self.quiet_from = ev[-1].frame
+        return iv
+
+    def _describe(self, ev: list[_Frame], on: _Frame, apex: _Frame, off: _Frame, D: np.ndarray,
+                  channels: np.ndarray, score: float, forced: bool, reason: str, lag: int) -> Interval:
+        """The interval on -> apex -> off: moved ROIs, kind (blink / micro / macro) and discards.
+
+        ev: the event's frames (flags anywhere in on .. off + lag discard); D (len(ev), C, 2): each frame's
+        displacement since the onset, crop px; channels (C,) bool: the channels that carried the event."""
+        p = self.p
+        mags = np.hypot(D[..., 0], D[..., 1])  # (T, C) crop px
         names = list(ROIS)
         single = self.roi_of >= 0
         pk = mags.max(0)
         peak = np.array([pk[single & (self.roi_of == r)].max() for r in range(len(names))])  # (R,) crop px
         tol_r = np.array([self._tol()[single & (self.roi_of == r)].min() for r in range(len(names))])
         # Only ROIs with a channel that scored k_on count: chained displacement alone can drift.
-        sig = np.array([bool(self.channels[single & (self.roi_of == r)].any()) for r in range(len(names))])
+        sig = np.array([bool(channels[single & (self.roi_of == r)].any()) for r in range(len(names))])
         for k, pair in enumerate(PAIRS.values()):  # a mirrored pair channel speaks for both sides
-            if self.channels[self.roi_of == -1 - k].any():
+            if channels[self.roi_of == -1 - k].any():
                 sig[[names.index(r) for r in pair]] = True
         peak = np.where(sig, peak, 0.0)
         ok = peak > tol_r
@@ -526,15 +589,20 @@ class TrackSpotter:
         # UP (FACS). The sign of the eye blocks' vertical displacement where they peak tells them apart.
         eye_blocks = single & np.isin(self.roi_of, eye_i)
         ie = int(np.argmax(mags[:, eye_blocks].max(1)))
-        closing = float(self.disp[ev[ie].frame][eye_blocks, 1].sum()) > 0  # v > 0: down (y down)
+        closing = float(D[ie][eye_blocks, 1].sum()) > 0  # v > 0: down (y down)
         if eye > 0 and other < p.blink_ratio * eye and closing:
             kind = "blink"
         elif forced or duration > p.micro_max_s:
             kind = "macro"
         else:
             kind = "micro"
-        score = float(max(f.best().max() for f in ev))
-        flags = sorted({f.flag for f in ev if f.flag and on.frame <= f.frame <= off.frame + lag})
+        # A head movement slows down where it turns (and starts and ends slowly): its fast frames within
+        # head_margin_s of the interval discard it too (stabilisation leaves parallax in the crop then).
+        margin = int(p.head_margin_s * 1e9)
+        flags = sorted({f.flag for f in self.frames if f.flag and (
+            on.frame <= f.frame <= off.frame + lag or (f.flag.startswith("head motion")
+                                                         and on.t_mono_ns - margin <= f.t_mono_ns
+                                                         <= off.t_mono_ns + margin))})
         if not reason and flags:
             reason = flags[0]
         if not reason and top < p.min_intensity_px:
@@ -547,8 +615,99 @@ class TrackSpotter:
         else:
             log.debug("track %d: %s %d/%d/%d score %.1f %.2f px %s", self.track_id, kind, iv.onset, iv.apex,
                       iv.offset, score, top, rois)
-        self.event, self.disp, self.onset, self.channels = None, {}, None, None
-        self.quiet_from = ev[-1].frame
+        return iv
+
+    # ---- rise-and-return detector
+    def _bump(self, f: _Frame) -> Interval | None:
+        """Spot a micro-expression too small for the onset threshold by its shape: a rise that returns.
+
+        On the accumulated displacement acc (running sum of flow / lag: the face's displacement, smoothed
+        over one lag, plus a random walk of flow noise and any slow drift), the score of channel c for a
+        window of w frames ending at apex a = t - w is min(|rise|, return projected on the rise), with
+        rise = acc[a] - acc[a - w] and return = acc[a] - acc[t], in units of the rise's own noise scale
+        on quiet history (bnoise). A linear drift cancels in the return; a step (an expression that
+        stays, a head that does not come back) has no return; one frame's flow glitch is a step.
+        A score >= k_bump makes a candidate; once the displacement after the apex has gone still, the
+        bump is measured on the event channels' projected curve against the level before it and the
+        level after it (see _bump_close)."""
+        if self.bnoise is None or not self.widths or self.noise is None:
+            return None
+        t = f.frame
+        best_z, best_i, best = 0.0, -1, None
+        for i, w in enumerate(self.widths):
+            a, b = self.by_frame.get(t - w), self.by_frame.get(t - 2 * w)
+            if a is None or b is None or b.frame <= self.quiet_from or a.acc is None or b.acc is None:
+                continue
+            r, q = a.acc - b.acc, a.acc - f.acc
+            rn = np.hypot(r[:, 0], r[:, 1]) + 1e-12
+            z = np.minimum(rn, (q * r).sum(1) / rn) / self.bnoise[i]
+            if z.max() > best_z:
+                best_z, best_i, best = float(z.max()), i, (z, r / rn[:, None])
+        cand = self.cand
+        if best is not None and best_z >= self.p.k_bump:
+            w = self.widths[best_i]
+            new = {"z": best_z, "i": best_i, "w": w, "apex": t - w, "zc": best[0], "dirs": best[1]}
+            if cand is None:
+                self.cand = cand = new
+            elif abs(new["apex"] - cand["apex"]) <= max(w, cand["w"]) and best_z > cand["z"]:
+                self.cand = cand = new
+        if cand is None or t < cand["apex"] + self.widths[-1] + 1:
+            return None
+        return self._bump_close(f)
+
+    def _bump_close(self, f: _Frame) -> Interval | None:
+        """Measure the pending bump, or wait (None). P is the event channels' displacement projected on
+        their rise directions, in noise units (weighted by their scores). After the apex, P is still once it
+        has not fallen by 1 noise unit for the shortest window; then pre = the lowest P before the apex
+        (back to two longest windows), post = the lowest after it. It returned if peak - post >=
+        return_frac * (peak - pre) (else a step, an expression that stays: the onset threshold's business);
+        onset = the last frame before the apex at pre + edge_frac of the rise, offset = the first after it
+        at post + edge_frac of the return: a baseline from before and after, so drift is not an event."""
+        p, cand, t = self.p, self.cand, f.frame
+        assert cand is not None
+        fps = self.fps()
+        if (t - cand["apex"]) / fps > 2 * p.micro_max_s:  # not still by now: not a micro-expression
+            self.cand = None
+            return None
+        start = cand["apex"] - 2 * self.widths[-1] - 2
+        ev = [g for g in self.frames if start <= g.frame <= t and g.acc is not None]
+        ia = next((k for k, g in enumerate(ev) if g.frame >= cand["apex"]), None)
+        if ia is None or ia == 0:
+            self.cand = None
+            return None
+        ch = cand["zc"] >= p.k_off
+        wgt = cand["zc"][ch] / np.linalg.norm(cand["zc"][ch])
+        A = np.stack([g.acc[ch] for g in ev])  # (T, c, 2)
+        P = ((A * cand["dirs"][ch]).sum(2) / self.bnoise[cand["i"]][ch]) @ wgt
+        half = max(1, cand["w"] // 2)
+        lo, hi = max(1, ia - half), min(len(ev) - 2, ia + half)
+        if hi < lo:
+            return None
+        ia = lo + int(np.argmax(P[lo:hi + 1]))
+        j = ia
+        for k in range(ia + 1, len(ev)):
+            if P[k] < P[j] - 1.0:
+                j = k
+        if ev[-1].frame - ev[j].frame < self.widths[0]:
+            return None  # still returning
+        peak, pre, post = float(P[ia]), float(P[:ia + 1].min()), float(P[ia:].min())
+        self.cand = None
+        if peak - post < p.return_frac * (peak - pre):
+            return None
+        ko = max(k for k in range(ia) if P[k] <= pre + p.edge_frac * (peak - pre))
+        kf = min(k for k in range(ia + 1, len(ev)) if P[k] <= post + p.edge_frac * (peak - post))
+        on, apex, off = ev[ko], ev[ia], ev[kf]
+        ev = ev[ko:]
+        for g in ev:
+            g.busy = True
+        D = np.stack([g.acc - on.acc for g in ev])
+        margin = int(p.head_margin_s * 1e9)
+        speed = max((g.speed for g in self.frames
+                     if on.t_mono_ns - margin <= g.t_mono_ns <= off.t_mono_ns + margin), default=0.0)
+        reason = (f"head motion {speed:.0f} crop px/s > {p.bump_head_speed_max} (rise-and-return)"
+                  if speed > p.bump_head_speed_max else "")
+        iv = self._describe(ev, on, apex, off, D, ch, cand["z"], False, reason, max(1, f.frame - f.ref))
+        self.quiet_from = off.frame
         return iv
 
     def finish(self, reason: str = "") -> list[Interval]:
@@ -626,6 +785,7 @@ class Spotter:
         fps = spotter.fps()
         info = self.info.pop((frame, track_id), None)
         flag = ""
+        sustained = 0.0  # head speed, crop px/s (unknown without face-node info)
         if rigid / lag * fps > self.p.rigid_speed_max:
             flag = f"rigid motion {rigid / lag * fps:.0f} crop px/s > {self.p.rigid_speed_max}"
         if info is not None:
@@ -645,7 +805,7 @@ class Spotter:
                 flag = f"head motion {max(sustained, speed):.0f} crop px/s > {self.p.head_speed_max}"
             elif info.residual > self.p.residual_max:
                 flag = f"stabilisation residual {info.residual:.2f} px > {self.p.residual_max}"
-        return spotter.push(frame, t_mono_ns, t_wall_ns, ref_frame, feats, flag)
+        return spotter.push(frame, t_mono_ns, t_wall_ns, ref_frame, feats, flag, speed=sustained)
 
     def finish(self) -> list[Interval]:
         """End of stream: close open events (an event cut by the end is closed as it stands)."""

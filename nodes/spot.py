@@ -31,6 +31,8 @@ class SpotNode(Node):
         "params_file": Param(str, "", "JSON from `facesleuth calib spot` (its values replace the defaults)"),
         "k_on": Param(float, _DEFAULTS.k_on, "score (noise units) that opens an event", min=0.0),
         "k_off": Param(float, _DEFAULTS.k_off, "score (noise units) above which motion continues", min=0.0),
+        "k_bump": Param(float, _DEFAULTS.k_bump, "rise-and-return score (noise units) that spots a micro",
+                        min=0.0),
         "micro_max_s": Param(float, _DEFAULTS.micro_max_s, "longest micro-expression, s", min=0.0),
         "head_speed_max": Param(float, _DEFAULTS.head_speed_max, "head motion that discards, crop px/s"),
         "residual_max": Param(float, _DEFAULTS.residual_max, "stabilisation residual that discards, crop px"),
@@ -41,7 +43,7 @@ class SpotNode(Node):
     def setup(self) -> None:
         sp = SpotParams.load(self.p.params_file) if self.p.params_file else SpotParams()
         # Values set in the graph win over the file; unset ones keep the file's (or the defaults).
-        for k in ("k_on", "k_off", "micro_max_s", "head_speed_max", "residual_max"):
+        for k in ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max"):
             v = getattr(self.p, k)
             if v != getattr(_DEFAULTS, k):
                 setattr(sp, k, v)
