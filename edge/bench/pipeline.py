@@ -138,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
         rows = res["rows"]
         caps = [r for r in rows if r["type"] in ("capture", "pattern")]
         faces = [r for r in rows if r["type"] == "face"]
-        per = [f["in"] / res["duration_s"] for f in faces] or [0.0]
+        per = [f["out"] / res["duration_s"] for f in faces] or [0.0]  # frames each face node processed
         table.append({
             "streams": n, "fps_per_stream_min": min(per), "fps_per_stream_mean": float(np.mean(per)),
             "fps_total": float(sum(per)), "capture_fps": sum(c["out"] for c in caps) / res["duration_s"],
