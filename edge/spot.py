@@ -32,15 +32,17 @@ Per frame, per track:
    >= `k_bump` makes a candidate; once the curve after the apex has gone still, the bump is measured
    against a baseline before AND after it (onset/offset at `edge_frac` of the rise and of the return),
    and must have returned (`return_frac`). These intervals need a steady face: head speed within
-   `head_margin_s` of them above `bump_head_speed_max` discards them.
+   `head_margin_s` of them above the face's rise-and-return head limit discards them.
 5. Kind from duration in seconds (capture timestamps, so any fps): micro <= `micro_max_s` < macro.
    An event where the eyes move, every other ROI much less (`blink_ratio`), and the lids move down
    (closing; expressions move eye-region skin up) is a blink.
 6. Discards: intervals overlapping a track loss, dropped frames, a head speed above `head_speed_max`
    (crop px/s, over the last 0.1 s, so per-frame alignment jitter does not count), a stabilisation
-   residual above `residual_max`, or rigid motion left in the crop above `rigid_speed_max` are discarded
+   residual above `residual_max`, or rigid motion left in the crop above its limit are discarded
    with the reason (head motion also within `head_margin_s` of the interval: a head turn is slow where it
-   turns); so are those whose peak ROI displacement is below `min_intensity_px`.
+   turns); so are those whose peak ROI displacement is below `min_intensity_px`. The rigid-motion and
+   rise-and-return head limits are in noise units of each face's own recent speeds: max(`rigid_speed_max`
+   or `bump_head_speed_max`, median + `k_motion` MADs), so jittery footage does not discard everything.
 
 An interval is final once its offset is seen: about lag + 1 frames after the offset frame.
 
@@ -90,6 +92,9 @@ class SpotParams:
     head_speed_max: float = 40.0  # crop px/s of head motion (face node) above which intervals are discarded
     residual_max: float = 1.0    # stabilisation residual (crop px RMS) above which intervals are discarded
     rigid_speed_max: float = 8.0  # crop px/s of rigid motion left in the (stabilised) crop: discards, same
+    k_motion: float = 6.0        # ... and the motion limits below rise to median + k_motion MADs of the
+    # track's own recent rigid / head speeds: jittery footage (a webcam's detections, sensor noise) moves
+    # "rigidly" all the time, and a fixed px/s limit there flags quiet frames and discards true events
     spans: int = 3               # score displacements over 1..spans chained flows
     smooth: int = 1              # scores average this many consecutive frames
     rigid: bool = True           # remove the affine (rigid) flow component
@@ -207,6 +212,12 @@ class RoiFeatures:
                     roi_of.append(-1 - k)
         self.roi_of = np.array(roi_of)
         self.n_blocks = len(self.slices)
+        # Brow blocks within reach of the upper lid (their lower edge at or below the eye ROIs' top):
+        # a lid sweeping down drags these with it in the flow, so they do not count against a blink.
+        eye_top = min(boxes[r][1] for r in EYE_ROIS)
+        self.lid_reach = np.zeros(len(roi_of), bool)
+        for c, (sy, _) in enumerate(self.slices):
+            self.lid_reach[c] = self.names[roi_of[c]].startswith("brow") and sy.stop >= eye_top
         # Reference region for the rigid fit: an ellipse over the face minus the mobile ROIs (+1 px).
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         u, v = (xx + 0.5) / size, (yy + 0.5) / size
@@ -332,13 +343,18 @@ class TrackSpotter:
     their signal (measured: x1.45 over 4 links).
     """
 
-    def __init__(self, track_id: int, params: SpotParams, roi_of: np.ndarray) -> None:
+    def __init__(self, track_id: int, params: SpotParams, roi_of: np.ndarray,
+                 lid_reach: np.ndarray | None = None) -> None:
         self.track_id, self.p = track_id, params
         self.roi_of = roi_of  # (C,) ROI index of each channel (RoiFeatures.roi_of)
+        # (C,) brow channels next to the lids (RoiFeatures.lid_reach); none when the layout is unknown
+        self.lid_reach = lid_reach if lid_reach is not None else np.zeros(len(roi_of), bool)
+        self.head_limit = 0.0  # this face's head-speed limit for rise-and-return intervals (Spotter sets it)
         self.quiet_from = -1  # spans starting before this frame reach into the last event
         self.frames: deque[_Frame] = deque()
         self.by_frame: dict[int, _Frame] = {}
         self.noise: np.ndarray | None = None     # (J, C) crop px
+        self.ready_frame: int | None = None      # first frame with a noise estimate (spotting starts)
         self.event: list[_Frame] | None = None   # frames of the open event, from its first moving frame
         self.channels: np.ndarray | None = None  # (C,) bool: channels that opened / carry the event
         self.disp: dict[int, np.ndarray] = {}    # frame -> (C, 2) displacement since the event's onset
@@ -377,6 +393,8 @@ class TrackSpotter:
         with np.errstate(all="ignore"):
             noise = 1.4826 * (np.nanmedian(a, axis=2) if np.isnan(a).any() else np.median(a, axis=2))
         self.noise = np.maximum(np.nan_to_num(noise, nan=np.inf), self.p.noise_floor_px)
+        if self.ready_frame is None:
+            self.ready_frame = self.frames[-1].frame
         # The rise-and-return score's noise: the same filter's rise (acc[t] - acc[t - w]) on the quiet
         # history, so k_bump is in noise units of the statistic actually thresholded.
         fps = self.fps()
@@ -583,7 +601,13 @@ class TrackSpotter:
         eye_i = [names.index(r) for r in EYE_ROIS]
         # Peaks less their chained-noise tolerance: a noisy mouth block must not outvote a lid.
         net = np.maximum(peak - tol_r, 0.0)
-        eye, other = net[eye_i].max(), np.delete(net, eye_i).max()
+        # Brow blocks next to the lids that move down with them are the lid's, not the brow's.
+        it = int(np.argmax(mags.max(1)))
+        dragged = self.lid_reach & (D[it, :, 1] > 0)
+        pk_own = np.where(dragged, 0.0, pk)
+        own = np.array([pk_own[single & (self.roi_of == r)].max() for r in range(len(names))])
+        own = np.maximum(np.where(sig, own, 0.0) - tol_r, 0.0)
+        eye, other = net[eye_i].max(), np.delete(own, eye_i).max()
         # ... and the lids close: in a blink the upper lid sweeps DOWN over the eye, while the eye-region
         # action units of expressions (AU5 lid raiser, AU6 cheek raiser, AU7 lid tightener) all move skin
         # UP (FACS). The sign of the eye blocks' vertical displacement where they peak tells them apart.
@@ -605,6 +629,10 @@ class TrackSpotter:
                                                          <= off.t_mono_ns + margin))})
         if not reason and flags:
             reason = flags[0]
+        # Motion already under way when spotting started (a new track, the first second of a stream):
+        # its true onset is unknown, and the part seen (a blink reopening, say) is not what it looks like.
+        if not reason and self.ready_frame is not None and on.frame <= self.ready_frame + lag:
+            reason = "in progress when spotting started"
         if not reason and top < p.min_intensity_px:
             reason = f"peak displacement {top:.3f} px < min_intensity_px {p.min_intensity_px}"
         iv = Interval(self.track_id, kind, on.frame, apex.frame, off.frame, on.t_mono_ns, apex.t_mono_ns,
@@ -704,8 +732,8 @@ class TrackSpotter:
         margin = int(p.head_margin_s * 1e9)
         speed = max((g.speed for g in self.frames
                      if on.t_mono_ns - margin <= g.t_mono_ns <= off.t_mono_ns + margin), default=0.0)
-        reason = (f"head motion {speed:.0f} crop px/s > {p.bump_head_speed_max} (rise-and-return)"
-                  if speed > p.bump_head_speed_max else "")
+        limit = max(p.bump_head_speed_max, self.head_limit)
+        reason = f"head motion {speed:.0f} crop px/s > {limit:.0f} (rise-and-return)" if speed > limit else ""
         iv = self._describe(ev, on, apex, off, D, ch, cand["z"], False, reason, max(1, f.frame - f.ref))
         self.quiet_from = off.frame
         return iv
@@ -749,11 +777,29 @@ class Spotter:
         self.info: dict[tuple[int, int], FrameInfo] = {}
         self._features: dict[int, RoiFeatures] = {}
         self._positions: dict[int, deque] = {}  # per track: (frame, face position in frame px) of ~0.1 s
+        self._speeds: dict[tuple[int, str], deque] = {}  # per (track, kind): recent rigid / head speeds
+
+    def _limit(self, track_id: int, kind: str, value: float, floor: float, fps: float) -> float:
+        """max(floor, median + k_motion MADs) of this track's recent `kind` speeds (then adds `value`)."""
+        hist = self._speeds.setdefault((track_id, kind), deque(maxlen=max(10, round(self.p.noise_window_s * fps))))
+        limit = floor
+        if len(hist) >= 10:
+            a = np.fromiter(hist, float)
+            med = float(np.median(a))
+            limit = max(floor, med + self.p.k_motion * 1.4826 * float(np.median(np.abs(a - med))))
+        hist.append(value)
+        return limit
 
     def features(self, size: int) -> RoiFeatures:
         if size not in self._features:
             self._features[size] = RoiFeatures(size, rigid=self.p.rigid)
         return self._features[size]
+
+    def _lid_reach(self, roi_of: np.ndarray) -> np.ndarray | None:
+        """RoiFeatures.lid_reach of the layout that produced `roi_of` (features cached by calibration
+        carry only roi_of: the layout is found again among the usual crop sizes)."""
+        layouts = list(self._features.values()) + [RoiFeatures(s) for s in (128, 96, 64, 160, 192, 256)]
+        return next((f.lid_reach for f in layouts if np.array_equal(f.roi_of, roi_of)), None)
 
     def note_frame(self, frame: int, track_id: int, info: FrameInfo) -> None:
         """Face-node information for (frame, track); kept for a few seconds."""
@@ -764,6 +810,8 @@ class Spotter:
 
     def end_track(self, track_id: int, reason: str = "track lost") -> list[Interval]:
         self._positions.pop(int(track_id), None)
+        for kind in ("rigid", "head"):
+            self._speeds.pop((int(track_id), kind), None)
         t = self.tracks.pop(int(track_id), None)
         return t.finish(reason) if t else []
 
@@ -780,14 +828,16 @@ class Spotter:
         track_id = int(track_id)
         spotter = self.tracks.get(track_id)
         if spotter is None:
-            spotter = self.tracks[track_id] = TrackSpotter(track_id, self.p, roi_of)
+            spotter = self.tracks[track_id] = TrackSpotter(track_id, self.p, roi_of, self._lid_reach(roi_of))
         lag = max(1, frame - ref_frame)
         fps = spotter.fps()
         info = self.info.pop((frame, track_id), None)
         flag = ""
         sustained = 0.0  # head speed, crop px/s (unknown without face-node info)
-        if rigid / lag * fps > self.p.rigid_speed_max:
-            flag = f"rigid motion {rigid / lag * fps:.0f} crop px/s > {self.p.rigid_speed_max}"
+        rigid_speed = rigid / lag * fps
+        rigid_limit = self._limit(track_id, "rigid", rigid_speed, self.p.rigid_speed_max, fps)
+        if rigid_speed > rigid_limit:
+            flag = f"rigid motion {rigid_speed:.0f} crop px/s > {rigid_limit:.0f}"
         if info is not None:
             # Head speed is the displacement of the face (crop centre, frame px) over the last ~0.1 s:
             # per-frame alignment jitter (a webcam's shaky detections, removed by the stabiliser) is
@@ -801,6 +851,7 @@ class Spotter:
                 (f0, p0), (f1, p1) = hist[0], hist[-1]
                 if f1 > f0:
                     sustained = float(np.hypot(p1[0] - p0[0], p1[1] - p0[1])) / ((f1 - f0) / fps) * info.scale
+            spotter.head_limit = self._limit(track_id, "head", sustained, self.p.bump_head_speed_max, fps)
             if sustained > self.p.head_speed_max or speed > JUMP * self.p.head_speed_max:
                 flag = f"head motion {max(sustained, speed):.0f} crop px/s > {self.p.head_speed_max}"
             elif info.residual > self.p.residual_max:

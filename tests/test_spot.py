@@ -255,6 +255,39 @@ def test_rigid_motion_in_the_crop_is_removed_or_discarded():
     assert not [i for i in out if i.kind == "micro" and not i.discarded], [(i.kind, i.discarded) for i in out]
 
 
+def test_rigid_motion_limit_is_in_noise_units_of_the_face():
+    """The same 10 px/s of rigid motion flags a frame of a steady face but not one of a face whose
+    rigid motion jitters at that level all the time (a webcam): the limit follows each face's noise."""
+    from edge.spot import RoiFeatures
+
+    rf = RoiFeatures(128)
+    rng = np.random.default_rng(0)
+    flags = {}
+    for name, jitter in (("steady", 0.5), ("jittery", 3.0)):
+        sp = Spotter(SpotParams())
+        for k in range(3, 120):  # 4 s of quiet history at 30 fps, lag 1
+            rigid = abs(rng.normal(1.0, jitter)) / FPS if k < 119 else 10.0 / FPS
+            sp.push_features(k, int(k / FPS * 1e9), 0, 0, k - 1, rng.normal(0, 0.02, (len(rf.roi_of), 2)),
+                             rigid, rf.roi_of)
+        flags[name] = sp.tracks[0].frames[-1].flag
+    assert flags["steady"].startswith("rigid motion"), flags
+    assert flags["jittery"] == "", flags
+
+
+def test_brow_blocks_within_reach_of_the_lids():
+    """Only the brow blocks touching the eye ROIs count as dragged by a lid (the blink test)."""
+    from edge.geometry import ROIS
+    from edge.spot import RoiFeatures
+
+    rf = RoiFeatures(128)
+    names = [rf.names[r] for r in rf.roi_of[:rf.n_blocks]]
+    brows = [c for c, n in enumerate(names) if n.startswith("brow")]
+    reach = np.flatnonzero(rf.lid_reach)
+    assert len(reach) and set(reach) < set(brows)  # some brow blocks, not all of them
+    eye_top = ROIS["eye_left"][1] * 128
+    assert all(rf.slices[c][0].stop >= eye_top for c in reach)
+
+
 def test_distractors_only_give_no_micro_events():
     ev = [{"aus": {45: 5.0}, "on": 1.3, "apex": 1.38, "off": 1.55},
           {"aus": {6: 4.0, 12: 4.0}, "on": 2.2, "apex": 2.6, "off": 4.4, "hold": 1.2},
