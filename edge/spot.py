@@ -686,7 +686,7 @@ class TrackSpotter:
     def _bump_close(self, f: _Frame) -> Interval | None:
         """Measure the pending bump, or wait (None). P is the event channels' displacement projected on
         their rise directions, in noise units (weighted by their scores). After the apex, P is still once it
-        has not fallen by 1 noise unit for the shortest window; then pre = the lowest P before the apex
+        has not fallen by 1 noise unit for half the shortest window; then pre = the lowest P before the apex
         (back to two longest windows), post = the lowest after it. It returned if peak - post >=
         return_frac * (peak - pre) (else a step, an expression that stays: the onset threshold's business);
         onset = the last frame before the apex at pre + edge_frac of the rise, offset = the first after it
@@ -716,7 +716,9 @@ class TrackSpotter:
         for k in range(ia + 1, len(ev)):
             if P[k] < P[j] - 1.0:
                 j = k
-        if ev[-1].frame - ev[j].frame < self.widths[0]:
+        # Still for half the shortest window: long enough to see the return has ended, short enough to
+        # publish soon after the offset (event latency).
+        if ev[-1].frame - ev[j].frame < max(2, self.widths[0] // 2):
             return None  # still returning
         peak, pre, post = float(P[ia]), float(P[:ia + 1].min()), float(P[ia:].min())
         self.cand = None
