@@ -256,7 +256,8 @@ class MqttBridge:
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._activity = time.monotonic()
-        self._report(f"mqtt broker {self.cfg.where} unreachable; retrying with backoff up to "
+        how = " (no connection, or the TLS handshake failed: check ca_certs)" if self.cfg.tls else ""
+        self._report(f"mqtt broker {self.cfg.where} unreachable{how}; retrying with backoff up to "
                      f"{self.cfg.retry_max_s:.0f} s (events wait in the log)")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

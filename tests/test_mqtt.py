@@ -43,10 +43,12 @@ class Broker:
     """A Mosquitto process on 127.0.0.1:`port` with persistence (so a restart keeps the queued messages
     of persistent sessions) and, optionally, a password file."""
 
-    def __init__(self, root: Path, users: dict[str, str] | None = None) -> None:
-        self.root, self.port = root, free_port()
+    def __init__(self, root: Path, users: dict[str, str] | None = None, tls: dict[str, Path] | None = None) -> None:
+        self.root, self.port, self.tls = root, free_port(), tls
         conf = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {root}/",
                 "user root", f"log_dest file {root}/mosquitto.log"]
+        if tls:
+            conf += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
         if users:
             pw = root / "passwd"
             pw.write_text("")
@@ -61,7 +63,7 @@ class Broker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         import socket
@@ -275,3 +277,67 @@ def test_a_dead_network_loop_is_restarted_and_nothing_is_lost(broker, tmp_path):
     finally:
         log.close()
         sub.close()
+
+
+def make_certs(d: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=facesleuth test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+        "-out", "server.csr")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+        "-extfile", "ext.cnf", "-out", "server.pem")
+    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
+
+
+def test_tls_broker_gets_every_event_and_a_wrong_ca_is_one_line(tmp_path, caplog):
+    import logging
+
+    from edge.mqtt import MqttBridge, MqttConfig
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: no certificates for the TLS broker")
+    d = tmp_path / "broker"
+    d.mkdir()
+    broker = Broker(d, tls=make_certs(d))
+    broker.start()
+    db = tmp_path / "ev.db"
+    try:
+        with EventLog(db) as log:
+            for _ in range(4):
+                log.append({"stream": "cam0", "track_id": 1, "kind": "micro", "label": "surprise"})
+        got = []
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-collector")
+        sub.tls_set(ca_certs=str(d / "ca.pem"))
+        sub.on_message = lambda c, u, m: got.append(json.loads(m.payload)) if m.topic.endswith("/events") else None
+        sub.on_connect = lambda c, u, f, rc, p: c.subscribe("facesleuth/#", qos=1)
+        sub.connect("127.0.0.1", broker.port)
+        sub.loop_start()
+        try:
+            bridge = MqttBridge(MqttConfig(broker=broker.url, device="dev-1", ca_certs=str(d / "ca.pem")), db)
+            bridge.start()
+            assert bridge.flush(15), "no acknowledgement over TLS"
+            bridge.stop()
+            wait_until(lambda: len(got) >= 4, 10, "the events over TLS")
+            assert seqs(got) == [1, 2, 3, 4]
+        finally:
+            sub.loop_stop()
+            sub.disconnect()
+        # A broker whose certificate this CA did not sign: refused, said once, nothing acknowledged.
+        other = tmp_path / "other"
+        other.mkdir()
+        wrong = make_certs(other)["ca"]
+        with caplog.at_level(logging.ERROR, logger="edge.mqtt"):
+            bridge = MqttBridge(MqttConfig(broker=broker.url, device="dev-2", ca_certs=str(wrong), retry_max_s=1),
+                                db, state=tmp_path / "wrong.json")
+            bridge.start()
+            assert not bridge.flush(3)
+            bridge.stop()
+        errors = [r.getMessage() for r in caplog.records if r.name == "edge.mqtt"]
+        assert len(errors) == 1 and "TLS handshake" in errors[0], errors
+    finally:
+        broker.stop()
