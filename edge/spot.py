@@ -36,7 +36,7 @@ Per frame, per track:
 5. Kind from duration in seconds (capture timestamps, so any fps): micro <= `micro_max_s` < macro.
    An event where the eyes move, every other ROI much less (`blink_ratio`), and the lids move down
    (closing; expressions move eye-region skin up) is a blink.
-6. Discards: intervals overlapping a track loss, dropped frames, a head speed above `head_speed_max`
+6. Discards: intervals overlapping a track loss, a gap of dropped frames as long as the flow lag, a head speed above `head_speed_max`
    (crop px/s, over the last 0.1 s, so per-frame alignment jitter does not count), a stabilisation
    residual above `residual_max`, or rigid motion left in the crop above its limit are discarded
    with the reason (head motion also within `head_margin_s` of the interval: a head turn is slow where it
@@ -424,8 +424,12 @@ class TrackSpotter:
             intervals finished at this frame, kept and discarded (Interval.discarded says why).
         """
         out: list[Interval] = []
-        if self.last_frame >= 0 and frame > self.last_frame + 1 and not flag:
-            flag = f"{frame - self.last_frame - 1} frame(s) dropped"
+        # Frames dropped upstream (latest-wins links under load): while fewer than the flow lag are
+        # missing in a row, the lagged flows still overlap and the displacement chain holds; a longer gap
+        # breaks it, and intervals across it are discarded.
+        step = frame - self.last_frame if self.last_frame >= 0 else 1
+        if step > max(1, frame - ref_frame) and not flag:
+            flag = f"{step - 1} frame(s) dropped"
         self.last_frame = frame
         J = max(1, self.p.spans)
         spans = np.full((J, *feats.shape), np.nan, np.float32)
@@ -448,7 +452,7 @@ class TrackSpotter:
         lag = max(1, frame - ref_frame)
         prev = self.frames[-1].acc if self.frames else 0.0
         f = _Frame(frame, t_mono_ns, t_wall_ns, ref_frame, spans, starts, sm, scores, flag,
-                   acc=prev + feats.astype(np.float64) / lag, speed=speed)
+                   acc=prev + feats.astype(np.float64) * (max(1, step) / lag), speed=speed)
         self.frames.append(f)
         self.by_frame[frame] = f
         if self.event is None:

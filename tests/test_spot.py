@@ -288,6 +288,22 @@ def test_brow_blocks_within_reach_of_the_lids():
     assert all(rf.slices[c][0].stop >= eye_top for c in reach)
 
 
+def test_a_dropped_frame_keeps_the_interval_a_long_gap_discards_it():
+    """Latest-wins links drop a frame under load: the lagged flows still overlap, so a micro-expression
+    with one frame missing is still spotted; a gap as long as the flow lag breaks the chain: discarded."""
+    ev = micro_events(1.5)[:1]
+    fl = flows(render(int(2.6 * FPS), ev, sigma=1.0))
+    on, off = frames_of(ev[0])
+    mid = (on + off) // 2
+    one = [x for x in fl if x[0] != mid]
+    kept = [i for i in spot(one) if i.kind == "micro" and not i.discarded]
+    assert kept and abs(kept[0].onset - on) <= 3, [(i.kind, i.onset, i.offset, i.discarded) for i in spot(one)]
+    gap = [x for x in fl if not mid - 1 <= x[0] <= mid + 1]  # three frames in a row (= the lag)
+    out = spot(gap)
+    assert not [i for i in out if i.kind == "micro" and not i.discarded], [(i.kind, i.discarded) for i in out]
+    assert any("dropped" in i.discarded for i in out)
+
+
 def test_distractors_only_give_no_micro_events():
     ev = [{"aus": {45: 5.0}, "on": 1.3, "apex": 1.38, "off": 1.55},
           {"aus": {6: 4.0, 12: 4.0}, "on": 2.2, "apex": 2.6, "off": 4.4, "hold": 1.2},
