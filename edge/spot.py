@@ -52,6 +52,7 @@ counting inclusive frame ranges, is >= 0.5; F1 = 2TP / (2TP + FP + FN).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections import deque
@@ -804,7 +805,8 @@ class Spotter:
     def _lid_reach(self, roi_of: np.ndarray) -> np.ndarray | None:
         """RoiFeatures.lid_reach of the layout that produced `roi_of` (features cached by calibration
         carry only roi_of: the layout is found again among the usual crop sizes)."""
-        layouts = list(self._features.values()) + [RoiFeatures(s) for s in (128, 96, 64, 160, 192, 256)]
+        known = list(self._features.values())
+        layouts = itertools.chain(known, (RoiFeatures(s) for s in (128, 96, 64, 160, 192, 256)))  # lazily
         return next((f.lid_reach for f in layouts if np.array_equal(f.roi_of, roi_of)), None)
 
     def note_frame(self, frame: int, track_id: int, info: FrameInfo) -> None:
