@@ -550,12 +550,9 @@ def plot_history(histories: dict[str, list[dict[str, Any]]], path: str | Path, t
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from edge.data.metrics import save_figure
+
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------

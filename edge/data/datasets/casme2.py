@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from edge.data.datasets.common import (
+    FACS_COLUMNS,
     Sample,
     find_one,
     frame_number,
@@ -18,9 +19,6 @@ from edge.data.datasets.common import (
 from edge.errors import UserError
 
 log = logging.getLogger(__name__)
-COLUMNS = {"subject": ("Subject",), "filename": ("Filename",), "onset": ("OnsetFrame", "Onset Frame"),
-           "apex": ("ApexFrame", "Apex Frame"), "offset": ("OffsetFrame", "Offset Frame"),
-           "aus": ("Action Units",), "emotion": ("Estimated Emotion",)}
 
 
 def load(root: str | Path, sheet: str | Path | None = None) -> list[Sample]:
@@ -28,7 +26,7 @@ def load(root: str | Path, sheet: str | Path | None = None) -> list[Sample]:
     sheet = Path(sheet) if sheet else find_one(root, ("CASME2-coding*.xlsx", "*/CASME2-coding*.xlsx"), "CASME II coding sheet")
     frames = find_one(root, ("CASME2-RAW", "CASME2_RAW_selected", "Cropped"), "CASME II frame folder")
     out = []
-    for row, r in read_sheet(sheet, COLUMNS):
+    for row, r in read_sheet(sheet, FACS_COLUMNS):
         subj = r["subject"]
         try:
             subject = f"sub{int(str(subj).strip().lower().removeprefix('sub')):02d}"

@@ -76,6 +76,13 @@ def _key(s: object) -> str:
     return re.sub(r"[^a-z0-9]", "", str(s).lower())
 
 
+# The FACS coding sheets of CASME II, SAMM and MMEW share these columns (header spellings compared
+# without case, spaces or punctuation, so "OnsetFrame" and "Onset Frame" are one).
+FACS_COLUMNS = {"subject": ("Subject",), "filename": ("Filename",), "onset": ("OnsetFrame",),
+                "apex": ("ApexFrame",), "offset": ("OffsetFrame",), "aus": ("Action Units",),
+                "emotion": ("Estimated Emotion",)}
+
+
 def read_sheet(path: Path, columns: dict[str, tuple[str, ...]], header_search_rows: int = 30,
                header: bool = True) -> list[tuple[int, dict]]:
     """Rows of the first sheet of an .xlsx as (sheet row number, {name: value}) for the wanted columns.

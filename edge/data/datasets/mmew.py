@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.data.datasets.common import (
+    FACS_COLUMNS,
     Sample,
     find_one,
     frame_number,
@@ -16,16 +17,12 @@ from edge.data.datasets.common import (
 )
 from edge.errors import UserError
 
-COLUMNS = {"subject": ("Subject",), "filename": ("Filename",), "onset": ("OnsetFrame", "Onset Frame"),
-           "apex": ("ApexFrame", "Apex Frame"), "offset": ("OffsetFrame", "Offset Frame"),
-           "aus": ("Action Units",), "emotion": ("Estimated Emotion",)}
-
 
 def load(root: str | Path, sheet: str | Path | None = None) -> list[Sample]:
     root = Path(root)
     sheet = Path(sheet) if sheet else find_one(root, ("MMEW_Micro_Exp*.xlsx", "*/MMEW_Micro_Exp*.xlsx"), "MMEW sheet")
     out = []
-    for row, r in read_sheet(sheet, COLUMNS):
+    for row, r in read_sheet(sheet, FACS_COLUMNS):
         subject, clip, emotion = str(r["subject"]).strip(), str(r["filename"]).strip(), norm_label(r["emotion"])
         candidates = [root / "Micro_Expression" / emotion / clip, root / subject / emotion / clip]
         folder = next((c for c in candidates if c.is_dir()), None)

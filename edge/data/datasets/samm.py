@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.data.datasets.common import (
+    FACS_COLUMNS,
     Sample,
     find_one,
     frame_number,
@@ -14,10 +15,6 @@ from edge.data.datasets.common import (
     read_sheet,
     split_aus,
 )
-
-COLUMNS = {"subject": ("Subject",), "filename": ("Filename",), "onset": ("Onset Frame", "OnsetFrame"),
-           "apex": ("Apex Frame", "ApexFrame"), "offset": ("Offset Frame", "OffsetFrame"),
-           "aus": ("Action Units",), "emotion": ("Estimated Emotion",)}
 
 
 def _subject(cell: object) -> str:
@@ -31,7 +28,7 @@ def load(root: str | Path, sheet: str | Path | None = None) -> list[Sample]:
                                                "SAMM FACS codes sheet")
     frames = find_one(root, ("SAMM", "SAMM_CROP"), "SAMM frame folder")
     out = []
-    for row, r in read_sheet(sheet, COLUMNS):
+    for row, r in read_sheet(sheet, FACS_COLUMNS):
         subject, clip = _subject(r["subject"]), str(r["filename"]).strip()
         out.append(make_sample(
             "samm", subject, clip, frames / subject / clip,
