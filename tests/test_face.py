@@ -11,7 +11,7 @@ from edge.errors import UserError
 from edge.face import FaceTracker
 from edge.face.align import apply, compose, invert
 from edge.face.clip import ASTRONAUT_EYES, astronaut_grey, crop_shift, read_frames, write_clip
-from edge.face.detect import HaarDetector, make_detector
+from edge.face.detect import Detection, HaarDetector, drop_enclosing, make_detector
 from edge.face.landmarks import HaarEyes, find_dlib68_model
 from edge.geometry import EYE_DISTANCE, eye_points, roi_boxes
 
@@ -57,6 +57,31 @@ def test_photograph_is_detected_with_its_eyes():
     assert found
     # The eye cascade agrees with dlib's 68-point eye centres to a few px (eyes are ~10 px tall here).
     assert np.abs(eyes - ASTRONAUT_EYES).max() < 4.0
+
+
+def test_a_box_around_a_smaller_face_is_no_face():
+    """Haar on a busy background can fire on a ~3x box around the real face as steadily as on the face:
+    a face inside a face is dropped; faces side by side, and two boxes of one size, are kept."""
+    face, other = Detection(np.array([260.0, 180, 110, 110])), Detection(np.array([480.0, 60, 90, 90]))
+    around = Detection(np.array([120.0, 60, 380, 380]))
+    assert drop_enclosing([around, face, other]) == [face, other]
+    twin = Detection(np.array([270.0, 185, 105, 105]))  # one face found twice: the tracker's IoU merges it
+    assert drop_enclosing([face, twin]) == [face, twin]
+    # Through the tracker: the real photograph, plus the same box blown up around it, gives one track.
+    grey = astronaut_grey()
+    real = HaarDetector().detect(grey)[0]
+    x, y, w, h = real.box
+    big = Detection(np.array([x - w, y - w, 3 * w, 3 * h]))
+
+    class WithPhantom(HaarDetector):
+        def detect(self, g):
+            return [big] + super().detect(g)
+
+    tracker = FaceTracker(detector="haar", landmarks="eyes", min_hits=1)
+    tracker.detector = WithPhantom()
+    outs = [tracker.update(grey) for _ in range(3)]
+    assert [len(o.track_ids) for o in outs] == [1, 1, 1]
+    assert np.allclose(outs[-1].boxes[0][2], w, rtol=0.3)
 
 
 @pytest.mark.parametrize("detector,landmarks,max_age", [

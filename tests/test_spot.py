@@ -165,6 +165,19 @@ def test_micro_expressions_at_1_5px_are_spotted(clip_1px):
             assert i.duration_s <= 0.5 and i.intensity > 0.1 and i.rois
 
 
+def test_a_micro_expression_is_final_lag_frames_after_its_offset(clip_1px):
+    """Event latency: a lagged flow still moves lag - 1 frames after the face is back, and one still flow
+    after that confirms it, when the displacement is back near its start: so a spotted micro-expression
+    is out `lag` frames (100 ms at 30 fps, lag 3) after its offset frame, not lag + 1."""
+    ev, fl = clip_1px
+    sp = Spotter(SpotParams())
+    delays = []
+    for k, ref, uv in fl:
+        t = int(round(k / FPS * 1e9))
+        delays += [k - i.offset for i in sp.push(k, t, t, 1, ref, uv) if i.kind == "micro" and not i.discarded]
+    assert len(delays) >= 3 and max(delays) <= LAG, delays
+
+
 def test_thresholds_adapt_to_the_noise_level():
     """The same events under more sensor noise: still found, and the extra noise makes no events."""
     ev = micro_events(2.0)
@@ -257,21 +270,25 @@ def test_rigid_motion_in_the_crop_is_removed_or_discarded():
 
 def test_rigid_motion_limit_is_in_noise_units_of_the_face():
     """The same 10 px/s of rigid motion flags a frame of a steady face but not one of a face whose
-    rigid motion jitters at that level all the time (a webcam): the limit follows each face's noise."""
+    rigid motion jitters at that level all the time (a webcam): the limit follows each face's noise.
+    With a lagged flow (lag 3), one flow over the limit is the fit's noise; two in a row are motion."""
     from edge.spot import RoiFeatures
 
     rf = RoiFeatures(128)
     rng = np.random.default_rng(0)
     flags = {}
-    for name, jitter in (("steady", 0.5), ("jittery", 3.0)):
-        sp = Spotter(SpotParams())
-        for k in range(3, 120):  # 4 s of quiet history at 30 fps, lag 1
-            rigid = abs(rng.normal(1.0, jitter)) / FPS if k < 119 else 10.0 / FPS
-            sp.push_features(k, int(k / FPS * 1e9), 0, 0, k - 1, rng.normal(0, 0.02, (len(rf.roi_of), 2)),
-                             rigid, rf.roi_of)
-        flags[name] = sp.tracks[0].frames[-1].flag
-    assert flags["steady"].startswith("rigid motion"), flags
-    assert flags["jittery"] == "", flags
+    for lag, last in ((1, 1), (3, 1), (3, 2)):
+        for name, jitter in (("steady", 0.5), ("jittery", 3.0)):
+            sp = Spotter(SpotParams())
+            for k in range(3, 120):  # 4 s of quiet history at 30 fps
+                rigid = (abs(rng.normal(1.0, jitter)) if k < 120 - last else 10.0) * lag / FPS
+                sp.push_features(k, int(k / FPS * 1e9), 0, 0, k - lag, rng.normal(0, 0.02, (len(rf.roi_of), 2)),
+                                 rigid, rf.roi_of)
+            flags[(lag, last, name)] = sp.tracks[0].frames[-1].flag
+    assert flags[(1, 1, "steady")].startswith("rigid motion"), flags
+    assert flags[(3, 1, "steady")] == "", flags
+    assert flags[(3, 2, "steady")].startswith("rigid motion"), flags
+    assert flags[(1, 1, "jittery")] == flags[(3, 2, "jittery")] == "", flags
 
 
 def test_brow_blocks_within_reach_of_the_lids():

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.face.align import Stabiliser, apply, invert
-from edge.face.detect import Detection, make_detector
+from edge.face.detect import Detection, drop_enclosing, make_detector
 from edge.face.landmarks import make_landmarker
 from edge.geometry import CROP_SIZE
 
@@ -142,7 +142,7 @@ class FaceTracker:
         scheduled = self.frame_index % self.detect_every == 0
         detect = scheduled or any(t.lost for t in self.tracks)
         if detect:
-            ended += self._associate(grey, self.detector.detect(grey), scheduled)
+            ended += self._associate(grey, drop_enclosing(self.detector.detect(grey)), scheduled)
         for t in list(self.tracks):
             if t.lost > self.max_missed * self.detect_every:
                 ended += self._end(t, "lost")
