@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clips", nargs="+", help=".avi clips (JSON ground truth next to each) or folders")
     parser.add_argument("--out", required=True, help="params file to write (JSON, read by the spot node)")
     parser.add_argument("--lag", type=int, default=3, help="flow lag, frames (as the graph's flow node)")
-    parser.add_argument("--backend", default="dis", help="flow backend (as the graph's flow node)")
+    parser.add_argument("--backend", default="auto", help="flow backend (as the graph's flow node; default auto)")
 
 
 def main(args: argparse.Namespace) -> int:

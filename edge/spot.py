@@ -80,12 +80,13 @@ KINDS = ("micro", "macro", "blink")
 class SpotParams:
     """Spotting parameters. Thresholds are in noise units (k_*) or physical units (px, s), never frames."""
 
-    k_on: float = 5.0            # best ROI score (noise units) that opens an event
+    k_on: float = 6.0            # best ROI score (noise units) that opens an event
     k_off: float = 2.5           # score above which a frame still counts as moving
     noise_window_s: float = 4.0  # seconds of quiet history for the per-ROI noise scale
     warmup_s: float = 1.0        # no events until this much quiet history exists
     noise_floor_px: float = 0.01  # lower bound of the noise scale (clean synthetic video has ~0 noise)
-    min_intensity_px: float = 0.1  # peak ROI displacement below this is not an expression
+    min_intensity_px: float = 0.05  # peak ROI displacement (block mean) below this is not an expression:
+    # block means of the smooth spotting flow see a third to a half of a sub-pixel action unit's apex
     return_frac: float = 0.5     # displacement back under this fraction of its peak = returned
     micro_max_s: float = 0.5     # longer than this: macro
     max_open_s: float = 4.0      # an event still open after this long is closed as macro
@@ -100,7 +101,7 @@ class SpotParams:
     spans: int = 3               # score displacements over 1..spans chained flows
     smooth: int = 1              # scores average this many consecutive frames
     rigid: bool = True           # remove the affine (rigid) flow component
-    k_bump: float = 5.5          # rise-and-return score (noise units of that score) that spots a micro
+    k_bump: float = 6.0          # rise-and-return score (noise units of that score) that spots a micro
     bump_widths_s: tuple = (0.13, 0.2, 0.27)  # rise (= return) windows of the rise-and-return filter, s
     edge_frac: float = 0.2       # rise-and-return intervals: onset/offset where the bump is this high
     head_margin_s: float = 0.3   # head motion this close to an interval discards it too

@@ -139,9 +139,9 @@ def test_create_flow_errors_and_auto():
     auto = F.create_flow("auto")
     assert auto.name in F.AUTO_ORDER
     if not F.has_cuda_opencv():
-        assert auto.name == "dis"
+        assert auto.name == "farneback"
         for name in ("nvof", "cuda_tvl1", "cuda_farneback"):
-            with pytest.raises(Unavailable, match=f"^{name}: .*no CUDA.*; use dis$"):
+            with pytest.raises(Unavailable, match=f"^{name}: .*no CUDA.*; on a CPU use auto \\(farneback\\)$"):
                 F.create_flow(name)
     avail = F.available_backends()
     assert avail["dis"] == "yes" and set(avail) == set(F.BACKENDS)

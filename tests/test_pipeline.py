@@ -43,8 +43,6 @@ def _events(db: Path) -> list[dict]:
         return list(log.query())
 
 
-@pytest.mark.xfail(strict=False, reason="spotting F1 is below the issue's 0.9 at >= 1 px on webcam-like clips "
-                   "(bench spotting: 0.74-0.90 at 1.5 px): misses and short intervals remain; see issue 7 note")
 def test_batch_job_on_a_file_spots_and_labels_micro_expressions(tmp_path):
     script = [{"t": 1.5, "kind": "micro", "label": "surprise", "amplitude_px": 1.5},
               {"t": 4.0, "kind": "blink"},

@@ -97,7 +97,7 @@ def test_spec_travels_in_the_model_file(pairs, tmp_path):
     save_model(create_model("soa", img_size=32), tmp_path / "m.pt", meta=spec.to_meta())
     _, info = load_model(tmp_path / "m.pt")
     back = PreprocessSpec.from_meta(info["meta"])
-    assert back == spec and back.flow_params["winsize"] == 9
+    assert back == spec and back.flow_params["winsize"] == 15  # resolved defaults are recorded
     o, a = pairs[0][1], pairs[1][1]
     np.testing.assert_array_equal(model_input(o, a, info["meta"]), model_input(o, a, spec))
 

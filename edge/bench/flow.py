@@ -31,7 +31,7 @@ CONFIGS: list[tuple[str, str, dict]] = [
     ("dis preset-medium", "dis", {"finest_scale": 1, "patch_stride": 3, "gd_iterations": 25,
                                   "var_iterations": 5}),
     ("dis default", "dis", {}),
-    ("farneback win15", "farneback", {"winsize": 15}),
+    ("farneback win9", "farneback", {"winsize": 9, "poly_n": 5, "poly_sigma": 1.1}),
     ("farneback default", "farneback", {}),
     ("cuda_tvl1 default", "cuda_tvl1", {}),
     ("cuda_farneback default", "cuda_farneback", {}),

@@ -107,7 +107,7 @@ def make_video(amplitude: float | None, noise: float | None, seed: int, duration
                           random_events=False)
 
 
-def extract(video, lag: int = 3, backend: str = "dis", baseline: bool = True, progress: Progress | None = None,
+def extract(video, lag: int = 3, backend: str = "auto", baseline: bool = True, progress: Progress | None = None,
             keep_crops: bool = False) -> Clip:
     """Run face -> flow -> ROI features over every frame of `video` (anything with fps, truth, iteration)."""
     from edge.face import FaceTracker
@@ -272,6 +272,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter clips (about a minute)")
     parser.add_argument("--params", metavar="FILE", help="spot params JSON (from `facesleuth calib spot`)")
     parser.add_argument("--lag", type=int, default=3, help="flow lag, frames (default 3)")
+    parser.add_argument("--backend", default="auto", help="flow backend, as the flow node's (default auto)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline-k", type=float, default=BASELINE_K,
                         help=f"baseline threshold, MADs over the median (default {BASELINE_K:g}: the best F1 at "
@@ -295,16 +296,16 @@ def main(args: argparse.Namespace) -> int:
     with Progress(total_frames, "bench spotting") as prog:
         suites: list[tuple[str, float | None, float, list[Clip]]] = []
         for a, s in conds:
-            clips = [extract(make_video(a, s, args.seed + 100 * c, dur), args.lag, progress=prog, keep_crops=labels)
-                     for c in range(clips_per)]
+            clips = [extract(make_video(a, s, args.seed + 100 * c, dur), args.lag, args.backend, progress=prog,
+                             keep_crops=labels) for c in range(clips_per)]
             suites.append(("micro+distractors", a, s, clips))
         for s in NOISE:
             clips = [extract(make_video(None, s, args.seed + 7 + 100 * c, dur, distractors_only=True), args.lag,
-                             progress=prog) for c in range(n_distr)]
+                             args.backend, progress=prog) for c in range(n_distr)]
             suites.append(("distractors only", None, s, clips))
         for a in WEBCAM_AMPLITUDES:
             clips = [extract(make_video(a, None, args.seed + 13 + 100 * c, dur, preset="webcam30"), args.lag,
-                             progress=prog, keep_crops=labels) for c in range(clips_per)]
+                             args.backend, progress=prog, keep_crops=labels) for c in range(clips_per)]
             suites.append(("webcam30 (held out)", a, 4.0, clips))
     predictor = open_classifier() if labels else None
     total = {"ours": [0, 0], "base": [0, 0]}
@@ -326,7 +327,8 @@ def main(args: argparse.Namespace) -> int:
     emit("spotting: MEGC rule (IoU >= 0.5), micro intervals; baseline = fixed crop, no rigid "
          f"compensation, median + {args.baseline_k:g} MAD; label acc = correctly spotted micro intervals "
          "labelled right by the shipped weights", rows, args.json,
-         extra={"params": params.__dict__, "lag": args.lag, "seconds": round(time.monotonic() - t0, 1),
+         extra={"params": params.__dict__, "lag": args.lag, "flow": args.backend,
+                "seconds": round(time.monotonic() - t0, 1),
                 "label accuracy (all spotted)": _acc(*total["ours"]),
                 "baseline label accuracy (all spotted)": _acc(*total["base"])})
     return 0
