@@ -689,14 +689,16 @@ class TrackSpotter:
                 self.cand = cand = new
             elif abs(new["apex"] - cand["apex"]) <= max(w, cand["w"]) and best_z > cand["z"]:
                 self.cand = cand = new
-        if cand is None or t < cand["apex"] + self.widths[-1] + 1:
+        # Measured once the shortest window has passed the apex: the longer windows' scores only pick the
+        # channels, and waiting for them would hold every event back by their length (latency).
+        if cand is None or t < cand["apex"] + self.widths[0] + 1:
             return None
         return self._bump_close(f)
 
     def _bump_close(self, f: _Frame) -> Interval | None:
         """Measure the pending bump, or wait (None). P is the event channels' displacement projected on
         their rise directions, in noise units (weighted by their scores). After the apex, P is still once it
-        has not fallen by 1 noise unit for half the shortest window; then pre = the lowest P before the apex
+        has not fallen by 1 noise unit for a quarter of the shortest window; then pre = the lowest P before the apex
         (back to two longest windows), post = the lowest after it. It returned if peak - post >=
         return_frac * (peak - pre) (else a step, an expression that stays: the onset threshold's business);
         onset = the last frame before the apex at pre + edge_frac of the rise, offset = the first after it
@@ -726,9 +728,9 @@ class TrackSpotter:
         for k in range(ia + 1, len(ev)):
             if P[k] < P[j] - 1.0:
                 j = k
-        # Still for half the shortest window: long enough to see the return has ended, short enough to
-        # publish soon after the offset (event latency).
-        if ev[-1].frame - ev[j].frame < max(2, self.widths[0] // 2):
+        # Still for a quarter of the shortest window (one frame at 30 fps): the falls are counted in whole
+        # noise units, so a return still under way shows; any longer only delays the event (latency).
+        if ev[-1].frame - ev[j].frame < max(1, self.widths[0] // 4):
             return None  # still returning
         peak, pre, post = float(P[ia]), float(P[:ia + 1].min()), float(P[ia:].min())
         self.cand = None
