@@ -31,8 +31,7 @@ Per frame, per track:
    that stays, a head that does not come back) has none, and one frame's flow glitch is a step. A score
    >= `k_bump` makes a candidate; once the curve after the apex has gone still, the bump is measured
    against a baseline before AND after it (onset/offset at `edge_frac` of the rise and of the return),
-   and must have returned (`return_frac`). These intervals need a steady face: head speed within
-   `head_margin_s` of them above the face's rise-and-return head limit discards them.
+   and must have returned (`return_frac`).
 5. Kind from duration in seconds (capture timestamps, so any fps): micro <= `micro_max_s` < macro.
    An event where the eyes move, every other ROI much less (`blink_ratio`), and the lids move down
    (closing; expressions move eye-region skin up) is a blink.
@@ -40,8 +39,10 @@ Per frame, per track:
    (crop px/s, over the last 0.1 s, so per-frame alignment jitter does not count), a stabilisation
    residual above `residual_max`, or rigid motion left in the crop above its limit are discarded
    with the reason (head motion also within `head_margin_s` of the interval: a head turn is slow where it
-   turns); so are those whose peak ROI displacement is below `min_intensity_px`. The rigid-motion and
-   rise-and-return head limits are in noise units of each face's own recent speeds: max(`rigid_speed_max`
+   turns); so are those whose peak ROI displacement is below `min_intensity_px`. A micro interval also
+   needs a steady face: head speed within `head_margin_s` of it above the face's micro head limit (slower
+   than the head-motion flag: the ends of a head turn, a drift) discards it, as parallax of that size is
+   left in the crop. The rigid-motion and micro head limits are in noise units of each face's own recent speeds: max(`rigid_speed_max`
    or `bump_head_speed_max`, median + `k_motion` MADs), so jittery footage does not discard everything.
 
 An interval is final once its offset is seen: `lag` frames after the offset frame when the face is back
@@ -105,8 +106,8 @@ class SpotParams:
     bump_widths_s: tuple = (0.13, 0.2, 0.27)  # rise (= return) windows of the rise-and-return filter, s
     edge_frac: float = 0.2       # rise-and-return intervals: onset/offset where the bump is this high
     head_margin_s: float = 0.3   # head motion this close to an interval discards it too
-    bump_head_speed_max: float = 20.0  # crop px/s: rise-and-return intervals (near the noise floor) need
-    # a steadier face than head_speed_max: a slow head turn leaves parallax of that size in the crop
+    bump_head_speed_max: float = 20.0  # crop px/s: micro intervals need a steadier face than
+    # head_speed_max: a slow head turn leaves parallax of a micro-expression's size in the crop
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpotParams:
@@ -352,7 +353,7 @@ class TrackSpotter:
         self.roi_of = roi_of  # (C,) ROI index of each channel (RoiFeatures.roi_of)
         # (C,) brow channels next to the lids (RoiFeatures.lid_reach); none when the layout is unknown
         self.lid_reach = lid_reach if lid_reach is not None else np.zeros(len(roi_of), bool)
-        self.head_limit = 0.0  # this face's head-speed limit for rise-and-return intervals (Spotter sets it)
+        self.head_limit = 0.0  # this face's head-speed limit for micro intervals (Spotter sets it)
         self.quiet_from = -1  # spans starting before this frame reach into the last event
         self.frames: deque[_Frame] = deque()
         self.by_frame: dict[int, _Frame] = {}
@@ -639,6 +640,14 @@ class TrackSpotter:
                                                          <= off.t_mono_ns + margin))})
         if not reason and flags:
             reason = flags[0]
+        # A micro-expression needs a steady face: a slower head movement (its ends, a drift) than the
+        # head-motion flag catches leaves parallax of a micro-expression's size in the stabilised crop.
+        if not reason and kind == "micro":
+            speed = max((g.speed for g in self.frames
+                         if on.t_mono_ns - margin <= g.t_mono_ns <= off.t_mono_ns + margin), default=0.0)
+            limit = max(p.bump_head_speed_max, self.head_limit)
+            if speed > limit:
+                reason = f"head motion {speed:.0f} crop px/s > {limit:.0f} (a micro-expression needs a steady face)"
         # Motion already under way when spotting started (a new track, the first second of a stream):
         # its true onset is unknown, and the part seen (a blink reopening, say) is not what it looks like.
         if not reason and self.ready_frame is not None and on.frame <= self.ready_frame + lag:
@@ -743,12 +752,7 @@ class TrackSpotter:
         for g in ev:
             g.busy = True
         D = np.stack([g.acc - on.acc for g in ev])
-        margin = int(p.head_margin_s * 1e9)
-        speed = max((g.speed for g in self.frames
-                     if on.t_mono_ns - margin <= g.t_mono_ns <= off.t_mono_ns + margin), default=0.0)
-        limit = max(p.bump_head_speed_max, self.head_limit)
-        reason = f"head motion {speed:.0f} crop px/s > {limit:.0f} (rise-and-return)" if speed > limit else ""
-        iv = self._describe(ev, on, apex, off, D, ch, cand["z"], False, reason, max(1, f.frame - f.ref))
+        iv = self._describe(ev, on, apex, off, D, ch, cand["z"], False, "", max(1, f.frame - f.ref))
         self.quiet_from = off.frame
         return iv
 
