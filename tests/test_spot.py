@@ -129,6 +129,20 @@ def test_plain_baseline_intervals_come_from_threshold_crossings():
     assert got == [("micro", 100, 102), ("macro", 200, 238)], got
 
 
+def test_noise_tail_widens_the_scale_of_heavy_tailed_channels_only():
+    """noise_tail: a channel whose tails are heavier than Gaussian (low-texture skin) gets a larger noise
+    scale, so its rare large values score lower; a Gaussian channel keeps its scale."""
+    from edge.spot import TrackSpotter
+
+    rng = np.random.default_rng(0)
+    a = np.abs(np.stack([rng.normal(0, 1, 4000), rng.standard_t(2, 4000)]))  # (2 channels, samples)
+    mad, tail = (TrackSpotter(0, SpotParams(noise_tail=q), np.zeros(2, int))._scale(a, axis=1) for q in (0, 0.95))
+    assert tail[0] == pytest.approx(mad[0], rel=0.1)
+    assert tail[1] > 1.5 * mad[1]
+    with pytest.raises(UserError, match="noise_tail"):
+        SpotParams.from_dict({"noise_tail": 1.0})
+
+
 def test_params_file_roundtrip_and_errors(tmp_path):
     p = SpotParams(k_on=6.0, k_off=2.0)
     p.save(tmp_path / "p.json", fit={"micro_f1": 1.0})

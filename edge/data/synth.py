@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 CROP = geometry.CROP_SIZE
 MICRO_DURATION_S = (0.2, 0.5)     # micro-expression total length (< 500 ms)
 MICRO_RISE_S = (0.066, 0.26)      # onset -> apex (<= 260 ms)
-MACRO_DURATION_S = (0.5, 4.0)
+MACRO_DURATION_S = (0.6, 4.0)     # macro: longer than any micro by more than a frame or two at 30 fps (a
+# 0.5-s "macro" is a micro-expression by the MEGC definition, and no measurement tells them apart)
 AMPLITUDE_PX = (0.3, 3.0)         # peak displacement, px of the 128-px crop
 KINDS = ("micro", "macro", "blink", "head")
 
