@@ -214,6 +214,13 @@ class RunningGraph:
         except subprocess.TimeoutExpired:
             pytest.fail(f"graph still running after {timeout} s\n{self.describe()}")
 
+    def stop(self, timeout: float = 20.0) -> tuple[int, float]:
+        """SIGTERM the runner as systemd or Ctrl-C would: (exit code, seconds it took to exit)."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.wait(timeout)
+        return code, time.monotonic() - t0
+
     def run_dir(self, timeout: float = 15.0) -> Path:
         """The run directory (with endpoints.json) once the runner has written it."""
         latest = self.runs_root / "latest"
