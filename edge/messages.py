@@ -21,7 +21,7 @@ Example, as any msgpack reader sees the header's `meta`:
      "duration_s": 0.30, "label": "surprise", "scores": {"negative": 0.08, "positive": 0.05,
      "surprise": 0.87}, "confidence": 0.87, "intensity": 1.4, "box": [212.0, 96.0, 180.0, 180.0],
      "model": {"id": "soa-3c-synthetic-3f2a9c1b", "angles_deg": [88.1, 87.4, 90.6, 89.9],
-     "runtime": "onnxruntime"}, "latency_ms": 41.7, "rois": ["brow_left", "brow_right"]}
+     "runtime": "onnxruntime"}, "latency_ms": 41.7, "clock": "live", "rois": ["brow_left", "brow_right"]}
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ SCHEMA_VERSION = 1  # of the wire header and the message types; bump on any inco
 EVENT_SCHEMA_VERSION = 1  # of the mer.event fields; bump when EVENT_FIELDS changes
 
 EVENT_TOPIC = "mer.event"
+
+# Meta keys that describe the stream rather than one message: every derived message carries them on.
+# "clock": "live" (capture times are when the frame was taken) or "media" (a stored file read unpaced:
+# capture times are file time, start + index / fps, so durations are true but latency is unknowable).
+STREAM_META = ("clock",)
 
 
 @dataclass
@@ -52,9 +57,13 @@ class Message:
 
     def derive(self, type: str, meta: dict[str, Any] | None = None,
                arrays: dict[str, np.ndarray] | None = None) -> Message:
-        """A new message of `type` carrying this one's stream, frame index and capture timestamps."""
-        return Message(type, self.stream, -1, self.frame, self.t_mono_ns, self.t_wall_ns,
-                       meta or {}, arrays or {})
+        """A new message of `type` carrying this one's stream, frame index and capture timestamps, and
+        the stream-level meta keys (STREAM_META) unless `meta` sets them (added to `meta` itself)."""
+        meta = {} if meta is None else meta
+        for k in STREAM_META:
+            if k in self.meta:
+                meta.setdefault(k, self.meta[k])
+        return Message(type, self.stream, -1, self.frame, self.t_mono_ns, self.t_wall_ns, meta, arrays or {})
 
     def __repr__(self) -> str:  # never the payload, like a pyzmq Frame
         arrs = ", ".join(f"{k}:{v.dtype}{list(v.shape)}" for k, v in self.arrays.items())
@@ -129,7 +138,8 @@ EVENT_FIELDS: dict[str, str] = {
     "intensity": "peak motion at apex, aligned-crop px (float)",
     "box": "[x, y, w, h] face box in frame px at apex",
     "model": "{id, angles_deg, runtime}",
-    "latency_ms": "publication time minus capture time of the offset frame (float)",
+    "latency_ms": "publication time minus capture time of the offset frame (float; null on the media clock)",
+    "clock": "live | media: media = a stored file read unpaced, times are file time (str)",
     "rois": "regions that moved (list of str)",
 }
 EVENT_DEBUG_FIELDS = {"debug_apex_crop": "OPT-IN ONLY (off by default): aligned apex crop, PNG bytes"}

@@ -49,7 +49,7 @@ class CaptureNode(Node):
                                                  "intervals": self.src.truth}, indent=1, default=float))
 
     def run_source(self) -> None:
-        meta = {"source": self.src.name, "fps": self.src.fps}
+        meta = {"source": self.src.name, "fps": self.src.fps, "clock": "media" if self.src.media_clock else "live"}
         for image, t_mono, t_wall, index in self.src:
             self.emit("frames", Message("frame", self.p.stream, frame=index, t_mono_ns=t_mono,
                                         t_wall_ns=t_wall, meta=meta, arrays={"image": image}))

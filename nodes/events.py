@@ -19,11 +19,12 @@ def format_event(ev: dict) -> str:
     """One human line per event (the demo prints these live)."""
     onset, apex, offset = (ev.get(k) or {} for k in ("onset", "apex", "offset"))
     scores = ev.get("scores") or {}
+    latency = "" if ev.get("latency_ms") is None else f" latency {ev['latency_ms']:.0f} ms"
     top = " ".join(f"{k}={v:.2f}" for k, v in sorted(scores.items(), key=lambda kv: -kv[1]))
     return (f"event #{ev.get('seq')} {ev.get('stream')}/track {ev.get('track_id')}: {ev.get('kind')} "
             f"{ev.get('label')} ({ev.get('confidence', 0):.2f}) frames {onset.get('frame')}-{apex.get('frame')}"
             f"-{offset.get('frame')} ({ev.get('duration_s', 0) * 1000:.0f} ms) intensity "
-            f"{ev.get('intensity', 0):.2f} px latency {ev.get('latency_ms', 0):.0f} ms [{top}]")
+            f"{ev.get('intensity', 0):.2f} px{latency} [{top}]")
 
 
 @register_node("events")
@@ -69,8 +70,10 @@ class EventsSink(Node):
         ev = dict(msg.meta)
         ev.setdefault("schema", EVENT_SCHEMA_VERSION)
         ev.setdefault("stream", msg.stream)
-        if msg.t_mono_ns and "latency_ms" not in ev:
-            ev["latency_ms"] = (time.monotonic_ns() - msg.t_mono_ns) / 1e6
+        ev.setdefault("clock", "live")
+        if "latency_ms" not in ev:  # file time against the wall clock means nothing: null on the media clock
+            live = msg.t_mono_ns and ev["clock"] == "live"
+            ev["latency_ms"] = (time.monotonic_ns() - msg.t_mono_ns) / 1e6 if live else None
         self.log_db.append(ev)  # durable first: assigns ev["seq"]
         self.server.publish(ev)
         self.emit("stored", msg.derive("event", ev))

@@ -100,7 +100,7 @@ def test_event_decodes_with_plain_msgpack_and_has_documented_fields(sink):
     ev = msgpack.unpackb(body)  # no project code involved
     assert topic == b"mer.event"
     assert set(EVENT_FIELDS) <= set(ev), set(EVENT_FIELDS) - set(ev)
-    assert ev["schema"] == 1 and ev["seq"] == 1 and ev["latency_ms"] >= 0
+    assert ev["schema"] == 1 and ev["seq"] == 1 and ev["clock"] == "live" and ev["latency_ms"] >= 0
     sub.close()
     ctx.term()
 

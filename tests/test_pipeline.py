@@ -54,6 +54,8 @@ def test_batch_job_on_a_file_spots_and_labels_micro_expressions(tmp_path):
     assert "every stream ended" in out.stdout  # the batch job ended by itself at the end of the file
     events = _events(tmp_path / "ev.db")
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    # A file read unpaced runs on the media clock: file time against wall time is no latency.
+    assert events and all(e["clock"] == "media" and e["latency_ms"] is None for e in events), events[:1]
     s = score(truth, events)
     assert s["f1"] >= 0.9, s
     assert s["label_accuracy"] is not None and s["label_accuracy"] >= 0.8 - 1e-9, s
