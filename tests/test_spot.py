@@ -220,6 +220,16 @@ def test_eye_region_expression_moving_up_is_not_a_blink():
     assert [i.kind for i in kept] == ["micro"], [(i.kind, i.onset, i.offset, i.rois) for i in out]
 
 
+def test_sub_pixel_lid_motion_is_no_blink():
+    """A blink sweeps the lid over the eye opening (px); eye-region motion of a fraction of a pixel (AU6 + AU7
+    narrowing the eye, a lid lowering a little) is an expression, whichever way the lid goes."""
+    ev = [micro(1.5, {45: 0.6})]
+    fl = flows(render(int(3 * FPS), ev, sigma=1.0))
+    kinds = [i.kind for i in spot(fl) if not i.discarded]
+    assert kinds == ["micro"], kinds
+    assert [i.kind for i in spot(fl, SpotParams(blink_min_px=0.0)) if not i.discarded] == ["blink"]
+
+
 def test_slowly_fading_expression_is_macro():
     """A fast rise and a slow (1.3 s) fade: too slow per lag to count as moving, but not over until the
     face is back, so one macro interval, never a micro one ending at the apex."""

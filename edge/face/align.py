@@ -5,8 +5,8 @@ so crops are never cut from per-frame boxes. A track fixes its alignment once (e
 places of edge.geometry: eye line horizontal, canonical scale) and keeps a *template*, the first aligned
 crop. Every frame, points on the template in regions that expressions barely move (nose bridge, temples,
 cheek contour; never brows, eyes or mouth) are tracked with pyramidal Lucas-Kanade into the frame warped
-by the previous alignment; a similarity transform fitted robustly to them (RANSAC, then least squares on
-the inliers) corrects the alignment, and one more iteration at the finest level makes it sub-pixel. So the
+by the previous alignment; a similarity transform fitted robustly to them (reweighted least squares from
+no motion: deterministic, see robust_similarity) corrects the alignment, and one more iteration at the finest level makes it sub-pixel. So the
 crops are registered to the template, not to the previous frame, and do not drift.
 
 Re-anchoring: when the template no longer matches (inliers drop, the fit residual grows, or after
@@ -49,6 +49,7 @@ ANCHOR_ROIS: dict[str, tuple[float, float, float, float]] = {
 }
 
 LK_WIN = (15, 15)
+INLIER_PX = 0.75  # an anchor point within this many crop px of the fitted similarity agrees with it
 LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.003)
 
 
@@ -97,6 +98,33 @@ def pick_points(template: np.ndarray, max_points: int = 48) -> np.ndarray:
         gx, gy = np.meshgrid(np.linspace(x0, x1 - 1, 3), np.linspace(y0, y1 - 1, 4))
         pts = np.concatenate([pts, np.stack([gx.ravel(), gy.ravel()], 1)])
     return pts.astype(np.float32).reshape(-1, 1, 2)
+
+
+def robust_similarity(src: np.ndarray, dst: np.ndarray, iters: int = 6) -> np.ndarray | None:
+    """(2, 3) similarity mapping (K, 2) points `src` to `dst`, by iteratively reweighted least squares
+    (Tukey's biweight) started from no motion.
+
+    Deterministic on purpose: the crop was warped with the last alignment, so no motion is the prior,
+    and reweighting from there keeps the same consensus frame after frame. RANSAC's random samples can
+    flip between two near-equal point sets (after a head turn, parallax splits the temples from the cheek
+    contour) and jitter the crop by most of a pixel from frame to frame, which reads as face motion.
+    """
+    z, w = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
+    a, b = 1 + 0j, 0j
+    wt = np.ones(len(z))
+    for _ in range(iters):
+        r = np.abs(a * z + b - w)
+        c = 4.685 * max(1.4826 * float(np.median(r)), INLIER_PX / 2)  # never narrower than the inlier band
+        wt = np.clip(1 - (r / c) ** 2, 0, None) ** 2
+        if wt.sum() <= 0:
+            return None
+        zc, wc = (wt * z).sum() / wt.sum(), (wt * w).sum() / wt.sum()
+        den = (wt * np.abs(z - zc) ** 2).sum()
+        if den <= 1e-9:
+            return None
+        a = (wt * np.conj(z - zc) * (w - wc)).sum() / den
+        b = wc - a * zc
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
 
 
 @dataclass
@@ -184,16 +212,15 @@ class Stabiliser:
         if good.sum() < self.min_inliers:
             return None, float("inf"), int(good.sum())
         src, dst = self.points[good].reshape(-1, 2), moved[good].reshape(-1, 2)
-        D, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=0.75,
-                                             maxIters=500, confidence=0.995, refineIters=10)
-        if D is None or inl is None or inl.sum() < self.min_inliers:
-            return None, float("inf"), 0 if inl is None else int(inl.sum())
+        D = robust_similarity(src, dst)
         # A face does not change size by a fifth between two frames: such a fit locked onto something else.
-        if not 0.8 < float(np.hypot(D[0, 0], D[1, 0])) < 1.25:
+        if D is None or not 0.8 < float(np.hypot(D[0, 0], D[1, 0])) < 1.25:
+            return None, float("inf"), 0
+        r = np.hypot(*(apply(D, src) - dst).T)
+        inl = r < INLIER_PX
+        if inl.sum() < self.min_inliers:
             return None, float("inf"), int(inl.sum())
-        inl = inl.ravel() == 1
-        err = apply(D, src[inl]) - dst[inl]
-        return D, float(np.sqrt((err ** 2).sum(1).mean())), int(inl.sum())
+        return D, float(np.sqrt((r[inl] ** 2).mean())), int(inl.sum())
 
     def update(self, grey: np.ndarray) -> StabResult:
         """Stabilise the next frame (H, W) uint8. On a lost lock the alignment stays as it was."""
