@@ -23,7 +23,8 @@ Per frame, per track:
    lag-1 frames AND D, projected on its apex value, is back under `return_frac`: an expression held at
    its apex (flow ~0, face still displaced) stays open. Onset = the frame before the first moving flow;
    apex = largest D; offset = the last moving flow minus (lag - 1), the mirror of the onset, but not
-   before D is back under `return_frac` of its apex (a slow fade is too slow per lag to count as moving).
+   before D is back under `edge_frac` of its apex, or the last frame seen when it is not yet (a slow fade
+   is too slow per lag to count as moving, and at low SNR so is a micro-expression's tail).
 4b. Rise and return (TrackSpotter._bump), for micro-expressions too small for k_on: on the accumulated
    displacement (running sum of flow / lag per channel) a channel scores min(rise over w frames, return
    over the next w frames, projected on the rise) for w in `bump_widths_s`, in units of the rise's own
@@ -37,7 +38,8 @@ Per frame, per track:
    An event where the eyes move by `blink_min_px` or more, every other ROI much less (`blink_ratio`), and
    the lids move down (closing; expressions move eye-region skin up) is a blink.
 6. Discards: intervals overlapping a track loss, a gap of dropped frames as long as the flow lag, a head speed above `head_speed_max`
-   (crop px/s, over the last 0.1 s, so per-frame alignment jitter does not count), a stabilisation
+   (crop px/s, over the last 0.1 s, so per-frame alignment jitter does not count), a micro shorter than
+   `micro_min_s` (a glitch: a facial action goes and comes back), a stabilisation
    residual above `residual_max`, or rigid motion left in the crop above its limit are discarded
    with the reason (head motion also within `head_margin_s` of the interval: a head turn is slow where it
    turns); so are those whose peak ROI displacement is below `min_intensity_px`. A micro interval also
@@ -97,6 +99,9 @@ class SpotParams:
     # block means of the smooth spotting flow see a third to a half of a sub-pixel action unit's apex
     return_frac: float = 0.5     # displacement back under this fraction of its peak = returned
     micro_max_s: float = 0.5     # longer than this: macro
+    micro_min_s: float = 0.1     # shorter than this is no facial action (it goes AND comes back): a glitch
+    # of the crop or the flow, discarded (3 frames at 30 fps; spotted intervals run ~2 frames short of the
+    # true one on the bench)
     max_open_s: float = 4.0      # an event still open after this long is closed as macro
     roi_frac: float = 0.5        # ROIs whose peak reaches this fraction of the top one are listed as moved
     blink_ratio: float = 0.6     # every non-eye ROI peak below this fraction of the eye peak: blink
@@ -146,6 +151,9 @@ class SpotParams:
                             f"{self.bump_widths_s}")
         if not 0 <= self.noise_tail < 1:
             raise UserError(f"spot params: noise_tail must be in [0, 1), got {self.noise_tail}")
+        if not 0 <= self.micro_min_s < self.micro_max_s:
+            raise UserError(f"spot params: need 0 <= micro_min_s < micro_max_s, got {self.micro_min_s}, "
+                            f"{self.micro_max_s}")
         if not 0 < self.edge_frac < 1:
             raise UserError(f"spot params: edge_frac must be in (0, 1), got {self.edge_frac}")
 
@@ -592,19 +600,42 @@ class TrackSpotter:
         io = ia
         while io + 1 < len(ev) and ev[io + 1].frame <= last - lag + 1:
             io += 1
-        # ... but never before the face is back: a slow return (a macro expression fading over a second)
+        # ... but never before the face is back (edge_frac of the apex, as rise-and-return intervals end): a
+        # slow return (a macro expression fading over a second; a small micro's tail under sensor noise)
         # moves too little per lag to count as moving, yet the expression lasts until it is undone.
         proj, peak = self._projection()
         if peak > p.k_off ** 2:
-            back = [i for i in range(ia, len(ev)) if proj[i] <= p.return_frac * peak]
+            back = [i for i in range(ia, len(ev)) if proj[i] <= p.edge_frac * peak]
             io = max(io, back[0] if back else len(ev) - 1)
-        on, apex, off = self.onset, ev[ia], ev[io]
+        on, apex, off = self._early_onset(self.onset, ev[ia]), ev[ia], ev[io]
         D = np.stack([self.disp[f.frame] for f in ev])
         score = float(max(f.best().max() for f in ev))
         iv = self._describe(ev, on, apex, off, D, self.channels, score, forced, reason, lag)
         self.event, self.disp, self.onset, self.channels = None, {}, None, None
         self.quiet_from = ev[-1].frame
         return iv
+
+    def _early_onset(self, on: _Frame, apex: _Frame) -> _Frame:
+        """The onset, moved earlier where the accumulated displacement (the event channels' acc projected
+        on their apex displacement, noise-weighted) already rose past edge_frac of its rise before it: at
+        low SNR the first frames of a rise move less than k_off per lag, so the onset threshold starts the
+        interval late (the offset has the same fix in _close). Never later than `on`."""
+        ch = self.channels
+        if not self.widths or apex.acc is None or on.acc is None:
+            return on
+        w = self.disp[apex.frame][ch] / self.noise[-1][ch][:, None] ** 2  # (c, 2)
+        hist = [g for g in self.frames if g.acc is not None and g.frame > self.quiet_from
+                and on.frame - 2 * self.widths[-1] <= g.frame <= apex.frame]
+        if len(hist) < 3 or hist[-1] is not apex:
+            return on
+        P = np.array([(g.acc[ch] * w).sum() for g in hist])
+        i_on = next(k for k, g in enumerate(hist) if g.frame >= on.frame)
+        if i_on == 0:
+            return on
+        pre, peak = float(P[:i_on + 1].min()), float(P[-1])
+        level = pre + self.p.edge_frac * (peak - pre)
+        k = max((k for k in range(len(hist) - 1) if P[k] <= level), default=i_on)
+        return hist[k] if k < i_on else on
 
     def _describe(self, ev: list[_Frame], on: _Frame, apex: _Frame, off: _Frame, D: np.ndarray,
                   channels: np.ndarray, score: float, forced: bool, reason: str, lag: int) -> Interval:
@@ -674,6 +705,8 @@ class TrackSpotter:
         # its true onset is unknown, and the part seen (a blink reopening, say) is not what it looks like.
         if not reason and self.ready_frame is not None and on.frame <= self.ready_frame + lag:
             reason = "in progress when spotting started"
+        if not reason and kind == "micro" and duration < p.micro_min_s - 1e-3:  # - 1 ms: timestamp rounding
+            reason = f"{duration * 1000:.0f} ms < micro_min_s {p.micro_min_s}: too short for a facial action"
         if not reason and top < p.min_intensity_px:
             reason = f"peak displacement {top:.3f} px < min_intensity_px {p.min_intensity_px}"
         iv = Interval(self.track_id, kind, on.frame, apex.frame, off.frame, on.t_mono_ns, apex.t_mono_ns,

@@ -14,7 +14,7 @@ from edge.data.synth import profile
 from edge.errors import UserError
 from edge.flow import add_noise, create_flow, face_crop
 from edge.messages import Message
-from edge.spot import FrameInfo, SpotParams, Spotter, f1, iou, match, match_pairs
+from edge.spot import FrameInfo, RoiFeatures, SpotParams, Spotter, f1, iou, match, match_pairs
 
 FPS = 30.0
 LAG = 3
@@ -228,6 +228,27 @@ def test_sub_pixel_lid_motion_is_no_blink():
     kinds = [i.kind for i in spot(fl) if not i.discarded]
     assert kinds == ["micro"], kinds
     assert [i.kind for i in spot(fl, SpotParams(blink_min_px=0.0)) if not i.discarded] == ["blink"]
+
+
+def test_a_micro_shorter_than_micro_min_s_is_a_glitch():
+    """Two flows that jump in one region (a crop or flow glitch) make a 0.1-s interval; a facial action goes
+    and comes back, so intervals under micro_min_s are discarded with the reason."""
+    lay = RoiFeatures(S)
+    mouth = np.flatnonzero(lay.roi_of == lay.names.index("mouth_left"))
+
+    def run(params: SpotParams):
+        rng, sp, out = np.random.default_rng(0), Spotter(params), []
+        for k in range(1, 120):
+            f = rng.normal(0, 0.02, (len(lay.roi_of), 2))
+            f[mouth, 1] -= {59: 0.1, 60: 0.5}.get(k, 0.0)
+            t = int(k / FPS * 1e9)
+            out += sp.push_features(k, t, t, 1, max(0, k - LAG), f, 0.0, lay.roi_of)
+        return out + sp.finish()
+
+    (kept,) = run(SpotParams(micro_min_s=0.05))
+    assert kept.kind == "micro" and not kept.discarded and kept.duration_s == pytest.approx(0.1)
+    (short,) = run(SpotParams(micro_min_s=0.15))
+    assert "too short for a facial action" in short.discarded
 
 
 def test_slowly_fading_expression_is_macro():

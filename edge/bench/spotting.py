@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -113,7 +114,7 @@ def extract(video, lag: int = 3, backend: str = "auto", baseline: bool = True, p
     from edge.face import FaceTracker
     from edge.flow import LagBuffer, create_flow
 
-    tracker = FaceTracker(detector="haar", landmarks="eyes")
+    tracker = FaceTracker(detector="haar", landmarks="auto")  # as the face node: dlib68 where installed
     flow = create_flow(backend)
     lags, base_lags = LagBuffer(lag), LagBuffer(lag)
     tracks: dict[int, TrackSeq] = {}
@@ -278,6 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"baseline threshold, MADs over the median (default {BASELINE_K:g}: the best F1 at "
                              "1.5 px of 3, 4, 5, 6 on this suite, so the baseline is not handicapped)")
     parser.add_argument("--no-labels", action="store_true", help="skip label accuracy (no classifier)")
+    parser.add_argument("--distractor-minutes", type=float, default=0.0, metavar="MIN",
+                        help="at least this many minutes of distractor-only clips, over the noise levels "
+                             "(the false-event target is per 10 minutes; default: 2 clips per level)")
 
 
 def _acc(right: int, n: int) -> str:
@@ -287,6 +291,7 @@ def _acc(right: int, n: int) -> str:
 def main(args: argparse.Namespace) -> int:
     params = SpotParams.load(args.params) if args.params else SpotParams()
     clips_per, dur, n_distr = (1, 12.0, 1) if args.quick else (2, 16.0, 2)
+    n_distr = max(n_distr, math.ceil(args.distractor_minutes * 60 / dur / len(NOISE)))
     conds = [(a, s) for s in NOISE for a in AMPLITUDES]
     n_clips = (len(conds) + len(WEBCAM_AMPLITUDES)) * clips_per + n_distr * len(NOISE)
     total_frames = int(round(30 * dur)) * n_clips
