@@ -235,12 +235,14 @@ class RoiFeatures:
                     roi_of.append(-1 - k)
         self.roi_of = np.array(roi_of)
         self.n_blocks = len(self.slices)
-        # Brow blocks within reach of the upper lid (their lower edge at or below the eye ROIs' top):
-        # a lid sweeping down drags these with it in the flow, so they do not count against a blink.
+        # Brow blocks within reach of the upper lid (their lower edge within a block of the eye ROIs' top):
+        # a lid sweeping down drags these with it in the flow (Farneback's 15-px window spreads it a block
+        # up, and an alignment a few px off puts the lid itself in a brow block), so they do not count
+        # against a blink. With edge.geometry's ROIs that is every brow block (two blocks tall).
         eye_top = min(boxes[r][1] for r in EYE_ROIS)
         self.lid_reach = np.zeros(len(roi_of), bool)
         for c, (sy, _) in enumerate(self.slices):
-            self.lid_reach[c] = self.names[roi_of[c]].startswith("brow") and sy.stop >= eye_top
+            self.lid_reach[c] = self.names[roi_of[c]].startswith("brow") and sy.stop >= eye_top - blk
         # Reference region for the rigid fit: an ellipse over the face minus the mobile ROIs (+1 px).
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         u, v = (xx + 0.5) / size, (yy + 0.5) / size

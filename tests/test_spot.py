@@ -337,17 +337,20 @@ def test_rigid_motion_limit_is_in_noise_units_of_the_face():
 
 
 def test_brow_blocks_within_reach_of_the_lids():
-    """Only the brow blocks touching the eye ROIs count as dragged by a lid (the blink test)."""
+    """Brow blocks within a block of the eye ROIs count as dragged by a lid (the blink test): the spotting
+    flow spreads a lid's sweep about a block up. No other ROI's blocks do."""
     from edge.geometry import ROIS
-    from edge.spot import RoiFeatures
+    from edge.spot import BLOCK_FRAC
 
-    rf = RoiFeatures(128)
-    names = [rf.names[r] for r in rf.roi_of[:rf.n_blocks]]
-    brows = [c for c, n in enumerate(names) if n.startswith("brow")]
-    reach = np.flatnonzero(rf.lid_reach)
-    assert len(reach) and set(reach) < set(brows)  # some brow blocks, not all of them
-    eye_top = ROIS["eye_left"][1] * 128
-    assert all(rf.slices[c][0].stop >= eye_top for c in reach)
+    for size in (128, 256):
+        rf = RoiFeatures(size)
+        names = [rf.names[r] for r in rf.roi_of[:rf.n_blocks]]
+        brows = {c for c, n in enumerate(names) if n.startswith("brow")}
+        reach = set(np.flatnonzero(rf.lid_reach))
+        eye_top = round(ROIS["eye_left"][1] * size)
+        near = {c for c in brows if rf.slices[c][0].stop >= eye_top - size * BLOCK_FRAC}
+        assert reach == near == brows  # edge.geometry's brow ROIs are two blocks tall at any crop size
+    assert not rf.lid_reach[[n not in ("brow_left", "brow_right") for n in names] + [False] * len(rf.pairs)].any()
 
 
 def test_a_dropped_frame_keeps_the_interval_a_long_gap_discards_it():
