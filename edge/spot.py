@@ -729,8 +729,9 @@ class TrackSpotter:
         over one lag, plus a random walk of flow noise and any slow drift), the score of channel c for a
         window of w frames ending at apex a = t - w is min(|rise|, return projected on the rise), with
         rise = acc[a] - acc[a - w] and return = acc[a] - acc[t], in units of the rise's own noise scale
-        on quiet history (bnoise); the score of the window is the RMS of its BUMP_CHANNELS best channels. A linear drift cancels in the return; a step (an expression that
-        stays, a head that does not come back) has no return; one frame's flow glitch is a step.
+        on quiet history (bnoise); the window's score is the RMS of its BUMP_CHANNELS best channels. A
+        linear drift cancels in the return; a step (an expression that stays, a head that does not come
+        back) has no return; one frame's flow glitch is a step.
         A score >= k_bump makes a candidate; once the displacement after the apex has gone still, the
         bump is measured on the event channels' projected curve against the level before it and the
         level after it (see _bump_close)."""
