@@ -26,6 +26,7 @@ Example, as any msgpack reader sees the header's `meta`:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,13 @@ class Message:
             if k in self.meta:
                 meta.setdefault(k, self.meta[k])
         return Message(type, self.stream, -1, self.frame, self.t_mono_ns, self.t_wall_ns, meta, arrays or {})
+
+    def latency_ms(self) -> float | None:
+        """Now minus the capture time, ms (same host only); None on the media clock, where capture times
+        are file time and the difference means nothing, or when there is no capture time."""
+        if not self.t_mono_ns or self.meta.get("clock", "live") != "live":
+            return None
+        return (time.monotonic_ns() - self.t_mono_ns) / 1e6
 
     def __repr__(self) -> str:  # never the payload, like a pyzmq Frame
         arrs = ", ".join(f"{k}:{v.dtype}{list(v.shape)}" for k, v in self.arrays.items())

@@ -64,8 +64,7 @@ def _jsonable(value: Any) -> Any:
 
 def record(topic: str, msg: Message) -> dict[str, Any]:
     """The printed form of one message."""
-    live = msg.t_mono_ns > 0 and msg.meta.get("clock", "live") == "live"  # file time is no latency
-    latency = (time.monotonic_ns() - msg.t_mono_ns) / 1e6 if live else None
+    latency = msg.latency_ms()
     return {
         "topic": topic, "type": msg.type, "stream": msg.stream, "seq": msg.seq, "frame": msg.frame,
         "t_mono_ns": msg.t_mono_ns, "t_wall_ns": msg.t_wall_ns,

@@ -5,7 +5,6 @@ gap-free sequence number), then published on the public PUB socket; a replay end
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from edge.errors import UserError
@@ -71,9 +70,8 @@ class EventsSink(Node):
         ev.setdefault("schema", EVENT_SCHEMA_VERSION)
         ev.setdefault("stream", msg.stream)
         ev.setdefault("clock", "live")
-        if "latency_ms" not in ev:  # file time against the wall clock means nothing: null on the media clock
-            live = msg.t_mono_ns and ev["clock"] == "live"
-            ev["latency_ms"] = (time.monotonic_ns() - msg.t_mono_ns) / 1e6 if live else None
+        if "latency_ms" not in ev:
+            ev["latency_ms"] = msg.latency_ms()  # null on the media clock
         self.log_db.append(ev)  # durable first: assigns ev["seq"]
         self.server.publish(ev)
         self.emit("stored", msg.derive("event", ev))

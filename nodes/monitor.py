@@ -24,8 +24,9 @@ class Monitor(Node):
 
     def process(self, port: str, msg: Message) -> None:
         self.count += 1
-        if msg.t_mono_ns:
-            self.latencies.append((time.monotonic_ns() - msg.t_mono_ns) / 1e6)
+        latency = msg.latency_ms()
+        if latency is not None:
+            self.latencies.append(latency)
         now = time.monotonic()
         if now - self.t_report >= self.p.period_s:
             self.report(now - self.t_report, msg)

@@ -6,8 +6,9 @@ places of edge.geometry: eye line horizontal, canonical scale) and keeps a *temp
 crop. Every frame, points on the template in regions that expressions barely move (nose bridge, temples,
 cheek contour; never brows, eyes or mouth) are tracked with pyramidal Lucas-Kanade into the frame warped
 by the previous alignment; a similarity transform fitted robustly to them (reweighted least squares from
-no motion: deterministic, see robust_similarity) corrects the alignment, and one more iteration at the finest level makes it sub-pixel. So the
-crops are registered to the template, not to the previous frame, and do not drift.
+no motion: deterministic, see robust_similarity) corrects the alignment, and one more iteration at the
+finest level makes it sub-pixel. So the crops are registered to the template, not to the previous frame,
+and do not drift.
 
 Re-anchoring: when the template no longer matches (inliers drop, the fit residual grows, or after
 `max_age` frames, e.g. lighting or pose changed) the template becomes the current crop. The current crop
@@ -111,7 +112,6 @@ def robust_similarity(src: np.ndarray, dst: np.ndarray, iters: int = 6) -> np.nd
     """
     z, w = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
     a, b = 1 + 0j, 0j
-    wt = np.ones(len(z))
     for _ in range(iters):
         r = np.abs(a * z + b - w)
         c = 4.685 * max(1.4826 * float(np.median(r)), INLIER_PX / 2)  # never narrower than the inlier band
