@@ -10,8 +10,9 @@ Per frame, per track:
    face outside the mobile ROIs (edge.geometry) and subtracted, so residual head motion the stabiliser
    left does not reach the ROI curves. What it removes is also measured: fast rigid motion flags the frame.
 2. Channels: every canonical ROI is cut into blocks of ~1/16 of the crop side (about one action unit's
-   skin patch); a channel is a block's mean residual flow (u, v), or the mirrored mean of a block and its
-   twin on the other side of the face (bilateral action units: sqrt(2) less noise).
+   skin patch); a channel is the mean residual flow (u, v) of a block or of a 2x2 group of neighbouring
+   blocks (a patch seldom sits on the block grid), or the mirrored mean of one of those and its twin on
+   the other side of the face (bilateral action units: sqrt(2) less noise).
 3. Scores: besides the flow itself (span 1), the displacement over 2..`spans` chained flows
    (F[t] + F[ref(t)] + ...) is scored, since an onset lasts longer than one lag and chained flows
    telescope (the shared frames' image noise cancels). Each (span, channel) has its own robust noise
@@ -193,9 +194,9 @@ class RoiFeatures:
     """Per-frame motion features from one flow field of side `size` (the flow grid, S' px).
 
     Every canonical ROI is cut into blocks of about BLOCK_FRAC of the crop side; a feature channel is the
-    mean residual flow (u, v) of one block, or the mirrored mean of a block and its twin in the other
-    half of a bilateral pair. Means, not mean magnitudes: noise averages to zero over a block while
-    coherent skin motion does not.
+    mean residual flow (u, v) of one block or of a 2x2 group of neighbouring blocks, or the mirrored mean
+    of one of those and its twin in the other half of a bilateral pair. Means, not mean magnitudes: noise
+    averages to zero over a block while coherent skin motion does not.
 
     `__call__(flow)` with flow (2, S', S') float32 crop px returns (features (C, 2) crop px, rigid: the
     largest magnitude of the fitted affine field at the ROI centres, crop px). `roi_of[c]` is the ROI
@@ -208,7 +209,7 @@ class RoiFeatures:
         self.names = list(ROIS)
         self.slices: list[tuple[slice, slice]] = []
         roi_of: list[int] = []
-        grid_of: dict[str, list[list[int]]] = {}
+        grid_of: dict[str, list[list[list[int]]]] = {}  # ROI -> [block grid, group grid]
         blk = max(1.0, size * BLOCK_FRAC)
         for r, (x0, y0, x1, y1) in enumerate(boxes.values()):
             nx, ny = max(1, round((x1 - x0) / blk)), max(1, round((y1 - y0) / blk))
@@ -222,17 +223,30 @@ class RoiFeatures:
                     self.slices.append((slice(ys[i], max(ys[i + 1], ys[i] + 1)), slice(xs[j], max(xs[j + 1], xs[j] + 1))))
                     roi_of.append(r)
                 rows.append(row)
-            grid_of[self.names[r]] = rows
-        # Mirrored twins: block (i, j) of the left ROI <-> block (i, nx-1-j) of the right one.
+            grid_of[self.names[r]] = [rows]
+            # Groups of 2x2 neighbouring blocks (stride one block): an action unit's skin patch is often
+            # about that size and seldom aligned with the block grid.
+            gy, gx = min(2, ny), min(2, nx)
+            if gy * gx > 1:
+                groups = []
+                for i in range(ny - gy + 1):
+                    row = []
+                    for j in range(nx - gx + 1):
+                        row.append(len(self.slices))
+                        self.slices.append((slice(ys[i], ys[i + gy]), slice(xs[j], xs[j + gx])))
+                        roi_of.append(r)
+                    groups.append(row)
+                grid_of[self.names[r]].append(groups)
+        # Mirrored twins: block (i, j) of the left ROI <-> block (i, nx-1-j) of the right one (groups alike).
         self.pairs: list[tuple[int, int]] = []
         for k, (a, b) in enumerate(PAIRS.values()):
-            ga, gb = grid_of[a], grid_of[b]
-            if len(ga) != len(gb) or len(ga[0]) != len(gb[0]):
-                continue  # not mirror images at this size (rounding): no pair channels
-            for ra, rb in zip(ga, gb, strict=True):
-                for j, ia in enumerate(ra):
-                    self.pairs.append((ia, rb[len(rb) - 1 - j]))
-                    roi_of.append(-1 - k)
+            for ga, gb in zip(grid_of[a], grid_of[b], strict=False):
+                if len(ga) != len(gb) or len(ga[0]) != len(gb[0]):
+                    continue  # not mirror images at this size (rounding): no pair channels
+                for ra, rb in zip(ga, gb, strict=True):
+                    for j, ia in enumerate(ra):
+                        self.pairs.append((ia, rb[len(rb) - 1 - j]))
+                        roi_of.append(-1 - k)
         self.roi_of = np.array(roi_of)
         self.n_blocks = len(self.slices)
         # Brow blocks within reach of the upper lid (their lower edge within a block of the eye ROIs' top):
@@ -369,11 +383,11 @@ class TrackSpotter:
     """
 
     def __init__(self, track_id: int, params: SpotParams, roi_of: np.ndarray,
-                 lid_reach: np.ndarray | None = None) -> None:
+                 layout: RoiFeatures | None = None) -> None:
         self.track_id, self.p = track_id, params
         self.roi_of = roi_of  # (C,) ROI index of each channel (RoiFeatures.roi_of)
         # (C,) brow channels next to the lids (RoiFeatures.lid_reach); none when the layout is unknown
-        self.lid_reach = lid_reach if lid_reach is not None else np.zeros(len(roi_of), bool)
+        self.lid_reach = layout.lid_reach if layout is not None else np.zeros(len(roi_of), bool)
         self.head_limit = 0.0  # this face's head-speed limit for micro intervals (Spotter sets it)
         self.quiet_from = -1  # spans starting before this frame reach into the last event
         self.frames: deque[_Frame] = deque()
@@ -534,12 +548,14 @@ class TrackSpotter:
 
     def _open(self, trigger: _Frame) -> None:
         self.channels = trigger.best() >= self.p.k_on
-        # Walk back over frames still moving in those channels: the event starts at the first of them.
+        # Walk back over frames still moving in those channels (their RMS score, not their best: with tens
+        # of channels hot, one of them is over k_off on most quiet frames by chance, and the onset would
+        # walk back into the noise): the event starts at the first of them.
         hist = list(self.frames)
         i = len(hist) - 1
         while i > 0 and hist[i - 1].scores is not None and hist[i - 1].frame == hist[i].frame - 1 \
                 and not hist[i - 1].busy and hist[i - 1].frame >= self.quiet_from \
-                and hist[i - 1].best()[self.channels].max() >= self.p.k_off:
+                and np.sqrt(np.mean(hist[i - 1].best()[self.channels] ** 2)) >= self.p.k_off:
             i -= 1
         self.event = hist[i:]
         for f in self.event:
@@ -877,12 +893,12 @@ class Spotter:
             self._features[size] = RoiFeatures(size, rigid=self.p.rigid)
         return self._features[size]
 
-    def _lid_reach(self, roi_of: np.ndarray) -> np.ndarray | None:
-        """RoiFeatures.lid_reach of the layout that produced `roi_of` (features cached by calibration
-        carry only roi_of: the layout is found again among the usual crop sizes)."""
+    def _layout(self, roi_of: np.ndarray) -> RoiFeatures | None:
+        """The RoiFeatures layout that produced `roi_of` (features cached by calibration carry only roi_of:
+        the layout is found again among the usual crop sizes)."""
         known = list(self._features.values())
         layouts = itertools.chain(known, (RoiFeatures(s) for s in (128, 96, 64, 160, 192, 256)))  # lazily
-        return next((f.lid_reach for f in layouts if np.array_equal(f.roi_of, roi_of)), None)
+        return next((f for f in layouts if np.array_equal(f.roi_of, roi_of)), None)
 
     def note_frame(self, frame: int, track_id: int, info: FrameInfo) -> None:
         """Face-node information for (frame, track); kept for a few seconds."""
@@ -912,7 +928,7 @@ class Spotter:
         track_id = int(track_id)
         spotter = self.tracks.get(track_id)
         if spotter is None:
-            spotter = self.tracks[track_id] = TrackSpotter(track_id, self.p, roi_of, self._lid_reach(roi_of))
+            spotter = self.tracks[track_id] = TrackSpotter(track_id, self.p, roi_of, self._layout(roi_of))
         lag = max(1, frame - ref_frame)
         fps = spotter.fps()
         info = self.info.pop((frame, track_id), None)
