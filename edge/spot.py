@@ -19,10 +19,11 @@ Per frame, per track:
    scale (1.4826 * median |component|) over the last `noise_window_s` seconds outside events and flags;
    scores are RMS in noise units, so thresholds are too: each face, camera and lighting sets its level.
 4. Events: a channel at >= `k_on`, that also moved (>= `k_off`) the frame before, opens an event, which
-   reaches back over the frames that moved. While it is open, the displacement since onset is rebuilt by
-   chaining the flows (D[t] = F[t] + D[ref(t)]); the event closes once the flow has been still for
-   lag-1 frames AND D, projected on its apex value, is back under `return_frac`: an expression held at
-   its apex (flow ~0, face still displaced) stays open. Onset = the frame before the first moving flow;
+   reaches back over the frames where those channels moved (their RMS score >= `k_off`). While it is
+   open, the displacement since onset is rebuilt by chaining the flows (D[t] = F[t] + D[ref(t)]); the
+   event closes once the flow (its best channel) has been still for lag-1 frames AND D, projected on
+   its apex value, is back under `return_frac`: an expression held at its apex (flow ~0, face still
+   displaced) stays open. Onset = the frame before the first moving flow;
    apex = largest D; offset = the last moving flow minus (lag - 1), the mirror of the onset, but not
    before D is back under `edge_frac` of its apex, or the last frame seen when it is not yet (a slow fade
    is too slow per lag to count as moving, and at low SNR so is a micro-expression's tail).
