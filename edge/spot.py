@@ -21,12 +21,13 @@ Per frame, per track:
 4. Events: a channel at >= `k_on`, that also moved (>= `k_off`) the frame before, opens an event, which
    reaches back over the frames where those channels moved (their RMS score >= `k_off`). While it is
    open, the displacement since onset is rebuilt by chaining the flows (D[t] = F[t] + D[ref(t)]); the
-   event closes once the flow (its best channel) has been still for lag-1 frames AND D, projected on
-   its apex value, is back under `return_frac`: an expression held at its apex (flow ~0, face still
-   displaced) stays open. Onset = the frame before the first moving flow;
-   apex = largest D; offset = the last moving flow minus (lag - 1), the mirror of the onset, but not
-   before D is back under `edge_frac` of its apex, or the last frame seen when it is not yet (a slow fade
-   is too slow per lag to count as moving, and at low SNR so is a micro-expression's tail).
+   event closes once the flow has been still (its best channel, or its projection on the event's pattern,
+   under `k_off`) for lag-1 frames AND D, projected on its apex value, is back under `return_frac`: an
+   expression held at its apex (flow ~0, face still displaced) stays open. Onset = the frame before the
+   first moving flow; apex = largest D; offset = the last moving flow minus (lag - 1), the mirror of the
+   onset, but not before D is back under `edge_frac` of its apex, or the last frame seen when it is not
+   yet (a slow fade is too slow per lag to count as moving, and at low SNR so is a micro-expression's
+   tail).
 4b. Rise and return (TrackSpotter._bump), for micro-expressions too small for k_on: on the accumulated
    displacement (running sum of flow / lag per channel) a channel scores min(rise over w frames, return
    over the next w frames, projected on the rise) for w in `bump_widths_s`, in units of the rise's own
@@ -524,7 +525,7 @@ class TrackSpotter:
         # Moving: the event's channels still change over one flow lag (span 1 reacts first). Around a
         # sharp apex the lagged flow is ~0 for up to lag-1 frames (x[t] ~ x[t-lag] on both slopes), so
         # the face must be still for that long, and back, before the event closes.
-        if np.nan_to_num(scores[0][self.channels]).max() >= self.p.k_off:
+        if self._moving(f):
             self.still = 0
         else:
             self.still += 1
@@ -579,6 +580,23 @@ class TrackSpotter:
         self.channels |= f.best() >= self.p.k_on
         self.totals.append(self._total(self.disp[f.frame]))
 
+    def _moving(self, f: _Frame) -> bool:
+        """The open event still moves at frame f: its best channel's flow (span 1) scores >= k_off, AND so
+        does the flow projected on the event's displacement at its apex so far (its channels as one
+        pattern, noise-weighted, in noise units). The best channel alone keeps an event open on noise: with
+        tens of channels, one is over k_off on most quiet frames by chance, while the projection of noise
+        on a fixed pattern stays at its own scale."""
+        ch = self.channels
+        if np.nan_to_num(f.scores[0][ch]).max() < self.p.k_off:
+            return False
+        if not self.totals:
+            return True
+        a = self.disp[self.event[int(np.argmax(self.totals))].frame][ch]
+        s2 = self.noise[0][ch][:, None] ** 2
+        norm = float(np.sqrt((a ** 2 / s2).sum()))
+        proj = abs(float((np.nan_to_num(f.spans[0][ch]) * a / s2).sum())) / norm if norm > 0 else np.inf
+        return proj >= self.p.k_off
+
     def _tol(self) -> np.ndarray:
         """(C,) noise of a chained displacement, crop px (the longest span's noise, times k_off)."""
         return self.p.k_off * self.noise[-1]
@@ -613,7 +631,7 @@ class TrackSpotter:
         # Offset: the last frame whose flow still moved, minus the lag: a flow against the frame `lag`
         # back shows motion until `lag` - 1 frames after the face came to rest (the onset mirrors it:
         # the first moving flow is the frame after the onset).
-        moving = [i for i, f in enumerate(ev) if np.nan_to_num(f.scores[0][self.channels]).max() >= p.k_off]
+        moving = [i for i, f in enumerate(ev) if self._moving(f)]
         lag = max(1, ev[-1].frame - ev[-1].ref)
         last = ev[moving[-1]].frame if moving else ev[ia].frame
         io = ia

@@ -452,10 +452,11 @@ def test_spot_node_emits_intervals_with_crops(clip_1px, tmp_path):
     assert m.frame - m.meta["offset"] <= 2 * LAG
 
 
-def test_onset_does_not_walk_back_into_noise_when_many_channels_move():
+def test_a_wide_expression_is_not_stretched_by_noise_in_its_many_channels():
     """A wide expression makes tens of channels hot; on heavy-tailed quiet flows one of them is over k_off
-    on most frames by chance, so the walk back to the onset goes by their RMS score, not their best one
-    (with the best one, 3 of these 4 onsets came 8-16 frames early, and two of them macro)."""
+    on most frames by chance. The walk back to the onset goes by their RMS score and the event's motion by
+    the flow projected on its own pattern, not by their best channel (with which 3 of these 4 onsets came
+    8-16 frames early, offsets up to 15 frames late, and two micro-expressions were called macro)."""
     lay = RoiFeatures(S)
     moving = np.isin(lay.roi_of, [lay.names.index(r) for r in ("brow_left", "brow_right", "mouth_left",
                                                                 "mouth_right")])
@@ -469,4 +470,5 @@ def test_onset_does_not_walk_back_into_noise_when_many_channels_move():
             t = int(k / FPS * 1e9)
             out += sp.push_features(k, t, t, 1, max(0, k - LAG), f, 0.0, lay.roi_of)
         iv = max(out + sp.finish(), key=lambda i: i.score)
-        assert k0 - 1 <= iv.onset <= k0 + 1, (seed, iv.kind, iv.onset, iv.offset)
+        assert iv.kind == "micro" and abs(iv.onset - k0) <= 1 and abs(iv.offset - (k0 + 10)) <= 1, \
+            (seed, iv.kind, iv.onset, iv.offset)
