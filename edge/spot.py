@@ -385,11 +385,11 @@ class TrackSpotter:
     """
 
     def __init__(self, track_id: int, params: SpotParams, roi_of: np.ndarray,
-                 layout: RoiFeatures | None = None) -> None:
+                 lid_reach: np.ndarray | None = None) -> None:
         self.track_id, self.p = track_id, params
         self.roi_of = roi_of  # (C,) ROI index of each channel (RoiFeatures.roi_of)
         # (C,) brow channels next to the lids (RoiFeatures.lid_reach); none when the layout is unknown
-        self.lid_reach = layout.lid_reach if layout is not None else np.zeros(len(roi_of), bool)
+        self.lid_reach = lid_reach if lid_reach is not None else np.zeros(len(roi_of), bool)
         self.head_limit = 0.0  # this face's head-speed limit for micro intervals (Spotter sets it)
         self.quiet_from = -1  # spans starting before this frame reach into the last event
         self.frames: deque[_Frame] = deque()
@@ -912,12 +912,12 @@ class Spotter:
             self._features[size] = RoiFeatures(size, rigid=self.p.rigid)
         return self._features[size]
 
-    def _layout(self, roi_of: np.ndarray) -> RoiFeatures | None:
-        """The RoiFeatures layout that produced `roi_of` (features cached by calibration carry only roi_of:
-        the layout is found again among the usual crop sizes)."""
+    def _lid_reach(self, roi_of: np.ndarray) -> np.ndarray | None:
+        """RoiFeatures.lid_reach of the layout that produced `roi_of` (features cached by calibration
+        carry only roi_of: the layout is found again among the usual crop sizes)."""
         known = list(self._features.values())
         layouts = itertools.chain(known, (RoiFeatures(s) for s in (128, 96, 64, 160, 192, 256)))  # lazily
-        return next((f for f in layouts if np.array_equal(f.roi_of, roi_of)), None)
+        return next((f.lid_reach for f in layouts if np.array_equal(f.roi_of, roi_of)), None)
 
     def note_frame(self, frame: int, track_id: int, info: FrameInfo) -> None:
         """Face-node information for (frame, track); kept for a few seconds."""
@@ -947,7 +947,7 @@ class Spotter:
         track_id = int(track_id)
         spotter = self.tracks.get(track_id)
         if spotter is None:
-            spotter = self.tracks[track_id] = TrackSpotter(track_id, self.p, roi_of, self._layout(roi_of))
+            spotter = self.tracks[track_id] = TrackSpotter(track_id, self.p, roi_of, self._lid_reach(roi_of))
         lag = max(1, frame - ref_frame)
         fps = spotter.fps()
         info = self.info.pop((frame, track_id), None)
