@@ -43,7 +43,8 @@ class Classify(Node):
     }
 
     def setup(self) -> None:
-        from edge.data.preprocess import PreprocessSpec
+        from edge.data.preprocess import PreprocessSpec, model_input
+        from edge.geometry import CROP_SIZE
         from edge.model.runtime import open_model
 
         if not Path(self.p.model).is_file():
@@ -59,6 +60,10 @@ class Classify(Node):
                            "runtime": self.predictor.runtime}
         self.log.info("model %s on %s, classes %s, angles %s deg", self.model_info["id"], self.predictor.runtime,
                       info.get("classes"), self.model_info["angles_deg"])
+        # One pass at start-up: the first call of the model-input flow and of the runtime allocates (and
+        # on some runtimes compiles), which would otherwise land on the first event's latency.
+        crop = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
+        self.predictor.predict(model_input(crop, crop, self.spec)[None])
 
     def process(self, port: str, msg: Message) -> None:
         self.process_batch(port, [msg])
