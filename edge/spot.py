@@ -30,9 +30,8 @@ Per frame, per track:
    tail).
 4b. Rise and return (TrackSpotter._bump), for micro-expressions too small for k_on: on the accumulated
    displacement (running sum of flow / lag per channel) a channel scores min(rise over w frames, return
-   over the next w frames, projected on the rise) for w in `bump_widths_s`, in units of the rise's
-   noise scale on the quiet history (each channel's per-frame scale times a rise/frame ratio pooled over
-   channels: steadier than each channel's own); the frame's score is the RMS of its two best channels, as an
+   over the next w frames, projected on the rise) for w in `bump_widths_s`, in units of the rise's own
+   robust noise scale on the quiet history; the frame's score is the RMS of its two best channels, as an
    action unit moves more skin than one block. Linear drift cancels in the return, a step (an expression
    that stays, a head that does not come back) has none, and one frame's flow glitch is a step. A score
    >= `k_bump` makes a candidate; once the curve after the apex has gone still, the bump is measured
@@ -120,7 +119,7 @@ class SpotParams:
     spans: int = 3               # score displacements over 1..spans chained flows
     smooth: int = 1              # scores average this many consecutive frames
     rigid: bool = True           # remove the affine (rigid) flow component
-    k_bump: float = 5.5          # rise-and-return score (noise units of that score) that spots a micro
+    k_bump: float = 6.0          # rise-and-return score (noise units of that score) that spots a micro
     bump_widths_s: tuple = (0.13, 0.2, 0.27)  # rise (= return) windows of the rise-and-return filter, s
     edge_frac: float = 0.2       # rise-and-return intervals: onset/offset where the bump is this high
     head_margin_s: float = 0.3   # head motion this close to an interval discards it too
@@ -438,12 +437,7 @@ class TrackSpotter:
         if self.ready_frame is None:
             self.ready_frame = self.frames[-1].frame
         # The rise-and-return score's noise: the same filter's rise (acc[t] - acc[t - w]) on the quiet
-        # history, so k_bump is in noise units of the statistic actually thresholded. Its w-frame samples
-        # overlap, so a channel's 4 s hold only ~120 / w independent ones: a median of ~20 is off by ~20 %,
-        # and the best of ~140 channels is most often one whose scale came out low (false bumps, a high
-        # k_bump). The scale is the per-frame one (noise[0], ~w times as many independent samples) times
-        # the rise/frame ratio pooled over channels: that ratio is the temporal correlation of flow noise,
-        # the same for every channel, while the per-frame scale carries each channel's texture.
+        # history, so k_bump is in noise units of the statistic actually thresholded.
         fps = self.fps()
         self.widths = tuple(sorted({max(2, round(w * fps)) for w in self.p.bump_widths_s}))
         bn = []
@@ -454,12 +448,7 @@ class TrackSpotter:
                 self.bnoise = None
                 return
             bn.append(self._scale(np.abs(np.stack(d)).transpose(1, 0, 2).reshape(len(d[0]), -1), axis=1))
-        bn, base = np.array(bn), self.noise[0]
-        ok = np.isfinite(base) & (base > self.p.noise_floor_px)
-        if ok.any():
-            ratio = np.median(bn[:, ok] / base[ok], axis=1)  # (W,)
-            bn[:, ok] = ratio[:, None] * base[ok]
-        self.bnoise = np.maximum(bn, self.p.noise_floor_px)
+        self.bnoise = np.maximum(np.array(bn), self.p.noise_floor_px)
 
     def _scale(self, a: np.ndarray, axis: int) -> np.ndarray:
         """Robust Gaussian scale of |x| samples `a` along `axis` (nan = missing): 1.4826 * median, or with

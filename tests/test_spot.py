@@ -143,26 +143,6 @@ def test_noise_tail_widens_the_scale_of_heavy_tailed_channels_only():
         SpotParams.from_dict({"noise_tail": 1.0})
 
 
-def test_rise_and_return_scale_is_steady_across_channels():
-    """The rise-and-return score's noise scale: each channel's own, from 4 s of overlapping w-frame rises,
-    spreads 10-15 % about the truth here (few independent samples; more on lag-3 flows), and the best of
-    many channels is then mostly one whose scale came out low. Pooled (per-frame scale x a rise/frame
-    ratio shared by all channels) it spreads < 8 %, whatever each channel's texture (noise level)."""
-    from edge.spot import TrackSpotter
-
-    rng = np.random.default_rng(0)
-    C = 140
-    sigma = rng.uniform(0.02, 0.2, C)  # per-frame flow noise of each channel, crop px
-    ts = TrackSpotter(0, SpotParams(), np.zeros(C, int))
-    for k in range(150):  # 5 s at 30 fps of quiet frames, lag 1: the accumulated displacement is a random walk
-        t = int(k / 30 * 1e9)
-        ts.push(k, t, t, k - 1, (rng.normal(0, 1, (C, 2)) * sigma[:, None]).astype(np.float32))
-    assert ts.bnoise is not None and ts.widths
-    for w, bn in zip(ts.widths, ts.bnoise, strict=True):
-        rel = bn / (np.sqrt(w) * sigma)  # a w-frame rise of independent steps: sqrt(w) sigma
-        assert abs(np.median(rel) - 1) < 0.05 and np.std(rel) < 0.09, (w, np.median(rel), np.std(rel))
-
-
 def test_params_file_roundtrip_and_errors(tmp_path):
     p = SpotParams(k_on=6.0, k_off=2.0)
     p.save(tmp_path / "p.json", fit={"micro_f1": 1.0})
@@ -421,8 +401,8 @@ def test_rise_and_return_spots_micros_below_the_onset_threshold():
                                                     [(i.kind, i.onset, i.offset) for i in out])
 
 
-@pytest.mark.xfail(reason="0.5 px AU fields under sigma=3 are at the limit: F1 0.86 on this seed, 0.67 on 4 of "
-                          "seeds 3-7 (AU4 or AU17 alone stays under k_bump)", strict=False)
+@pytest.mark.xfail(reason="0.5 px AU fields under sigma=3: AU1+2 and AU12 are found, AU4 and AU17 alone stay under "
+                          "k_bump (F1 0.67); target F1 >= 0.75 not reached yet", strict=False)
 def test_half_pixel_under_sigma3():
     ev = micro_events(0.5)
     out = spot(flows(render(int(7.5 * FPS), ev, sigma=3.0, seed=2)))
