@@ -182,3 +182,19 @@ def _pid_of(node: str, run_dir: Path | None) -> int:
                 run_dir is None or cmd[-1].startswith(str(run_dir))):
             return p.pid
     raise AssertionError(f"no running {node} node")
+
+
+def test_bench_pipeline_on_a_file_reports_media_clock_events(tmp_path):
+    """`facesleuth bench pipeline configs/video.yaml` on a recorded file: the batch job's events run on the
+    media clock (no latency), and the bench reports them instead of failing on the missing latencies."""
+    script = [{"t": 1.5, "kind": "micro", "label": "surprise", "amplitude_px": 2.5}]
+    clip, _ = _clip(tmp_path, "bench", script, duration=3.5)
+    out = subprocess.run([sys.executable, "-m", "edge", "bench", "pipeline", str(VIDEO_GRAPH), "--duration", "120",
+                          "--set", f"capture.path={clip}", "--set", "events.pub=tcp://127.0.0.1:*",
+                          "--set", "events.replay=tcp://127.0.0.1:*", "--json", str(tmp_path / "bench.json")],
+                         capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["events"] >= 1 and doc["event_latency_p99_ms"] is None, doc
+    face = next(r for r in doc["rows"] if r["type"] == "face")
+    assert face["in"] == 105, face  # every frame of the 3.5-s clip at 30 fps, none dropped (lossless links)

@@ -177,17 +177,19 @@ def run_once(graph: Graph, duration: float, as_json: bool, title: str = "pipelin
             "p50_ms": s.get("p50_ms", 0.0), "p99_ms": s.get("p99_ms", 0.0),
             "cpu_%": float(np.mean(cpu[1:] or cpu or [0.0])), "rss_MB": float(max(sampler.rss.get(name, [0.0]))),
         })
-    latencies = []
+    events = []
     if db and Path(db).is_file():
         with EventLog(db, readonly=True) as log:
-            latencies = [e["latency_ms"] for e in log.query() if "latency_ms" in e]
+            events = list(log.query())
+    # A file read unpaced runs on the media clock: its events carry no latency (latency_ms null).
+    latencies = [e["latency_ms"] for e in events if e.get("latency_ms") is not None]
     capture = next((r for r in rows if r["type"] == "capture"), None)
     face = next((r for r in rows if r["type"] == "face"), None)
     extra = {
         "graph": str(graph.path), "duration_s": round(elapsed, 1), "exit_code": code,
         "capture_fps": round(capture["out"] / elapsed, 1) if capture else None,
         "face_input_fps": round(face["in"] / elapsed, 1) if face else None,
-        "events": len(latencies),
+        "events": len(events),
         "event_latency_p50_ms": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
         "event_latency_p99_ms": round(float(np.percentile(latencies, 99)), 1) if latencies else None,
     }
