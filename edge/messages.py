@@ -99,7 +99,7 @@ TYPES: dict[str, tuple[dict[str, ArraySpec], dict[str, str]]] = {
             "crops": ArraySpec("|u1", 3, "(N, S, S) aligned grey crops"),
             "track_ids": ArraySpec("<i4", 1, "(N,) track ids"),
             "boxes": ArraySpec("<f4", 2, "(N, 4) x, y, w, h in frame px"),
-            "points": ArraySpec("<f4", 3, "(N, K, 2) landmarks in crop px"),
+            "points": ArraySpec("<f4", 3, "(N, K, 2) landmarks in crop px (dlib68: as of the last detection round)"),
             "residual": ArraySpec("<f4", 1, "(N,) rigid stabilisation residual, px"),
             "transforms": ArraySpec("<f4", 3, "(N, 2, 3) frame -> crop affine"),
         },

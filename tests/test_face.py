@@ -133,6 +133,25 @@ def test_rigid_motion_gives_one_still_track(clips, detector, landmarks, max_age)
     assert last.points.shape == (1, 68 if landmarks == "dlib68" else 2, 2)
 
 
+def test_dlib_landmarks_are_searched_on_detection_rounds_only(clips):
+    """68-point landmarks cost ~3 ms a face: they are searched when the detector runs and held in crop px
+    in between (the stabilised crop keeps the face still), not searched again on every frame."""
+    pytest.importorskip("dlib", reason="dlib not installed (pip install dlib-bin)")
+    if find_dlib68_model() is None:
+        pytest.skip("dlib 68-point model not found (pip install face_recognition_models)")
+    frames, _ = clips["one"]
+    tracker = FaceTracker(detector="haar", landmarks="dlib68", detect_every=5)
+    calls, search = [], tracker.landmarker.points
+    tracker.landmarker.points = lambda grey, box: calls.append(tracker.frame_index) or search(grey, box)
+    outs = [tracker.update(f) for f in frames]
+    live = [(k, o) for k, o in enumerate(outs) if len(o.track_ids)]
+    assert live and set(calls) <= {k for k, o in enumerate(outs) if o.detected}, calls
+    for (k, o), (_, prev) in zip(live[1:], live, strict=False):
+        if not o.detected:
+            assert np.array_equal(o.points, prev.points), f"frame {k}: landmarks moved without a search"
+    assert np.isfinite(live[-1][1].points).all() and np.ptp(live[-1][1].points[0], axis=0).min() > 30
+
+
 def test_stabiliser_fit_is_continuous_when_anchor_points_split():
     """After a head turn, parallax can split the anchor points into two groups that disagree by most of a
     pixel. RANSAC's random samples then pick one group or the other from frame to frame, and the crop
