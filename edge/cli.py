@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from edge import __version__
-from edge.errors import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED, FacesleuthError
+from edge.errors import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAILED, EXIT_INTERRUPTED, FacesleuthError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -81,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"facesleuth {ns.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # the file system said no (a path the user gave, a full disk): say so, not "crash"
+        log.debug("os error", exc_info=True)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"facesleuth {ns.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:  # a crash: one line on stderr, the traceback only with -v
         log.debug("crash", exc_info=True)
         print(f"facesleuth {ns.command}: internal error: {type(e).__name__}: {e} (run with -v for details)",

@@ -220,3 +220,12 @@ def test_presets_exist():
     assert {"lab200", "webcam30"} <= set(DOMAINS)
     for d in DOMAINS.values():
         assert 30 <= d.fps <= 200
+
+
+def test_an_unwritable_output_folder_is_one_error_line_not_a_crash(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = cli_main(["synth", "clips", "--out", str(blocker / "clips"), "--n", "1", "--duration", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("facesleuth synth: error: ") and "internal error" not in err[0], err
