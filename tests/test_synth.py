@@ -132,6 +132,24 @@ def test_video_truth_matches_rendered_motion():
     assert abs(int(energy.argmax()) - iv["apex"]) <= 1
 
 
+def test_frame_px_amplitude_is_what_the_camera_sees_at_any_face_size():
+    """amplitude_frame_px is the apex in px of the video frame: a small face is upsampled into the 128-px
+    crop, so the same camera px is more crop px there (the true crop -> frame scale of the render)."""
+    entry = {"t": 0.3, "kind": "micro", "label": "surprise", "amplitude_frame_px": 0.5}
+    crop_px = []
+    for iod in (32.0, 64.0):
+        still = dict(noise_sigma=0.0, jpeg_quality=None, drift_px_s=0.0, jitter_px=0.0, iod_px=(iod, iod))
+        v = synth.SyntheticVideo("lab200", seed=2, duration_s=1.0, fps=100, overrides=still, script=[entry])
+        (iv,) = v.truth
+        frame_per_crop = float(np.sqrt(abs(np.linalg.det(v.face_transform(0, iv["apex"])[:, :2]))))
+        assert iv["amplitude_frame_px"] == pytest.approx(0.5, rel=1e-3)
+        assert iv["amplitude_px"] * frame_per_crop == pytest.approx(0.5, rel=0.05)
+        crop_px.append(iv["amplitude_px"])
+    assert crop_px[0] == pytest.approx(2 * crop_px[1], rel=0.05)
+    with pytest.raises(UserError, match="not both"):
+        synth.SyntheticVideo("lab200", seed=2, duration_s=1.0, script=[dict(entry, amplitude_px=1.0)])
+
+
 def test_video_script_kinds_and_errors():
     script = [{"t": 0.1, "kind": "blink"}, {"t": 0.3, "kind": "head"},
               {"t": 0.2, "kind": "macro", "label": "positive", "face": 1, "duration_s": 0.6},

@@ -41,7 +41,7 @@ from edge.spot import FrameInfo, Interval, RoiFeatures, SpotParams, Spotter, f1,
 
 log = logging.getLogger(__name__)
 
-AMPLITUDES = (1.5, 0.8, 0.5)   # apex displacement, px of the 128 crop
+AMPLITUDES = (1.5, 0.8, 0.5)   # apex displacement, px of the video frame (what the camera sees)
 NOISE = (1.0, 3.0)             # sensor noise sigma, grey levels
 # Held out from tuning: the webcam30 preset as it is (small faces, sensor noise 4, JPEG 70, drifting and
 # jittering head) at these amplitudes, to show how far the suite's numbers carry to harder footage.
@@ -79,9 +79,12 @@ class Clip:
 
 def make_video(amplitude: float | None, noise: float | None, seed: int, duration_s: float, fps: float = 30.0,
                distractors_only: bool = False, preset: str = "edge60"):
-    """A SyntheticVideo: micro-expressions every ~2 s at `amplitude` among one blink, one head movement
-    and one macro expression (or only distractors); `noise` replaces the preset's sensor noise (None keeps
-    it)."""
+    """A SyntheticVideo: micro-expressions every ~2 s at `amplitude` (apex, px of the frame) among one blink,
+    one head movement and one macro expression (or only distractors); `noise` replaces the preset's sensor
+    noise (None keeps it).
+
+    Frame px, not crop px: a face of 35-px eye distance is upsampled about 1.3x into the 128-px crop, so
+    0.5 crop px would be 0.39 px in the camera's image, below what the amplitude claims."""
     from edge.data.synth import SyntheticVideo
 
     rng = np.random.default_rng(seed)
@@ -96,7 +99,7 @@ def make_video(amplitude: float | None, noise: float | None, seed: int, duration
             kind = kinds[i // 3 % 3] if i % 3 == 2 else "micro"
         entry: dict = {"t": round(t, 3), "kind": kind}
         if kind == "micro":  # the three classes in turn: different action units, different ROIs
-            entry.update(amplitude_px=amplitude, label=LABELS[(seed + n_micro) % len(LABELS)])
+            entry.update(amplitude_frame_px=amplitude, label=LABELS[(seed + n_micro) % len(LABELS)])
             n_micro += 1
         script.append(entry)
         t += {"micro": 1.6, "blink": 1.4, "head": 2.6, "macro": 4.0}[kind] + rng.uniform(0, 0.6)

@@ -233,7 +233,7 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
 
 
 # -------------------------------------------------------------------------------------------------- video
-SCRIPT_KEYS = {"t", "kind", "label", "amplitude_px", "face", "aus", "duration_s", "apex_s"}
+SCRIPT_KEYS = {"t", "kind", "label", "amplitude_px", "amplitude_frame_px", "face", "aus", "duration_s", "apex_s"}
 
 
 @dataclass
@@ -255,8 +255,10 @@ class SyntheticVideo:
     `truth` lists every interval as a dict: face, kind (micro/macro/blink/head), onset/apex/offset (frame
     index, frame k is at k / fps s), t_onset/t_apex/t_offset (s), label (3-class composite or None),
     emotion, casme2 (5-class or None), aus, amplitude_px (peak AU displacement in px of the 128 crop; for
-    head turns the peak shift in frame px). `script` entries: {"t": onset s, "kind": ..., optional "label",
-    "amplitude_px", "face", "aus", "duration_s", "apex_s" (onset->apex)}.
+    head turns the peak shift in frame px), amplitude_frame_px (the same peak in px of the video frame: what
+    a camera sees; crop px times the face's frame px per crop px). `script` entries: {"t": onset s, "kind":
+    ..., optional "label", "amplitude_px" or "amplitude_frame_px" (expressions: the peak in crop or frame
+    px), "face", "aus", "duration_s", "apex_s" (onset->apex)}.
     Extra keyword args: `faces_dir` (user photos), `overrides` (Domain fields, e.g. {"noise_sigma": 0}),
     `random_events` (draw random events besides the script; default: only when there is no script).
     """
@@ -389,7 +391,12 @@ class SyntheticVideo:
         if not 0 <= face < len(self._faces):
             raise UserError(f"script face {face} out of range (video has {len(self._faces)} face(s))")
         if kind in ("micro", "macro"):
-            return self._expression(face, kind, t, rng, entry.get("label"), entry.get("amplitude_px"),
+            amplitude = entry.get("amplitude_px")
+            if "amplitude_frame_px" in entry:
+                if amplitude is not None:
+                    raise UserError("script entry: give amplitude_px (crop px) or amplitude_frame_px, not both")
+                amplitude = float(entry["amplitude_frame_px"]) / self._faces[face]["s"]
+            return self._expression(face, kind, t, rng, entry.get("label"), amplitude,
                                     entry.get("aus"), entry.get("duration_s"), entry.get("apex_s"))
         if kind == "blink":
             return self._blink(face, t, rng, entry.get("duration_s"))
@@ -417,9 +424,10 @@ class SyntheticVideo:
 
     def _interval(self, e: _Event) -> dict:
         f = self.fps
+        amp = e.info["amplitude_px"] * (1.0 if e.kind == "head" else self._faces[e.face]["s"])
         return {"face": e.face, "kind": e.kind, "onset": int(round(e.t_on * f)), "apex": int(round(e.t_apex * f)),
                 "offset": int(round(e.t_off * f)), "t_onset": round(e.t_on, 6), "t_apex": round(e.t_apex, 6),
-                "t_offset": round(e.t_off, 6), **e.info}
+                "t_offset": round(e.t_off, 6), **e.info, "amplitude_frame_px": round(float(amp), 4)}
 
     def _make_background(self, rng: np.random.Generator) -> np.ndarray:
         """A static room: low-frequency coloured texture plus a light gradient, uint8 BGR."""
@@ -542,7 +550,7 @@ def write_clip(video: SyntheticVideo, avi: str | Path, truth_json: str | Path | 
            "n_frames": video.n_frames, "width": video.width, "height": video.height, "faces": len(video._faces),
            "subjects": [f["subject"].id for f in video._faces], "domain": video.domain.to_dict(),
            "convention": "frame k is at k/fps s; onset/apex/offset are frame indices; amplitude_px is in px "
-                         "of the 128-px aligned crop (head: frame px)",
+                         "of the 128-px aligned crop (head: frame px), amplitude_frame_px in px of the video frame",
            "intervals": video.truth}
     truth_json.write_text(json.dumps(doc, indent=1))
     return doc
