@@ -36,7 +36,8 @@ Per frame, per track:
    that stays, a head that does not come back) has none, and one frame's flow glitch is a step. A score
    >= `k_bump` makes a candidate; once the curve after the apex has gone still, the bump is measured
    against a baseline before AND after it (onset/offset at `edge_frac` of the rise and of the return),
-   and must have returned (`return_frac`).
+   and must have returned (`return_frac`). The accumulated displacement trails the face by (lag - 1) / 2
+   frames (it averages the last `lag` frames), so the frames read off it are moved back by that much.
 5. Kind from duration in seconds (capture timestamps, so any fps): micro <= `micro_max_s` < macro.
    An event where the eyes move by `blink_min_px` or more, every other ROI much less (`blink_ratio`), and
    the lids move down (closing; expressions move eye-region skin up) is a blink.
@@ -845,7 +846,10 @@ class TrackSpotter:
             return None
         ko = max(k for k in range(ia) if P[k] <= pre + p.edge_frac * (peak - pre))
         kf = min(k for k in range(ia + 1, len(ev)) if P[k] <= post + p.edge_frac * (peak - post))
-        on, apex, off = ev[ko], ev[ia], ev[kf]
+        # acc[t] is the face's displacement averaged over frames t - lag + 1 .. t (a running sum of lagged
+        # flows / lag), so it trails the face by (lag - 1) / 2 frames: the frames read off it move back.
+        s = (max(1, f.frame - f.ref) - 1) // 2
+        on, apex, off = ev[max(0, ko - s)], ev[ia - s], ev[kf - s]
         ev = ev[ko:]
         for g in ev:
             g.busy = True
