@@ -37,7 +37,8 @@ Per frame, per track:
    >= `k_bump` makes a candidate; once the curve after the apex has gone still, the bump is measured
    against a baseline before AND after it (onset/offset at `edge_frac` of the rise and of the return),
    and must have returned (`return_frac`). The accumulated displacement trails the face by (lag - 1) / 2
-   frames (it averages the last `lag` frames), so the frames read off it are moved back by that much.
+   frames (it averages the last `lag` frames), so the onset and apex read off it are moved back by that
+   much (the offset is not: see _bump_close).
 5. Kind from duration in seconds (capture timestamps, so any fps): micro <= `micro_max_s` < macro.
    An event where the eyes move by `blink_min_px` or more, every other ROI much less (`blink_ratio`), and
    the lids move down (closing; expressions move eye-region skin up) is a blink.
@@ -847,9 +848,12 @@ class TrackSpotter:
         ko = max(k for k in range(ia) if P[k] <= pre + p.edge_frac * (peak - pre))
         kf = min(k for k in range(ia + 1, len(ev)) if P[k] <= post + p.edge_frac * (peak - post))
         # acc[t] is the face's displacement averaged over frames t - lag + 1 .. t (a running sum of lagged
-        # flows / lag), so it trails the face by (lag - 1) / 2 frames: the frames read off it move back.
+        # flows / lag), so it trails the face by (lag - 1) / 2 frames: onset and apex move back by that.
+        # The offset stays: edge_frac of a tapering return is reached before the face is back, which the
+        # trailing cancels (moved back too, offsets came 1.3 frames early on the bench and IoU fell), and
+        # the event's latency is counted from it.
         s = (max(1, f.frame - f.ref) - 1) // 2
-        on, apex, off = ev[max(0, ko - s)], ev[ia - s], ev[kf - s]
+        on, apex, off = ev[max(0, ko - s)], ev[ia - s], ev[kf]
         ev = ev[ko:]
         for g in ev:
             g.busy = True

@@ -474,11 +474,12 @@ def test_a_wide_expression_is_not_stretched_by_noise_in_its_many_channels():
             (seed, iv.kind, iv.onset, iv.offset)
 
 
-def test_rise_and_return_frames_are_the_faces_not_the_lagged_average():
+def test_rise_and_return_onset_and_apex_are_the_faces_not_the_lagged_average():
     """The rise-and-return detector reads onset, apex and offset off the accumulated displacement, which
     averages the face's displacement over the last `lag` frames and so trails it by (lag - 1) / 2 frames:
-    the frames it reports are moved back by that much. Here the face goes up 1 px in 4 frames and back in 4
-    (onset k0, apex k0 + 4, offset k0 + 8 on the face; k0 + 1, + 5 and + 9 on the lagged average)."""
+    the onset and apex it reports are moved back by that much. Here the face goes up 1 px in 4 frames and
+    back in 4 (onset k0, apex k0 + 4 on the face; k0 + 1 and k0 + 5 on the lagged average). The offset is
+    where the average is back under edge_frac (k0 + 9; the face: k0 + 8)."""
     lay = RoiFeatures(S)
     moving = np.isin(lay.roi_of, [lay.names.index(r) for r in ("brow_left", "brow_right")])
     k0, n = 60, 110
@@ -491,4 +492,4 @@ def test_rise_and_return_frames_are_the_faces_not_the_lagged_average():
         t = int(k / FPS * 1e9)
         out += sp.push_features(k, t, t, 1, max(0, k - LAG), f, 0.0, lay.roi_of)
     (iv,) = [i for i in out + sp.finish() if not i.discarded]
-    assert (iv.kind, iv.onset, iv.apex, iv.offset) == ("micro", k0, k0 + 4, k0 + 8)
+    assert (iv.kind, iv.onset, iv.apex, iv.offset) == ("micro", k0, k0 + 4, k0 + 9)
