@@ -86,6 +86,7 @@ class ArraySpec:
     dtype: str | None
     ndim: int | None
     description: str = ""
+    optional: bool = False
 
 
 # Message types: name -> (arrays, documented meta keys). Checked by `validate()` on receipt.
@@ -118,6 +119,8 @@ TYPES: dict[str, tuple[dict[str, ArraySpec], dict[str, str]]] = {
         {
             "onset": ArraySpec("|u1", 2, "(S, S) aligned grey crop at onset"),
             "apex": ArraySpec("|u1", 2, "(S, S) aligned grey crop at apex"),
+            "apex_near": ArraySpec("|u1", 3, "(K, S, S) crops of the frames next to the apex, K <= 2 (classify "
+                                   "averages its scores over apex and these)", optional=True),
         },
         {"track_id": "track", "kind": "micro / macro / blink", "onset": "frame idx", "apex": "frame idx",
          "offset": "frame idx", "t_onset_ns": "monotonic", "t_apex_ns": "monotonic",
@@ -165,6 +168,8 @@ def validate(msg: Message) -> None:
     for name, a in spec[0].items():
         arr = msg.arrays.get(name)
         if arr is None:
+            if a.optional:
+                continue
             raise SchemaError(f"{msg.type}: missing array {name!r}")
         if a.dtype is not None and arr.dtype.str != a.dtype:
             raise SchemaError(f"{msg.type}.{name}: dtype {arr.dtype.str}, expected {a.dtype}")

@@ -3,8 +3,10 @@
 For each interval it computes the onset->apex flow exactly as training did (edge.data.preprocess, with the
 flow backend and parameters recorded in the model file), runs the classifier through the one runtime
 loader (TensorRT > PyTorch CUDA > ONNX Runtime > PyTorch CPU, whichever is present), and emits an event
-with the label, per-class scores, confidence and the model's SOA angles. Intervals that are already
-queued are classified in one batch.
+with the label, per-class scores, confidence and the model's SOA angles. The scores are the mean over
+the onset->apex flows to the apex frame and to the frames next to it, where the spot node sent them: the
+apex is uncertain by a frame, and a single flow of sub-pixel motion under sensor noise can tip the label.
+Intervals that are already queued are classified in one batch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ from edge.messages import EVENT_SCHEMA_VERSION, Message
 from edge.node import Node, Param, Port, register_node
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "edge" / "weights" / "soa_synthetic_3c.pt"
+
+
+def interval_scores(predictor: Any, spec: Any, items: list[tuple[np.ndarray, list[np.ndarray]]]) -> np.ndarray:
+    """Class probabilities (N, C) of N intervals, each given as (onset crop, [apex crop, crops next to it]):
+    the mean over its onset->apex model inputs (edge.data.preprocess.model_input, as training), one batch."""
+    from edge.data.preprocess import model_input
+
+    x = np.stack([model_input(onset, apex, spec) for onset, apexes in items for apex in apexes])
+    probs = predictor.predict(x).probs
+    bounds = np.cumsum([0] + [len(apexes) for _, apexes in items])
+    return np.stack([probs[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
 
 def _instant(meta: dict[str, Any], key: str) -> dict[str, int]:
@@ -63,21 +76,19 @@ class Classify(Node):
         # One pass at start-up: the first call of the model-input flow and of the runtime allocates (and
         # on some runtimes compiles), which would otherwise land on the first event's latency.
         crop = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
-        self.predictor.predict(model_input(crop, crop, self.spec)[None])
+        self.predictor.predict(np.stack([model_input(crop, crop, self.spec)] * 3))  # an interval's batch
 
     def process(self, port: str, msg: Message) -> None:
         self.process_batch(port, [msg])
 
     def process_batch(self, port: str, msgs: list[Message]) -> None:
-        from edge.data.preprocess import model_input
-
         todo = [m for m in msgs if m.meta.get("kind") in self.p.kinds]
         if not todo:
             return
-        x = np.stack([model_input(m.arrays["onset"], m.arrays["apex"], self.spec) for m in todo])
-        pred = self.predictor.predict(x)
-        for m, probs in zip(todo, pred.probs, strict=True):
-            self.emit("events", self._event(m, probs, pred.classes))
+        items = [(m.arrays["onset"], [m.arrays["apex"], *m.arrays.get("apex_near", ())]) for m in todo]
+        probs = interval_scores(self.predictor, self.spec, items)
+        for m, p in zip(todo, probs, strict=True):
+            self.emit("events", self._event(m, p, self.predictor.classes))
 
     def _event(self, m: Message, probs: np.ndarray, classes: list[str]) -> Message:
         meta = m.meta

@@ -121,7 +121,13 @@ class SpotNode(Node):
                 "score": round(iv.score, 2), "intensity": round(iv.intensity, 3), "rois": iv.rois, "box": box}
         if iv.discarded:
             meta["discarded"] = iv.discarded
-        out = msg.derive("intervals", meta, {"onset": onset, "apex": apex})
+        arrays = {"onset": onset, "apex": apex}
+        # The frames next to the apex too: the apex frame is uncertain by one, and one onset->apex flow of
+        # sub-pixel motion under noise can tip the classifier (classify averages over them).
+        near = [c for f, c, _ in self.crops.get((msg.stream, iv.track_id), ()) if abs(f - iv.apex) == 1]
+        if near:
+            arrays["apex_near"] = np.stack(near)
+        out = msg.derive("intervals", meta, arrays)
         self.emit("intervals", out)
 
     def end_of_stream(self) -> None:

@@ -447,6 +447,8 @@ def test_spot_node_emits_intervals_with_crops(clip_1px, tmp_path):
     assert m.meta["track_id"] == 4 and m.meta["onset"] <= m.meta["apex"] <= m.meta["offset"]
     assert m.arrays["onset"].shape == (S, S) and m.arrays["apex"].dtype == np.uint8
     assert np.array_equal(m.arrays["apex"], crops[m.meta["apex"]])
+    a = m.meta["apex"]  # and the frames next to the apex, for classify to average over
+    assert np.array_equal(m.arrays["apex_near"], np.stack([crops[a - 1], crops[a + 1]]))
     assert m.meta["box"] == [10.0, 20.0, 256.0, 256.0] and m.meta["t_offset_ns"] >= m.meta["t_onset_ns"]
     # Emitted once the offset is seen: a few frames after it, not at the end of the clip.
     assert m.frame - m.meta["offset"] <= 2 * LAG

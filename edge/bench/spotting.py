@@ -18,9 +18,9 @@ first moving flow, offset = the last moving flow less lag - 1, as a flow against
 shows motion that long after the face came to rest); micro when it lasts <= 0.5 s.
 
 Label accuracy: every correctly spotted micro interval (IoU >= 0.5 with a scripted one) is classified
-from its onset and apex crops by the shipped weights through the classify node's code path
-(edge.data.preprocess.model_input with the model file's recorded preprocessing, edge.model.runtime
-open_model), and compared with the scripted label.
+from its onset and apex crops (and those next to the apex) by the shipped weights through the classify
+node's code path (nodes.classify.interval_scores: edge.data.preprocess.model_input with the model file's
+recorded preprocessing, edge.model.runtime open_model), and compared with the scripted label.
 """
 
 from __future__ import annotations
@@ -220,7 +220,8 @@ def baseline_clip(clip: Clip, k: float = BASELINE_K, micro_max_s: float = 0.5) -
 def label_accuracy(clips: list[Clip], preds: list[list[Interval]], predictor=None) -> tuple[int, int]:
     """(right, classified): correctly spotted micro intervals labelled as scripted by the classifier, from
     their onset and apex crops, through the classify node's code path (module docstring)."""
-    from edge.data.preprocess import PreprocessSpec, model_input
+    from edge.data.preprocess import PreprocessSpec
+    from nodes.classify import interval_scores
 
     if predictor is None:
         predictor = open_classifier()
@@ -231,17 +232,18 @@ def label_accuracy(clips: list[Clip], preds: list[list[Interval]], predictor=Non
         truth = [t for t in clip.truth if t["kind"] == "micro"]
         got = [p for p in pred if p.kind == "micro" and not p.discarded]
         pairs = match_pairs([(p.onset, p.offset) for p in got], [(t["onset"], t["offset"]) for t in truth])
-        xs, labels = [], []
+        items, labels = [], []
         for i, j in pairs:
             seq = clip.tracks.get(got[i].track_id)
             if seq is None or not seq.crops or truth[j].get("label") is None:
                 continue
-            xs.append(model_input(_nearest(seq.crops, got[i].onset), _nearest(seq.crops, got[i].apex), spec))
+            a = got[i].apex  # the apex crop and those next to it, as the spot node sends them
+            apexes = [_nearest(seq.crops, a)] + [seq.crops[f] for f in (a - 1, a + 1) if f in seq.crops]
+            items.append((_nearest(seq.crops, got[i].onset), apexes))
             labels.append(truth[j]["label"])
-        if xs:
-            out = predictor.predict(np.stack(xs))
-            for probs, label in zip(out.probs, labels, strict=True):
-                right += int(out.classes[int(np.argmax(probs))] == label)
+        if items:
+            for probs, label in zip(interval_scores(predictor, spec, items), labels, strict=True):
+                right += int(predictor.classes[int(np.argmax(probs))] == label)
                 n += 1
     return right, n
 

@@ -1,0 +1,46 @@
+"""The classify node's scores: the mean over the apex frame and the frames next to it (the shipped weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.data.synth import make_samples
+from edge.messages import Message, SchemaError, validate
+from edge.node import get_node_class
+
+
+def _node():
+    node = get_node_class("classify").for_test(params={"runtime": "torch-cpu"})
+    node.setup()
+    return node
+
+
+def test_scores_are_the_mean_over_the_apex_and_its_neighbours():
+    from edge.data.preprocess import model_input
+
+    node = _node()
+    onset, apex, _ = make_samples(3, "lab200", seed=11)  # three apexes of different samples: different scores
+    near = np.stack([apex[1], apex[2]])
+    meta = {"kind": "micro", "track_id": 1, "onset": 10, "apex": 14, "offset": 20}
+    with_near = Message("intervals", "cam0", frame=100, arrays={"onset": onset[0], "apex": apex[0], "apex_near": near},
+                        meta=meta)
+    alone = Message("intervals", "cam0", frame=100, arrays={"onset": onset[0], "apex": apex[0]}, meta=meta)
+    validate(with_near)
+    validate(alone)  # apex_near is optional: a spot node that sends none still works
+    node.process_batch("intervals", [with_near, alone])
+    (_, ev_near), (_, ev_alone) = node.emitted
+    x = np.stack([model_input(onset[0], a, node.spec) for a in (apex[0], apex[1], apex[2])])
+    each = node.predictor.predict(x).probs
+    classes = node.predictor.classes
+    assert [ev_near.meta["scores"][c] for c in classes] == pytest.approx(each.mean(0), abs=1e-3)
+    assert [ev_alone.meta["scores"][c] for c in classes] == pytest.approx(each[0], abs=1e-3)
+    assert not np.allclose(each.mean(0), each[0], atol=1e-2)  # the neighbours did change the scores
+
+
+def test_apex_near_of_the_wrong_shape_is_a_schema_error():
+    crop = np.zeros((128, 128), np.uint8)
+    msg = Message("intervals", "cam0", frame=1, arrays={"onset": crop, "apex": crop, "apex_near": crop},
+                  meta={"kind": "micro"})
+    with pytest.raises(SchemaError, match="apex_near"):
+        validate(msg)
