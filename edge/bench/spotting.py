@@ -83,8 +83,9 @@ def make_video(amplitude: float | None, noise: float | None, seed: int, duration
     one head movement and one macro expression (or only distractors); `noise` replaces the preset's sensor
     noise (None keeps it).
 
-    Frame px, not crop px: a face of 35-px eye distance is upsampled about 1.3x into the 128-px crop, so
-    0.5 crop px would be 0.39 px in the camera's image, below what the amplitude claims."""
+    Frame px, not crop px: a face of 35-px eye distance is upsampled 1.35x into the 128-px crop (47.4 px
+    between the eyes), so 0.5 crop px would be 0.37 px in the camera's image, below what the amplitude
+    claims."""
     from edge.data.synth import SyntheticVideo
 
     rng = np.random.default_rng(seed)
