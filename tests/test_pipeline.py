@@ -61,26 +61,27 @@ def test_batch_job_on_a_file_spots_and_labels_micro_expressions(tmp_path):
     assert s["label_accuracy"] is not None and s["label_accuracy"] >= 0.8 - 1e-9, s
 
 
-HALF_PX = pytest.mark.xfail(strict=False, reason="0.5 frame px under sigma 3 is at the limit: bench spotting "
-                            "F1 0.95 (seed 0) and 0.82 (seed 1000) in one process, 0.67 here on MJPG files; "
-                            "see the issue 7 note")
+# 0.5 px is at the flow's noise limit: there each micro-expression is found or missed on a small margin
+# (its score moves by a noise unit when 0.5 grey levels of decoding error are added), so 10 of them give
+# F1 +-0.1. Six clips (30 micro-expressions): the 0.5-px sigma-3 rows of `bench spotting` seeds 0, 1000, 2000.
+SENSITIVITY = [(1.0, 0.9, (0, 1000)), (0.5, 0.75, (0, 100, 1000, 1100, 2000, 2100))]
 
 
-@pytest.mark.parametrize("amplitude,floor", [(1.0, 0.9), pytest.param(0.5, 0.75, marks=HALF_PX)])
-def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor):
+@pytest.mark.parametrize("amplitude,floor,seeds", SENSITIVITY, ids=["1px", "half_px"])
+def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor, seeds):
     """The issue's sensitivity targets through the real processes on written video files: F1 >= 0.9 where
     micro movements reach 1 px at apex, >= 0.75 at 0.5 px, both under sigma = 3 sensor noise, among a blink,
-    a head movement and a macro expression (the bench's suite, two of its clips: 10 micro-expressions)."""
+    a head movement and a macro expression per clip (the bench's suite: 5 micro-expressions a clip)."""
     from edge.bench.spotting import make_video
 
     truth, events = [], []
-    for seed in (0, 1000):
+    for i, seed in enumerate(seeds):
         video = make_video(amplitude, 3.0, seed=seed, duration_s=16.0)
         doc = write_clip(video, tmp_path / f"small{seed}.avi")
         out = _run_video(tmp_path / f"small{seed}.avi", tmp_path / f"ev{seed}.db")
         assert out.returncode == 0, out.stderr[-3000:]
-        # One clip after the other on one timeline: the scorecard matches frames, so shift the second.
-        shift = 100_000 if truth else 0
+        # The clips one after the other on one timeline: the scorecard matches frames, so shift each.
+        shift = 100_000 * i
         truth += [dict(t, onset=t["onset"] + shift, offset=t["offset"] + shift) for t in doc["intervals"]]
         for e in _events(tmp_path / f"ev{seed}.db"):
             e = dict(e)
@@ -88,7 +89,7 @@ def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor):
                 e[k] = dict(e[k], frame=e[k]["frame"] + shift)
             events.append(e)
     s = score(truth, events)
-    assert s["micro_truth"] == 10 and s["f1"] >= floor, s
+    assert s["micro_truth"] == 5 * len(seeds) and s["f1"] >= floor, {k: s[k] for k in ("tp", "fp", "fn", "f1")}
 
 
 def test_distractors_alone_give_no_micro_events(tmp_path):
