@@ -150,6 +150,23 @@ def test_frame_px_amplitude_is_what_the_camera_sees_at_any_face_size():
         synth.SyntheticVideo("lab200", seed=2, duration_s=1.0, script=[dict(entry, amplitude_px=1.0)])
 
 
+def test_sensor_noise_is_fresh_every_frame_not_a_moved_copy():
+    """Sensor noise is independent between exposures: frame k + 3 (the flow lag) must not carry frame k's
+    noise pattern at any shift within 16 px, which a flow would follow as coherent texture motion."""
+    bare = dict(jpeg_quality=None, drift_px_s=0.0, jitter_px=0.0, illumination=0.0, gamma=(1.0, 1.0))
+    noisy = synth.SyntheticVideo("lab200", seed=4, duration_s=0.1, fps=100, overrides=dict(bare, noise_sigma=3.0))
+    clean = synth.SyntheticVideo("lab200", seed=4, duration_s=0.1, fps=100, overrides=dict(bare, noise_sigma=0.0))
+    assert np.array_equal(noisy.frame(5), noisy.frame(5))  # deterministic in (seed, k)
+    n0, n3 = ((noisy.frame(k).astype(np.float64) - clean.frame(k))[16:-16, 16:-16, 1] for k in (2, 5))
+    assert n0.std() == pytest.approx(3.0, rel=0.05) and n3.std() == pytest.approx(3.0, rel=0.05)
+    # Normalised cross-correlation over all shifts (circular, by FFT): ~4 / sqrt(N) = 0.008 for independent
+    # noise, ~1 at the shift where one frame's noise is the other's moved.
+    a, b = (x - x.mean() for x in (n0, n3))
+    xc = np.fft.irfft2(np.fft.rfft2(a) * np.conj(np.fft.rfft2(b)), a.shape) / (a.size * a.std() * b.std())
+    near = np.roll(xc, (16, 16), (0, 1))[:33, :33]  # shifts -16..16 px in y and x
+    assert np.abs(near).max() < 0.03, np.abs(near).max()
+
+
 def test_video_script_kinds_and_errors():
     script = [{"t": 0.1, "kind": "blink"}, {"t": 0.3, "kind": "head"},
               {"t": 0.2, "kind": "macro", "label": "positive", "face": 1, "duration_s": 0.6},
