@@ -291,7 +291,7 @@ class SyntheticVideo:
         self.truth: list[dict] = [self._interval(e) for e in self._events]
         self._background = self._make_background(rng)
         # Sensor noise is drawn afresh for every frame (shot and read noise are independent between
-        # exposures) into this buffer, int16 grey levels: OpenCV's generator fills 900k normals in ~3 ms.
+        # exposures) into this buffer, int16 grey levels: OpenCV's generator fills 900k normals in ~5 ms.
         # (A bank of 3 noise frames at random shifts, used before, gave every lag-3 flow the same noise
         # pattern moved by a few px: a coherent texture motion no sensor makes, which the flow followed.)
         self._noise = np.empty((height, width, 3), np.int16) if self.domain.noise_sigma > 0 else None
