@@ -65,3 +65,9 @@ def test_calib_spot_bad_input_is_one_line(tmp_path, capsys):
     assert cli(["calib", "spot", str(tmp_path / "nothing.avi"), "--out", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an .avi" in err[0]
+
+
+def test_bench_spotting_clips_below_one_is_one_line(capsys):
+    assert cli(["bench", "spotting", "--clips", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--clips must be >= 1" in err[0], err
