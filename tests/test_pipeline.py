@@ -68,17 +68,18 @@ def test_batch_job_on_a_file_spots_and_labels_micro_expressions(tmp_path):
 # and >= 0.75 in another; more clips here would hold CI near its time limit.
 HALF_PX = pytest.mark.xfail(strict=False, reason="0.5 frame px under sigma 3 is at the noise limit: F1 0.67-0.8 "
                             "on these two clips, 0.83 on six; see the issue 7 note")
-SENSITIVITY = [(1.0, 0.9, (0, 1000)), pytest.param(0.5, 0.75, (0, 1000), marks=HALF_PX)]
 
 
-@pytest.mark.parametrize("amplitude,floor,seeds", SENSITIVITY, ids=["1px", "half_px"])
-def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor, seeds):
+@pytest.mark.parametrize("amplitude,floor", [(1.0, 0.9), pytest.param(0.5, 0.75, marks=HALF_PX)],
+                         ids=["1px", "half_px"])
+def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor):
     """The issue's sensitivity targets through the real processes on written video files: F1 >= 0.9 where
     micro movements reach 1 px at apex, >= 0.75 at 0.5 px, both under sigma = 3 sensor noise, among a blink,
     a head movement and a macro expression per clip (the bench's suite: 5 micro-expressions a clip)."""
     from edge.bench.spotting import make_video
 
     truth, events = [], []
+    seeds = (0, 1000)  # the first clip of the bench's rows of seeds 0 and 1000
     for i, seed in enumerate(seeds):
         video = make_video(amplitude, 3.0, seed=seed, duration_s=16.0)
         doc = write_clip(video, tmp_path / f"small{seed}.avi")
