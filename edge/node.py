@@ -111,7 +111,8 @@ class Node:
     inputs: ClassVar[dict[str, Port]] = {}
     outputs: ClassVar[dict[str, Port]] = {}
     params: ClassVar[dict[str, Param]] = {}
-    # Set by the runner before setup(): the graph's name and the supervisor's stats endpoint.
+    # Set by the runner before setup(): the graph's name, the supervisor's stats endpoint and the input
+    # ports that are connected ("inputs"; absent in tests: take every declared input as connected).
     run_info: dict[str, Any] = {}
 
     def __init__(self, name: str, params: dict[str, Any], emit: Callable[[str, Message], None],

@@ -89,7 +89,8 @@ class NodeProcess:
         self._template = Message("eos", stream=spec.get("stream", "cam0"))
         cls = get_node_class(spec["type"])
         self.node: Node = cls(self.name, spec["params"], self._emit, lambda: self.stop_requested)
-        self.node.run_info = {"graph": spec.get("graph", ""), "stats": spec.get("stats")}
+        self.node.run_info = {"graph": spec.get("graph", ""), "stats": spec.get("stats"),
+                              "inputs": sorted({port for port, _ in self.inputs})}  # the connected ones
 
     # -- control channel ------------------------------------------------------------------------------
     def _send_control(self, op: str, **kw: Any) -> None:

@@ -416,6 +416,27 @@ def test_bad_flow_shape_is_a_user_error():
 
 # ------------------------------------------------------------------------------------------ the node
 
+def node_messages(crops: list[np.ndarray], fl: list, head_motion: dict[int, float] | None = None
+                  ) -> list[tuple[str, Message]]:
+    """The face node's crops and the flow node's flows messages of one track (id 4), frame by frame."""
+    M = np.array([[[0.5, 0, 10], [0, 0.5, 20]]], np.float32)
+    out = []
+    for k, crop in enumerate(crops):
+        t = int(k / FPS * 1e9)
+        motion = (head_motion or {}).get(k, 0.1)
+        out.append(("crops", Message(
+            "crops", "cam0", k, k, t, t, {"crop_size": S, "ended": [], "head_motion": [motion]},
+            {"crops": crop[None], "track_ids": np.array([4], np.int32),
+             "boxes": np.array([[10, 20, 256, 256]], np.float32), "points": np.zeros((1, 2, 2), np.float32),
+             "residual": np.array([0.05], np.float32), "transforms": M})))
+        if k:
+            ref, uv = fl[k - 1][1], fl[k - 1][2]
+            out.append(("flows", Message("flows", "cam0", k, k, t, t, {"lag": LAG, "scale": 1.0},
+                                         {"flows": uv[None].astype(np.float32), "track_ids": np.array([4], np.int32),
+                                          "ref_frames": np.array([ref], np.int64)})))
+    return out
+
+
 def test_spot_node_emits_intervals_with_crops(clip_1px, tmp_path):
     from nodes.spot import SpotNode
 
@@ -424,21 +445,8 @@ def test_spot_node_emits_intervals_with_crops(clip_1px, tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"params": {"k_on": 4.5}}))
     node = SpotNode.for_test(params={"params_file": str(tmp_path / "p.json")})
     node.setup()
-    M = np.array([[[0.5, 0, 10], [0, 0.5, 20]]], np.float32)
-    for k, crop in enumerate(crops):
-        t = int(k / FPS * 1e9)
-        cm = Message("crops", "cam0", k, k, t, t, {"crop_size": S, "ended": [], "head_motion": [0.1]},
-                     {"crops": crop[None], "track_ids": np.array([4], np.int32),
-                      "boxes": np.array([[10, 20, 256, 256]], np.float32),
-                      "points": np.zeros((1, 2, 2), np.float32), "residual": np.array([0.05], np.float32),
-                      "transforms": M})
-        node.process("crops", cm)
-        if k:
-            ref, uv = fl[k - 1][1], fl[k - 1][2]
-            node.process("flows", Message("flows", "cam0", k, k, t, t, {"lag": LAG, "scale": 1.0},
-                                          {"flows": uv[None].astype(np.float32),
-                                           "track_ids": np.array([4], np.int32),
-                                           "ref_frames": np.array([ref], np.int64)}))
+    for port, msg in node_messages(crops, fl):
+        node.process(port, msg)
     node.end_of_stream()
     ivs = [m for port, m in node.emitted if port == "intervals"]
     micro_ivs = [m for m in ivs if m.meta["kind"] == "micro"]
@@ -452,6 +460,50 @@ def test_spot_node_emits_intervals_with_crops(clip_1px, tmp_path):
     assert m.meta["box"] == [10.0, 20.0, 256.0, 256.0] and m.meta["t_offset_ns"] >= m.meta["t_onset_ns"]
     # Emitted once the offset is seen: a few frames after it, not at the end of the clip.
     assert m.frame - m.meta["offset"] <= 2 * LAG
+
+
+def test_spot_node_gives_the_same_intervals_whatever_order_its_two_inputs_arrive_in(clip_1px):
+    """ZeroMQ keeps each link in order but not the crops link against the flows link: a frame's flows can be
+    read before its crops (head motion, residual). The node merges them back into frame order, so a head
+    movement discards the same intervals and a file gives the same events on every run."""
+    from nodes.spot import SpotNode
+
+    ev, fl = clip_1px
+    crops = render(int(7.5 * FPS), ev, sigma=1.0)
+    apex = round(ev[1]["apex"] * FPS)
+    msgs = node_messages(crops, fl, head_motion={k: 40.0 for k in range(apex - 2, apex + 3)})
+
+    def run(order: list[tuple[str, Message]]) -> list[tuple]:
+        node = SpotNode.for_test(params={"emit_discarded": True})
+        node.setup()
+        for port, msg in order:
+            node.process(port, msg)
+        node.end_of_stream()
+        return [(m.meta["kind"], m.meta["onset"], m.meta["offset"], m.meta.get("discarded", ""))
+                for port, m in node.emitted if port == "intervals"]
+
+    in_order = run(msgs)
+    assert any("head motion" in d for *_, d in in_order), in_order  # the head movement does discard
+    flows_first = sorted(msgs, key=lambda pm: (pm[1].frame, pm[0] == "crops"))
+    crops_late = sorted(msgs, key=lambda pm: pm[1].frame + (7 if pm[0] == "crops" else 0))
+    assert run(flows_first) == in_order
+    assert run(crops_late) == in_order
+
+
+def test_frame_order_releases_a_frame_once_every_input_reached_it():
+    from nodes.spot import FrameOrder
+
+    o = FrameOrder(["crops", "flows"], max_pending=4)
+    assert o.add("flows", 5, [(1, "flow", 5)]) == []               # crops of frame 5 may still come
+    assert o.add("crops", 5, [(0, "info", 5), (2, "end", 5)]) == [("info", 5), ("flow", 5), ("end", 5)]
+    assert o.add("crops", 6, [(0, "info", 6)]) == []
+    assert o.add("flows", 7, [(1, "flow", 7)]) == [("info", 6)]    # no flows message for 6 will come now
+    assert o.add("crops", 8, [(0, "info", 8)]) == [("flow", 7)]
+    for f in (9, 10, 11):                                           # the flows link stalls: at most 4 wait
+        assert o.add("crops", f, [(0, "info", f)]) == []
+    assert o.add("crops", 12, [(0, "info", 12)]) == [("info", 8)]
+    assert o.add("crops", 0, [(0, "info", 0)]) == [("info", f) for f in (9, 10, 11, 12)]  # counter reset
+    assert o.flush() == [("info", 0)]
 
 
 def test_a_wide_expression_is_not_stretched_by_noise_in_its_many_channels():
