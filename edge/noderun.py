@@ -291,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     except FacesleuthError as e:
         logging.getLogger(f"node.{spec['name']}").error("%s", e)
         return e.exit_code
-    return proc.run()
+    rc = proc.run()
+    # The work is done; interpreter shutdown (torch's is slow) resets Python-level handlers to the default,
+    # and the supervisor's SIGINT, sent with `stop`, would then kill the exiting process (exit -2). Ignored
+    # handlers are left alone by the shutdown; SIGKILL still ends a process that hangs here.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    return rc
 
 
 if __name__ == "__main__":

@@ -49,9 +49,10 @@ class FaceNode(Node):
         if tracker is None:
             tracker = self.trackers[msg.stream] = self._first or self._tracker()
             self._first = None
-        faces = tracker.update(msg.arrays["image"])
+        faces = tracker.track(msg.arrays["image"])
         self.last[msg.stream] = msg
         self.emit("crops", msg.derive("crops", self._meta(tracker, faces.head_motion, faces.ended), faces.arrays()))
+        tracker.detect()  # after the crops are sent: detection stays out of the frame's latency
 
     def _meta(self, tracker: FaceTracker, head_motion: list[float], ended: list[int]) -> dict:
         return {"crop_size": tracker.size, "landmarks": tracker.landmarks, "ended": ended,

@@ -80,7 +80,7 @@ def test_a_box_around_a_smaller_face_is_no_face():
     tracker = FaceTracker(detector="haar", landmarks="eyes", min_hits=1)
     tracker.detector = WithPhantom()
     outs = [tracker.update(grey) for _ in range(3)]
-    assert [len(o.track_ids) for o in outs] == [1, 1, 1]
+    assert [len(o.track_ids) for o in outs] == [0, 1, 1]  # born in frame 0's detection round, after its crops
     assert np.allclose(outs[-1].boxes[0][2], w, rtol=0.3)
 
 
@@ -145,7 +145,10 @@ def test_dlib_landmarks_are_searched_on_detection_rounds_only(clips):
     tracker.landmarker.points = lambda grey, box: calls.append(tracker.frame_index) or search(grey, box)
     outs = [tracker.update(f) for f in frames]
     live = [(k, o) for k, o in enumerate(outs) if len(o.track_ids)]
-    assert live and set(calls) <= {k for k, o in enumerate(outs) if o.detected}, calls
+    # A round runs after frame k's crops are out (births and retargets search landmarks there) and the next
+    # output, k + 1, is marked `detected` and searches them again for its tracks.
+    rounds = {k for k, o in enumerate(outs) if o.detected} | {k - 1 for k, o in enumerate(outs) if o.detected}
+    assert live and set(calls) <= rounds and len(rounds) < 0.5 * len(outs), calls
     for (k, o), (_, prev) in zip(live[1:], live, strict=False):
         if not o.detected:
             assert np.array_equal(o.points, prev.points), f"frame {k}: landmarks moved without a search"

@@ -62,6 +62,22 @@ def test_face_node_emits_contract_crops(clip_frames):
     assert back.meta == msgs[10].meta
 
 
+def test_face_node_sends_a_frames_crops_before_its_detection_round(clip_frames):
+    """Detection costs ~15-40 ms every few frames: run before the send it was in the latency of every event
+    that closed on such a frame. The node sends the crops first, then runs the round."""
+    node = get_node_class("face").for_test(params={"landmarks": "eyes", "detect_every": 3})
+    node.setup()
+    tracker = node._first
+    sent_before: list[int] = []  # crops messages already sent when each detection ran
+    detect = tracker.detector.detect
+    tracker.detector.detect = lambda g: sent_before.append(len(node.emitted)) or detect(g)
+    for k, f in enumerate(clip_frames[:10]):
+        node.process("frames", Message("frame", "cam0", k, k, time.monotonic_ns(), time.time_ns(),
+                                       {"source": "test", "fps": 25.0}, {"image": f}))
+    assert sent_before[:4] == [1, 4, 7, 10], sent_before  # frames 0, 3, 6, 9: after their own crops
+    assert any(len(m.arrays["track_ids"]) for _, m in node.emitted)  # and faces are still found and tracked
+
+
 def test_face_node_bad_params_are_one_clear_error():
     cls = get_node_class("face")
     with pytest.raises(UserError, match="detector"):
