@@ -212,6 +212,19 @@ def test_blink_is_a_blink_not_micro():
     assert set(kept[0].rois) & {"eye_left", "eye_right"}
 
 
+def test_a_micro_expression_during_a_blink_is_a_micro_expression():
+    """Blinks often fall within a micro-expression; the lids then dominate the event. A smile (AU12) of
+    1.5 px with a blink inside it is a micro-expression, not a blink; the lone blink stays a blink."""
+    smile = micro(1.5, {12: 1.5}, rise=0.15, dur=0.4)
+    ev = [smile, {"aus": {45: 5.0}, "on": 1.6, "apex": 1.68, "off": 1.8}]
+    kept = [i for i in spot(flows(render(int(3 * FPS), ev, sigma=1.0))) if not i.discarded]
+    assert [i.kind for i in kept] == ["micro"], [(i.kind, i.onset, i.offset, i.rois) for i in kept]
+    assert iou((kept[0].onset, kept[0].offset), frames_of(smile)) >= 0.5
+    assert {"mouth_left", "mouth_right"} & set(kept[0].rois)
+    off = SpotParams(blink_expr_k=float("inf"))  # without the rule, the blink swallows the smile
+    assert [i.kind for i in spot(flows(render(int(3 * FPS), ev, sigma=1.0)), off) if not i.discarded] == ["blink"]
+
+
 def test_eye_region_expression_moving_up_is_not_a_blink():
     """Lid tightener (AU7) moves eye-region skin UP, a blink moves the lid DOWN: micro, not blink."""
     ev = [micro(1.5, {7: 2.0})]
