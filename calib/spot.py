@@ -16,6 +16,7 @@ import argparse
 import itertools
 import json
 import logging
+import math
 from pathlib import Path
 
 import cv2
@@ -82,13 +83,16 @@ def find_clips(paths: list[str]) -> list[Path]:
     return out
 
 
-def fit(clips: list, base: SpotParams, grid: dict[str, tuple] | None = None) -> tuple[SpotParams, dict]:
+def fit(clips: list, base: SpotParams, grid: dict[str, tuple] | None = None,
+        progress: Progress | None = None) -> tuple[SpotParams, dict]:
     """Grid search over `grid` on cached clips (edge.bench.spotting.Clip). Returns (params, fit report)."""
     from edge.bench.spotting import score, spot_clip
 
     grid = grid or GRID
     best, best_key, tried = None, None, []
     for values in itertools.product(*grid.values()):
+        if progress is not None:
+            progress.update(1)
         p = SpotParams(**{**base.__dict__, **dict(zip(grid, values, strict=True))})
         if p.k_off > p.k_on:
             continue
@@ -119,7 +123,9 @@ def main(args: argparse.Namespace) -> int:
     n_micro = sum(1 for c in clips for t in c.truth if t.get("kind") == "micro")
     if n_micro == 0:
         raise UserError("the clips' ground truth has no micro intervals: nothing to fit")
-    params, report = fit(clips, SpotParams())
+    # The grid replays every clip once per setting (162 of them): minutes on long clips, so it shows progress.
+    with Progress(math.prod(len(v) for v in GRID.values()), "calib spot: threshold grid") as prog:
+        params, report = fit(clips, SpotParams(), progress=prog)
     report.update({"clips": [str(p) for p in paths], "micro_intervals": n_micro, "lag": args.lag,
                    "backend": args.backend, "grid": {k: list(v) for k, v in GRID.items()}})
     params.save(args.out, fit=report)
