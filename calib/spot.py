@@ -16,7 +16,9 @@ import argparse
 import itertools
 import json
 import logging
-import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -83,21 +85,51 @@ def find_clips(paths: list[str]) -> list[Path]:
     return out
 
 
-def fit(clips: list, base: SpotParams, grid: dict[str, tuple] | None = None,
-        progress: Progress | None = None) -> tuple[SpotParams, dict]:
-    """Grid search over `grid` on cached clips (edge.bench.spotting.Clip). Returns (params, fit report)."""
+_CLIPS: list = []  # a grid worker's copy of the clips (set once per process by _init)
+
+
+def _init(clips: list) -> None:
+    _CLIPS[:] = clips
+
+
+def _score(p: SpotParams) -> dict:
     from edge.bench.spotting import score, spot_clip
 
-    grid = grid or GRID
+    return score(_CLIPS, [spot_clip(c, p) for c in _CLIPS])
+
+
+def grid_settings(grid: dict[str, tuple], base: SpotParams) -> list[dict]:
+    """Every combination of the grid's values, less those with k_off above k_on."""
+    settings = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    return [v for v in settings if v.get("k_off", base.k_off) <= v.get("k_on", base.k_on)]
+
+
+def fit(clips: list, base: SpotParams, grid: dict[str, tuple] | None = None,
+        progress: Progress | None = None) -> tuple[SpotParams, dict]:
+    """Grid search over `grid` on cached clips (edge.bench.spotting.Clip). Returns (params, fit report).
+    The settings are scored in parallel, one process per core (each replays every clip once per setting)."""
+    settings = grid_settings(grid or GRID, base)
+    params = [SpotParams(**{**base.__dict__, **v}) for v in settings]
+    workers = min(len(params), os.cpu_count() or 1, 8)
+    if workers > 1:
+        # spawn, not fork: the caller may hold OpenCV / torch threads, which a forked child would inherit dead.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(clips,)) as pool:
+            scores = []
+            for s in pool.map(_score, params):
+                scores.append(s)
+                if progress is not None:
+                    progress.update(1)
+    else:
+        _init(clips)
+        scores = []
+        for p in params:
+            scores.append(_score(p))
+            if progress is not None:
+                progress.update(1)
     best, best_key, tried = None, None, []
-    for values in itertools.product(*grid.values()):
-        if progress is not None:
-            progress.update(1)
-        p = SpotParams(**{**base.__dict__, **dict(zip(grid, values, strict=True))})
-        if p.k_off > p.k_on:
-            continue
-        s = score(clips, [spot_clip(c, p) for c in clips])
-        tried.append({**dict(zip(grid, values, strict=True)), **s})
+    for v, p, s in zip(settings, params, scores, strict=True):
+        tried.append({**v, **s})
         key = (round(s["f1"], 4), -s["fp"], p.k_on, p.k_bump)
         if best_key is None or key > best_key:
             best, best_key = (p, s), key
@@ -124,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
     if n_micro == 0:
         raise UserError("the clips' ground truth has no micro intervals: nothing to fit")
     # The grid replays every clip once per setting (162 of them): minutes on long clips, so it shows progress.
-    with Progress(math.prod(len(v) for v in GRID.values()), "calib spot: threshold grid") as prog:
+    with Progress(len(grid_settings(GRID, SpotParams())), "calib spot: threshold grid") as prog:
         params, report = fit(clips, SpotParams(), progress=prog)
     report.update({"clips": [str(p) for p in paths], "micro_intervals": n_micro, "lag": args.lag,
                    "backend": args.backend, "grid": {k: list(v) for k, v in GRID.items()}})
