@@ -13,6 +13,7 @@ The output is the JSON the spot node reads (`params_file`): {"params": {...}, "f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -111,20 +112,15 @@ def fit(clips: list, base: SpotParams, grid: dict[str, tuple] | None = None,
     settings = grid_settings(grid or GRID, base)
     params = [SpotParams(**{**base.__dict__, **v}) for v in settings]
     workers = min(len(params), os.cpu_count() or 1, 8)
-    if workers > 1:
-        # spawn, not fork: the caller may hold OpenCV / torch threads, which a forked child would inherit dead.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(clips,)) as pool:
-            scores = []
-            for s in pool.map(_score, params):
-                scores.append(s)
-                if progress is not None:
-                    progress.update(1)
-    else:
+    # spawn, not fork: the caller may hold OpenCV / torch threads, which a forked child would inherit dead.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                               initargs=(clips,)) if workers > 1 else None
+    if pool is None:
         _init(clips)
+    with pool or contextlib.nullcontext():
         scores = []
-        for p in params:
-            scores.append(_score(p))
+        for s in (pool.map if pool else map)(_score, params):
+            scores.append(s)
             if progress is not None:
                 progress.update(1)
     best, best_key, tried = None, None, []

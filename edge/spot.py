@@ -694,8 +694,11 @@ class TrackSpotter:
         names = list(ROIS)
         single = self.roi_of >= 0
         pk = mags.max(0)
-        peak = np.array([pk[single & (self.roi_of == r)].max() for r in range(len(names))])  # (R,) crop px
-        tol_r = np.array([self._tol()[single & (self.roi_of == r)].min() for r in range(len(names))])
+        def per_roi(values: np.ndarray, reduce=np.max) -> np.ndarray:  # (C,) -> (R,) over single blocks
+            return np.array([reduce(values[single & (self.roi_of == r)]) for r in range(len(names))])
+
+        peak = per_roi(pk)  # (R,) crop px
+        tol_r = per_roi(self._tol(), np.min)
         # Only ROIs with a channel that scored k_on count: chained displacement alone can drift.
         sig = np.array([bool(channels[single & (self.roi_of == r)].any()) for r in range(len(names))])
         for k, pair in enumerate(PAIRS.values()):  # a mirrored pair channel speaks for both sides
@@ -715,7 +718,7 @@ class TrackSpotter:
         it = int(np.argmax(mags.max(1)))
         dragged = self.lid_reach & (D[it, :, 1] > 0)
         pk_own = np.where(dragged, 0.0, pk)
-        own = np.array([pk_own[single & (self.roi_of == r)].max() for r in range(len(names))])
+        own = per_roi(pk_own)
         own = np.maximum(np.where(sig, own, 0.0) - tol_r, 0.0)
         eye, other = net[eye_i].max(), np.delete(own, eye_i).max()
         # ... and the lids close: in a blink the upper lid sweeps DOWN over the eye, while the eye-region
@@ -727,8 +730,7 @@ class TrackSpotter:
         # ... unless a ROI away from the lids carried the event too and clearly moved: an expression during
         # a blink (common in real footage). Brow blocks within a lid's reach cannot tell (the lid drags them
         # down as it closes and up as it opens), so brow-only expressions under a blink stay blinks.
-        far = np.where(self.lid_reach, 0.0, pk)
-        far = np.array([far[single & (self.roi_of == r)].max() for r in range(len(names))])
+        far = per_roi(np.where(self.lid_reach, 0.0, pk))
         far = np.maximum(np.where(sig, far, 0.0) - tol_r, 0.0)
         far[eye_i] = 0.0
         ko = int(np.argmax(far))
