@@ -21,7 +21,8 @@ Example, as any msgpack reader sees the header's `meta`:
      "duration_s": 0.30, "label": "surprise", "scores": {"negative": 0.08, "positive": 0.05,
      "surprise": 0.87}, "confidence": 0.87, "intensity": 1.4, "box": [212.0, 96.0, 180.0, 180.0],
      "model": {"id": "soa-3c-synthetic-3f2a9c1b", "angles_deg": [88.1, 87.4, 90.6, 89.9],
-     "runtime": "onnxruntime"}, "latency_ms": 41.7, "clock": "live", "rois": ["brow_left", "brow_right"]}
+     "runtime": "onnxruntime"}, "latency_ms": 131.4, "stages_ms": {"confirm": 100.1, "perception": 14.2,
+     "classify": 15.8, "events": 1.3}, "clock": "live", "rois": ["brow_left", "brow_right"]}
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1  # of the wire header and the message types; bump on any incompatible change
-EVENT_SCHEMA_VERSION = 1  # of the mer.event fields; bump when EVENT_FIELDS changes
+EVENT_SCHEMA_VERSION = 1  # of the mer.event fields; bump when a field changes meaning or goes (readers
+# ignore keys they do not know, so an added field keeps the version)
 
 EVENT_TOPIC = "mer.event"
 
@@ -125,7 +127,8 @@ TYPES: dict[str, tuple[dict[str, ArraySpec], dict[str, str]]] = {
         {"track_id": "track", "kind": "micro / macro / blink", "onset": "frame idx", "apex": "frame idx",
          "offset": "frame idx", "t_onset_ns": "monotonic", "t_apex_ns": "monotonic",
          "t_offset_ns": "monotonic", "score": "peak / noise", "rois": "ROIs that moved",
-         "box": "x, y, w, h frame px"},
+         "box": "x, y, w, h frame px", "t_close_ns": "capture time of the frame that closed it (monotonic)",
+         "t_sent_ns": "when spot emitted it (monotonic)"},
     ),
     "event": ({}, {"...": "EVENT_FIELDS"}),
     "eos": ({}, {"reason": "why the stream ended (e.g. 'end of file')"}),
@@ -150,6 +153,7 @@ EVENT_FIELDS: dict[str, str] = {
     "box": "[x, y, w, h] face box in frame px at apex",
     "model": "{id, angles_deg, runtime}",
     "latency_ms": "publication time minus capture time of the offset frame (float; null on the media clock)",
+    "stages_ms": "latency_ms by stage: {confirm, perception, classify, events} (null on the media clock)",
     "clock": "live | media: media = a stored file read unpaced, times are file time (str)",
     "rois": "regions that moved (list of str)",
 }

@@ -548,6 +548,17 @@ class TrackSpotter:
             out.append(self._close(forced=True))
         return out
 
+    def provisional(self) -> tuple[int, int] | None:
+        """(onset, apex) frames of the open event as they would close now, once its displacement has
+        passed its peak (None before that, or with no event open): classify can prepare the model input
+        while the event waits for its offset. The apex can still move if the face rises again."""
+        if self.event is None or len(self.totals) < 2 or self.totals[-1] >= max(self.totals):
+            return None
+        if (self.event[-1].t_mono_ns - self.onset.t_mono_ns) * 1e-9 > self.p.micro_max_s:
+            return None  # a macro expression by now: prepared inputs would go unused
+        apex = self.event[int(np.argmax(self.totals))]
+        return self._early_onset(self.onset, apex).frame, apex.frame
+
     def _triggered(self, f: _Frame) -> bool:
         """k_on in some channel now, and that channel moving (k_off) in the frame before too: real
         motion persists over consecutive lagged flows, while one frame's noise does not."""

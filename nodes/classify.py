@@ -6,7 +6,10 @@ loader (TensorRT > PyTorch CUDA > ONNX Runtime > PyTorch CPU, whichever is prese
 with the label, per-class scores, confidence and the model's SOA angles. The scores are the mean over
 the onset->apex flows to the apex frame and to the frames next to it, where the spot node sent them: the
 apex is uncertain by a frame, and a single flow of sub-pixel motion under sensor noise can tip the label.
-Intervals that are already queued are classified in one batch.
+Intervals that are already queued are classified in one batch. A `provisional` interval (an open event
+past its apex, sent by the spot node) has its model inputs computed at once; when the final interval
+arrives with the same crops, only the classifier runs (the input flows were most of the event's
+classification time).
 """
 
 from __future__ import annotations
@@ -24,20 +27,46 @@ from edge.node import Node, Param, Port, register_node
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "edge" / "weights" / "soa_synthetic_3c.pt"
 
 
-def interval_scores(predictor: Any, spec: Any, items: list[tuple[np.ndarray, list[np.ndarray]]]) -> np.ndarray:
-    """Class probabilities (N, C) of N intervals, each given as (onset crop, [apex crop, crops next to it]):
-    the mean over its onset->apex model inputs (edge.data.preprocess.model_input, as training), one batch."""
+def interval_inputs(spec: Any, onset: np.ndarray, apexes: list[np.ndarray]) -> np.ndarray:
+    """(K, C, H, W) model inputs of one interval: onset -> each of its apex crops (edge.data.preprocess.
+    model_input, as training)."""
     from edge.data.preprocess import model_input
 
-    x = np.stack([model_input(onset, apex, spec) for onset, apexes in items for apex in apexes])
-    probs = predictor.predict(x).probs
-    bounds = np.cumsum([0] + [len(apexes) for _, apexes in items])
+    return np.stack([model_input(onset, apex, spec) for apex in apexes])
+
+
+def interval_scores(predictor: Any, spec: Any, items: list[tuple[np.ndarray, list[np.ndarray]]],
+                    inputs: list[np.ndarray | None] | None = None) -> np.ndarray:
+    """Class probabilities (N, C) of N intervals, each given as (onset crop, [apex crop, crops next to it]):
+    the mean over its onset->apex model inputs, one batch. `inputs[i]`, where given, are interval i's
+    inputs already computed (interval_inputs)."""
+    inputs = inputs or [None] * len(items)
+    xs = [x if x is not None else interval_inputs(spec, onset, apexes)
+          for (onset, apexes), x in zip(items, inputs, strict=True)]
+    probs = predictor.predict(np.concatenate(xs)).probs
+    bounds = np.cumsum([0] + [len(x) for x in xs])
     return np.stack([probs[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+
+def _crops(m: Message) -> tuple[np.ndarray, list[np.ndarray]]:
+    return m.arrays["onset"], [m.arrays["apex"], *m.arrays.get("apex_near", ())]
 
 
 def _instant(meta: dict[str, Any], key: str) -> dict[str, int]:
     return {"frame": int(meta.get(key, -1)), "t_mono_ns": int(meta.get(f"t_{key}_ns", 0)),
             "t_wall_ns": int(meta.get(f"wall_{key}_ns", 0))}
+
+
+def _stages(meta: dict[str, Any], t_offset: int) -> dict[str, float] | None:
+    """The event's latency so far, by stage (ms): waiting for the frames that confirm the offset, those
+    frames through capture, face, flow and spot, then classification (with its queue); the events node
+    adds the rest. None when the interval does not carry the spot node's times."""
+    t_close, t_sent = meta.get("t_close_ns"), meta.get("t_sent_ns")
+    if not (t_offset and t_close and t_sent):
+        return None
+    now = time.monotonic_ns()
+    return {"confirm": round((t_close - t_offset) / 1e6, 2), "perception": round((t_sent - t_close) / 1e6, 2),
+            "classify": round((now - t_sent) / 1e6, 2)}
 
 
 @register_node("classify")
@@ -52,10 +81,14 @@ class Classify(Node):
                          choices=("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")),
         "precision": Param(str, "fp16", "TensorRT precision when an engine is built", choices=("fp32", "fp16", "int8")),
         "kinds": Param(list, ["micro"], "interval kinds to classify (micro, macro)"),
+        "threads": Param(int, 1, "CPU threads for the model and its input flows (0: one per core); the "
+                         "per-frame stages need the other cores", min=0),
         "debug_apex_crop": Param(bool, False, "OPT-IN: attach the aligned apex crop (PNG) to events"),
     }
 
     def setup(self) -> None:
+        import cv2
+
         from edge.data.preprocess import PreprocessSpec, model_input
         from edge.geometry import CROP_SIZE
         from edge.model.runtime import open_model
@@ -63,8 +96,10 @@ class Classify(Node):
         if not Path(self.p.model).is_file():
             raise UserError(f"model not found: {self.p.model} (train one with `facesleuth train`, or use the "
                             "shipped weights)")
+        if self.p.threads:
+            cv2.setNumThreads(self.p.threads)
         self.predictor = open_model(self.p.model, prefer=None if self.p.runtime == "auto" else self.p.runtime,
-                                    precision=self.p.precision)
+                                    precision=self.p.precision, threads=self.p.threads)
         meta = self.predictor.meta
         info = meta.get("meta", meta)  # a model file's record nests its metadata; exports carry it flat
         self.spec = PreprocessSpec.from_meta(info)  # the flow backend + params training used
@@ -73,6 +108,7 @@ class Classify(Node):
                            "runtime": self.predictor.runtime}
         self.log.info("model %s on %s, classes %s, angles %s deg", self.model_info["id"], self.predictor.runtime,
                       info.get("classes"), self.model_info["angles_deg"])
+        self.ready: dict[tuple[str, int], tuple[np.ndarray, list[np.ndarray], np.ndarray]] = {}
         # One pass at start-up: the first call of the model-input flow and of the runtime allocates (and
         # on some runtimes compiles), which would otherwise land on the first event's latency.
         crop = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
@@ -82,13 +118,41 @@ class Classify(Node):
         self.process_batch(port, [msg])
 
     def process_batch(self, port: str, msgs: list[Message]) -> None:
-        todo = [m for m in msgs if m.meta.get("kind") in self.p.kinds]
+        todo = []
+        for m in msgs:
+            if m.meta.get("kind") == "provisional":
+                self._prepare(m)
+            elif m.meta.get("kind") in self.p.kinds:
+                todo.append(m)
+            else:  # the event closed as something this node does not classify
+                self.ready.pop((m.stream, int(m.meta.get("track_id", -1))), None)
         if not todo:
             return
-        items = [(m.arrays["onset"], [m.arrays["apex"], *m.arrays.get("apex_near", ())]) for m in todo]
-        probs = interval_scores(self.predictor, self.spec, items)
+        items = [_crops(m) for m in todo]
+        prepared = [self._prepared(m, c) for m, c in zip(todo, items, strict=True)]
+        probs = interval_scores(self.predictor, self.spec, items, prepared)
         for m, p in zip(todo, probs, strict=True):
             self.emit("events", self._event(m, p, self.predictor.classes))
+
+    def _prepare(self, m: Message) -> None:
+        """A provisional interval (an open event past its apex): its model inputs now, while the spot node
+        waits for the offset, so the event's latency holds only the classifier itself."""
+        onset, apexes = _crops(m)
+        key = (m.stream, int(m.meta.get("track_id", -1)))
+        self.ready.pop(key, None)
+        self.ready[key] = (onset, apexes, interval_inputs(self.spec, onset, apexes))
+        while len(self.ready) > 64:  # tracks that ended with an event open
+            self.ready.pop(next(iter(self.ready)))
+
+    def _prepared(self, m: Message, crops: tuple[np.ndarray, list[np.ndarray]]) -> np.ndarray | None:
+        """The inputs prepared for this interval's very crops, if any."""
+        ready = self.ready.pop((m.stream, int(m.meta.get("track_id", -1))), None)
+        if ready is None:
+            return None
+        onset, apexes, x = ready
+        same = len(apexes) == len(crops[1]) and np.array_equal(onset, crops[0]) and all(
+            np.array_equal(a, b) for a, b in zip(apexes, crops[1], strict=True))
+        return x if same else None
 
     def _event(self, m: Message, probs: np.ndarray, classes: list[str]) -> Message:
         meta = m.meta
@@ -110,6 +174,7 @@ class Classify(Node):
             ev["debug_apex_crop"] = cv2.imencode(".png", np.ascontiguousarray(m.arrays["apex"]))[1].tobytes()
         # Capture time of the offset frame: the events node measures the end-to-end latency from it.
         t_offset = offset["t_mono_ns"] or m.t_mono_ns
+        ev["stages_ms"] = _stages(meta, t_offset) if m.meta.get("clock", "live") == "live" else None
         out = m.derive("event", ev)
         out.t_mono_ns = t_offset
         out.frame = offset["frame"]

@@ -72,6 +72,9 @@ class EventsSink(Node):
         ev.setdefault("clock", "live")
         if "latency_ms" not in ev:
             ev["latency_ms"] = msg.latency_ms()  # null on the media clock
+            stages = ev.setdefault("stages_ms", None)
+            if stages and ev["latency_ms"] is not None:
+                ev["stages_ms"] = {**stages, "events": round(ev["latency_ms"] - sum(stages.values()), 2)}
         self.log_db.append(ev)  # durable first: assigns ev["seq"]
         self.server.publish(ev)
         self.emit("stored", msg.derive("event", ev))

@@ -52,7 +52,8 @@ class FaceNode(Node):
         faces = tracker.track(msg.arrays["image"])
         self.last[msg.stream] = msg
         self.emit("crops", msg.derive("crops", self._meta(tracker, faces.head_motion, faces.ended), faces.arrays()))
-        tracker.detect()  # after the crops are sent: detection stays out of the frame's latency
+        tracker.detect(background=True)  # after the crops are sent, and in a thread: detection stays out
+        # of this frame's latency and of the next one's
 
     def _meta(self, tracker: FaceTracker, head_motion: list[float], ended: list[int]) -> dict:
         return {"crop_size": tracker.size, "landmarks": tracker.landmarks, "ended": ended,

@@ -2,7 +2,9 @@
 
 The `crops` input gives, per frame and track, the aligned crop (kept in a short ring so that the onset and
 apex crops can travel with the interval), head motion, stabilisation residual and ended tracks; the
-`flows` input drives the spotter. An interval is emitted as soon as its offset is seen. Discarded
+`flows` input drives the spotter. An interval is emitted as soon as its offset is seen; before that, once
+an open event is past its apex, a `provisional` one with its onset and apex crops lets classify prepare
+the model input (sent again if the apex moves). Discarded
 intervals (head motion, track loss, dropped frames) are logged with their reason and, only with
 `emit_discarded`, also emitted with kind "other" and meta `discarded` (for debugging views).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -94,6 +97,7 @@ class SpotNode(Node):
         # (stream, track) -> ring of (frame, crop, box); per stream, the last crops message seen
         self.crops: dict[tuple[str, int], deque[tuple[int, np.ndarray, list[float]]]] = {}
         self.order: dict[str, FrameOrder] = {}  # per stream: the two inputs merged in frame order
+        self.provisional_sent: dict[tuple[str, int], tuple[int, int]] = {}  # (stream, track) -> (onset, apex)
         self.log.info("spot params %s", sp)
 
     def _spotter(self, stream: str) -> Spotter:
@@ -151,6 +155,35 @@ class SpotNode(Node):
         for flow, tid, ref in zip(a["flows"], a["track_ids"], a["ref_frames"], strict=True):
             for iv in sp.push(msg.frame, msg.t_mono_ns, msg.t_wall_ns, int(tid), int(ref), flow):
                 self._send(msg, iv)
+            self._provisional(msg, sp, int(tid))
+
+    def _provisional(self, msg: Message, sp: Spotter, tid: int) -> None:
+        """Send an open event's onset and apex crops once it is past its apex (again if they move), kind
+        `provisional`: classify prepares the model input from them before the interval closes."""
+        t = sp.tracks.get(tid)
+        pv = t.provisional() if t is not None else None
+        if pv is None or self.provisional_sent.get((msg.stream, tid)) == pv:
+            return
+        arrays = self._interval_crops(msg.stream, tid, *pv)
+        if arrays is not None:
+            self.provisional_sent[(msg.stream, tid)] = pv
+            self.emit("intervals", msg.derive("intervals", {"track_id": tid, "kind": "provisional", "onset": pv[0],
+                                                            "apex": pv[1]}, arrays))
+
+    def _interval_crops(self, stream: str, tid: int, onset_frame: int, apex_frame: int
+                        ) -> dict[str, np.ndarray] | None:
+        """The crops an interval carries: onset, apex and the frames next to the apex (None if not kept)."""
+        onset, _ = self._crop_at(stream, tid, onset_frame)
+        apex, _ = self._crop_at(stream, tid, apex_frame)
+        if onset is None or apex is None:
+            return None
+        arrays = {"onset": onset, "apex": apex}
+        # The frames next to the apex too: the apex frame is uncertain by one, and one onset->apex flow of
+        # sub-pixel motion under noise can tip the classifier (classify averages over them).
+        near = [c for f, c, _ in self.crops.get((stream, tid), ()) if abs(f - apex_frame) == 1]
+        if near:
+            arrays["apex_near"] = np.stack(near)
+        return arrays
 
     def _crop_at(self, stream: str, tid: int, frame: int) -> tuple[np.ndarray | None, list[float]]:
         """The kept crop of (stream, tid) nearest to `frame` (and its box)."""
@@ -163,9 +196,9 @@ class SpotNode(Node):
     def _send(self, msg: Message, iv: Interval) -> None:
         if iv.discarded and not self.p.emit_discarded:
             return
-        onset, _ = self._crop_at(msg.stream, iv.track_id, iv.onset)
-        apex, box = self._crop_at(msg.stream, iv.track_id, iv.apex)
-        if onset is None or apex is None:
+        arrays = self._interval_crops(msg.stream, iv.track_id, iv.onset, iv.apex)
+        _, box = self._crop_at(msg.stream, iv.track_id, iv.apex)
+        if arrays is None:
             self.log.warning("track %d: no crops kept for interval %d-%d; not emitted", iv.track_id,
                              iv.onset, iv.offset)
             return
@@ -174,15 +207,12 @@ class SpotNode(Node):
                 "t_onset_ns": iv.t_onset_ns, "t_apex_ns": iv.t_apex_ns, "t_offset_ns": iv.t_offset_ns,
                 "wall_onset_ns": iv.wall_onset_ns, "wall_apex_ns": iv.wall_apex_ns,
                 "wall_offset_ns": iv.wall_offset_ns, "duration_s": round(iv.duration_s, 4),
-                "score": round(iv.score, 2), "intensity": round(iv.intensity, 3), "rois": iv.rois, "box": box}
+                "score": round(iv.score, 2), "intensity": round(iv.intensity, 3), "rois": iv.rois, "box": box,
+                # for the event's latency breakdown: capture time of the frame that closed the interval,
+                # and when it left here
+                "t_close_ns": msg.t_mono_ns, "t_sent_ns": time.monotonic_ns()}
         if iv.discarded:
             meta["discarded"] = iv.discarded
-        arrays = {"onset": onset, "apex": apex}
-        # The frames next to the apex too: the apex frame is uncertain by one, and one onset->apex flow of
-        # sub-pixel motion under noise can tip the classifier (classify averages over them).
-        near = [c for f, c, _ in self.crops.get((msg.stream, iv.track_id), ()) if abs(f - iv.apex) == 1]
-        if near:
-            arrays["apex_near"] = np.stack(near)
         out = msg.derive("intervals", meta, arrays)
         self.emit("intervals", out)
 

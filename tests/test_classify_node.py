@@ -38,6 +38,33 @@ def test_scores_are_the_mean_over_the_apex_and_its_neighbours():
     assert not np.allclose(each.mean(0), each[0], atol=1e-2)  # the neighbours did change the scores
 
 
+def test_a_provisional_interval_prepares_the_inputs_of_the_final_one(monkeypatch):
+    """The spot node sends an open event's crops once it is past its apex: the model inputs are computed
+    then, and the final interval with the same crops only runs the classifier (same scores)."""
+    import nodes.classify as classify
+
+    node = _node()
+    onset, apex, _ = make_samples(3, "lab200", seed=11)
+    arrays = {"onset": onset[0], "apex": apex[0], "apex_near": np.stack([apex[1], apex[2]])}
+    final = {"kind": "micro", "track_id": 1, "onset": 10, "apex": 14, "offset": 20}
+    node.process_batch("intervals", [Message("intervals", "cam0", frame=100, arrays=arrays, meta=final)])
+    cold = node.emitted[-1][1].meta["scores"]
+    computed = []
+    real = classify.interval_inputs
+    monkeypatch.setattr(classify, "interval_inputs", lambda *a: computed.append(1) or real(*a))
+    node.process_batch("intervals", [Message("intervals", "cam0", frame=16, arrays=arrays, meta={
+        "kind": "provisional", "track_id": 1, "onset": 10, "apex": 14})])
+    assert len(computed) == 1 and len(node.emitted) == 1  # prepared, nothing published
+    node.process_batch("intervals", [Message("intervals", "cam0", frame=100, arrays=arrays, meta=final)])
+    assert len(computed) == 1 and node.emitted[-1][1].meta["scores"] == cold
+    # Crops that differ from the prepared ones (the apex moved after it was sent) are computed afresh.
+    node.process_batch("intervals", [Message("intervals", "cam0", frame=16, arrays=arrays, meta={
+        "kind": "provisional", "track_id": 1, "onset": 10, "apex": 14})])
+    moved = {**arrays, "apex": apex[1], "apex_near": apex[2][None]}
+    node.process_batch("intervals", [Message("intervals", "cam0", frame=100, arrays=moved, meta=final)])
+    assert len(computed) == 3 and node.emitted[-1][1].meta["scores"] != cold
+
+
 def test_apex_near_of_the_wrong_shape_is_a_schema_error():
     crop = np.zeros((128, 128), np.uint8)
     msg = Message("intervals", "cam0", frame=1, arrays={"onset": crop, "apex": crop, "apex_near": crop},

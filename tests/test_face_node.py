@@ -3,6 +3,7 @@ the wire (edge.transport pack/unpack) intact."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -64,17 +65,30 @@ def test_face_node_emits_contract_crops(clip_frames):
 
 def test_face_node_sends_a_frames_crops_before_its_detection_round(clip_frames):
     """Detection costs ~15-40 ms every few frames: run before the send it was in the latency of every event
-    that closed on such a frame. The node sends the crops first, then runs the round."""
+    that closed on such a frame, and run inline after it, in the latency of the next frame. The node sends
+    the crops first and runs the detector in a thread while the next frame is tracked and sent."""
     node = get_node_class("face").for_test(params={"landmarks": "eyes", "detect_every": 3})
     node.setup()
     tracker = node._first
-    sent_before: list[int] = []  # crops messages already sent when each detection ran
+    gate = threading.Event()
+    started: list[int] = []  # crops messages already sent when each detection started / finished
+    finished: list[int] = []
     detect = tracker.detector.detect
-    tracker.detector.detect = lambda g: sent_before.append(len(node.emitted)) or detect(g)
+
+    def slow(g: np.ndarray) -> list:
+        started.append(len(node.emitted))
+        gate.wait(10)
+        finished.append(len(node.emitted))
+        return detect(g)
+
+    tracker.detector.detect = slow
+    threading.Timer(1.0, gate.set).start()  # the first round takes a second
     for k, f in enumerate(clip_frames[:10]):
         node.process("frames", Message("frame", "cam0", k, k, time.monotonic_ns(), time.time_ns(),
                                        {"source": "test", "fps": 25.0}, {"image": f}))
-    assert sent_before[:4] == [1, 4, 7, 10], sent_before  # frames 0, 3, 6, 9: after their own crops
+    node.end_of_stream()  # waits for the last round
+    assert started[0] == 1 and finished[0] == 2, (started, finished)  # frame 1 went out meanwhile
+    assert started == [1, 4, 7, 10], started  # frames 0, 3, 6, 9: after their own crops
     assert any(len(m.arrays["track_ids"]) for _, m in node.emitted)  # and faces are still found and tracked
 
 

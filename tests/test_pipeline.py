@@ -171,6 +171,12 @@ connections:""")
     # Every event classify produced (as counted on its other link) is in the durable log, gap-free.
     assert len(logged) == summary["micro_events"] + summary["other_events"]
     assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
+    # Paced like a camera: each event's latency comes with its breakdown by stage, which adds up to it.
+    for e in logged:
+        st = e["stages_ms"]
+        assert set(st) == {"confirm", "perception", "classify", "events"}, st
+        assert st["confirm"] >= 0 and st["perception"] > 0 and st["classify"] > 0, st
+        assert sum(st.values()) == pytest.approx(e["latency_ms"], abs=0.05), (st, e["latency_ms"])
 
 
 def _events_so_far(db: Path) -> list[dict]:

@@ -473,6 +473,11 @@ def test_spot_node_emits_intervals_with_crops(clip_1px, tmp_path):
     assert m.meta["box"] == [10.0, 20.0, 256.0, 256.0] and m.meta["t_offset_ns"] >= m.meta["t_onset_ns"]
     # Emitted once the offset is seen: a few frames after it, not at the end of the clip.
     assert m.frame - m.meta["offset"] <= 2 * LAG
+    # Before that, once past the apex, a provisional interval with the same crops (classify prepares them).
+    early = [p for p in ivs if p.meta["kind"] == "provisional" and (p.meta["onset"], p.meta["apex"]) == (
+        m.meta["onset"], m.meta["apex"])]
+    assert early and early[-1].frame < m.frame, [(p.meta, p.frame) for p in ivs]
+    assert all(np.array_equal(early[-1].arrays[k], m.arrays[k]) for k in ("onset", "apex", "apex_near"))
 
 
 def test_spot_node_gives_the_same_intervals_whatever_order_its_two_inputs_arrive_in(clip_1px):
@@ -492,7 +497,7 @@ def test_spot_node_gives_the_same_intervals_whatever_order_its_two_inputs_arrive
         for port, msg in order:
             node.process(port, msg)
         node.end_of_stream()
-        return [(m.meta["kind"], m.meta["onset"], m.meta["offset"], m.meta.get("discarded", ""))
+        return [(m.meta["kind"], m.meta["onset"], m.meta.get("offset"), m.meta.get("discarded", ""))
                 for port, m in node.emitted if port == "intervals"]
 
     in_order = run(msgs)

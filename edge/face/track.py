@@ -11,12 +11,16 @@ Rules:
 - Death: a track unmatched in `max_missed` detection rounds in a row, or lost for longer than that, or a
   duplicate of an older track (boxes overlapping by IoU > 0.5), ends; ids are never reused.
 - A frame's detection round runs after its crops are out (track(), then detect()): births, re-locks and
-  ends show in the next frame's output, and detection is never in a frame's latency.
+  ends show in the next frame's output, and detection is never in a frame's latency. With
+  detect(background=True) (the face node) the detector itself runs in a worker thread while the next
+  frame is awaited and tracked (OpenCV releases the GIL), and the round's results are applied after that
+  frame's crops are out: they show one frame later, at the same frame on every run.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -129,6 +133,9 @@ class FaceTracker:
         self._grey: np.ndarray | None = None  # the last tracked frame, until its detection round has run
         self._ended: list[int] = []  # confirmed tracks ended by that round, for the next output
         self._detected = False  # whether that round ran (the next output searches landmarks again)
+        # a round whose detector runs in the background: (detections, its frame, scheduled)
+        self._round: tuple[Future, np.ndarray, bool] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._next_id = 0
         log.info("face tracker: detector %s, landmarks %s, detect every %d frames",
                  self.detector.name, self.landmarks, detect_every)
@@ -161,19 +168,37 @@ class FaceTracker:
         self._ended, self._detected, self._grey = [], False, grey
         return out
 
-    def detect(self) -> None:
+    def detect(self, background: bool = False) -> None:
         """Run the detection round due on the frame last passed to track(), if any: every
-        `detect_every` frames, and every frame while a track has lost its lock."""
+        `detect_every` frames, and every frame while a track has lost its lock. `background`: run the
+        detector in a worker thread and apply its results at the next call (after the next frame's
+        crops are out) instead of now."""
+        self._apply_round()
         grey, self._grey = self._grey, None
         if grey is None:
             return
         scheduled = self.frame_index % self.detect_every == 0
         if scheduled or any(t.lost for t in self.tracks):
-            self._ended += self._associate(grey, drop_enclosing(self.detector.detect(grey)), scheduled)
-            self._detected = True
+            if background:
+                self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="face-detect")
+                self._round = (self._pool.submit(self.detector.detect, grey), grey, scheduled)
+            else:
+                done: Future = Future()
+                done.set_result(self.detector.detect(grey))
+                self._round = (done, grey, scheduled)
+                self._apply_round()
         for t in list(self.tracks):
             if t.lost > self.max_missed * self.detect_every:
                 self._ended += self._end(t, "lost")
+
+    def _apply_round(self) -> None:
+        """Births, re-locks and ends from the pending detection round (waits for its detector)."""
+        if self._round is None:
+            return
+        dets, grey, scheduled = self._round
+        self._round = None
+        self._ended += self._associate(grey, drop_enclosing(dets.result()), scheduled)
+        self._detected = True
 
     def _associate(self, grey: np.ndarray, dets: list[Detection], scheduled: bool) -> list[int]:
         """Match detections to tracks; births and deaths. Only `scheduled` rounds count as misses, so
@@ -281,6 +306,10 @@ class FaceTracker:
 
     def close(self) -> TrackedFaces:
         """End every track (end of stream): an empty frame whose `ended` lists the confirmed ids."""
+        self._apply_round()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         ended = self._ended + [t.id for t in self.tracks if t.confirmed]
         self.tracks.clear()
         self._ended, self._grey = [], None

@@ -136,13 +136,17 @@ def _torch_fn(module: Any, device: str) -> Any:
     return run
 
 
-def _ort_session(path_or_bytes: Any) -> Any:
+def _ort_session(path_or_bytes: Any, threads: int = 0) -> Any:
     import onnxruntime as ort
 
     wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     providers = [p for p in wanted if p in ort.get_available_providers()]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads > 0:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        # idle pool threads otherwise spin for a while after each run, on cores other stages need
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(path_or_bytes, opts, providers=providers)
     log.info("onnxruntime providers: %s", ", ".join(sess.get_providers()))
     return sess
@@ -192,7 +196,7 @@ def _sniff(path: Path) -> str:
 
 
 def open_model(path: str | Path, prefer: str | None = None, precision: str = "fp16", max_batch: int = 16,
-               cache_dir: str | Path | None = None) -> Predictor:
+               cache_dir: str | Path | None = None, threads: int = 0) -> Predictor:
     """Open any model form on the best runtime present (or the one named by `prefer`).
 
     Args:
@@ -200,15 +204,19 @@ def open_model(path: str | Path, prefer: str | None = None, precision: str = "fp
         prefer: force a runtime from RUNTIMES; Unavailable if it cannot run here.
         precision: TensorRT precision when an engine is built ("fp32", "fp16", "int8").
         max_batch: largest batch a TensorRT engine accepts (others are split).
+        threads: CPU threads of the ONNX Runtime session or of PyTorch (process-wide), 0 = the runtime's
+            default (one per core): a pipeline node that shares the cores with other stages wants 1.
     """
     path = Path(path)
+    if threads > 0:
+        torch.set_num_threads(threads)
     if not path.is_file():
         raise UserError(f"model not found: {path}")
     if prefer is not None and prefer not in RUNTIMES:
         raise UserError(f"unknown runtime {prefer!r}; choose from {', '.join(RUNTIMES)}")
     kind = _sniff(path)
     if kind == "model":
-        return _open_model_file(path, prefer, precision, max_batch, cache_dir)
+        return _open_model_file(path, prefer, precision, max_batch, cache_dir, threads)
     if kind == "onnx":
         if prefer not in (None, "onnxruntime"):
             raise UserError(f"{path} is ONNX; it runs on onnxruntime, not {prefer}")
@@ -224,7 +232,7 @@ def open_model(path: str | Path, prefer: str | None = None, precision: str = "fp
                             f"({type(e).__name__})") from None
         meta = json.loads({p.key: p.value for p in proto.metadata_props}.get(META_KEY, "{}"))
         log.info("runtime: onnxruntime (%s)", path.name)
-        return Predictor(_ort_fn(_ort_session(str(path))), "onnxruntime", meta)
+        return Predictor(_ort_fn(_ort_session(str(path), threads)), "onnxruntime", meta)
     device = _torch_device(None if (prefer == "tensorrt" and kind == "exported") else prefer, path)
     if kind == "torchscript":
         extra = {META_KEY: ""}
@@ -262,7 +270,7 @@ def _torch_device(prefer: str | None, path: Path) -> str:
 
 
 def _open_model_file(path: Path, prefer: str | None, precision: str, max_batch: int,
-                     cache_dir: str | Path | None) -> Predictor:
+                     cache_dir: str | Path | None, threads: int) -> Predictor:
     rec = read_record(path)
     if rec.get("format") != FORMAT:
         raise UserError(f"{path} is not a model file")
@@ -279,7 +287,7 @@ def _open_model_file(path: Path, prefer: str | None, precision: str, max_batch: 
         if rt == "tensorrt":
             fn = _tensorrt_fn(model, rec, precision, max_batch, cache_dir)
         elif rt == "onnxruntime":
-            fn = _ort_fn(_ort_session(_cached_onnx(model, rec, cache_dir)))
+            fn = _ort_fn(_ort_session(_cached_onnx(model, rec, cache_dir), threads))
         else:
             dev = "cuda" if rt == "torch-cuda" else "cpu"
             fn = _torch_fn(model.to(dev), dev)
