@@ -552,12 +552,24 @@ class TrackSpotter:
         """(onset, apex) frames of the open event as they would close now, once its displacement has
         passed its peak (None before that, or with no event open): classify can prepare the model input
         while the event waits for its offset. The apex can still move if the face rises again."""
-        if self.event is None or len(self.totals) < 2 or self.totals[-1] >= max(self.totals):
+        if self.event is None:
+            return self._bump_provisional()
+        if len(self.totals) < 2 or self.totals[-1] >= max(self.totals):
             return None
         if (self.event[-1].t_mono_ns - self.onset.t_mono_ns) * 1e-9 > self.p.micro_max_s:
             return None  # a macro expression by now: prepared inputs would go unused
         apex = self.event[int(np.argmax(self.totals))]
         return self._early_onset(self.onset, apex).frame, apex.frame
+
+    def _bump_provisional(self) -> tuple[int, int] | None:
+        """provisional() of a pending rise-and-return candidate, once its apex can be measured."""
+        if self.cand is None or not self.frames:
+            return None
+        shape = self._bump_shape(self.frames[-1])
+        if isinstance(shape, str):
+            return None
+        _, on, apex = self._bump_onset_apex(shape[0], shape[1], shape[2], self.frames[-1])
+        return on.frame, apex.frame
 
     def _triggered(self, f: _Frame) -> bool:
         """k_on in some channel now, and that channel moving (k_off) in the frame before too: real
@@ -846,25 +858,15 @@ class TrackSpotter:
         at post + edge_frac of the return: a baseline from before and after, so drift is not an event."""
         p, cand, t = self.p, self.cand, f.frame
         assert cand is not None
-        fps = self.fps()
-        if (t - cand["apex"]) / fps > 2 * p.micro_max_s:  # not still by now: not a micro-expression
+        if (t - cand["apex"]) / self.fps() > 2 * p.micro_max_s:  # not still by now: not a micro-expression
             self.cand = None
             return None
-        start = cand["apex"] - 2 * self.widths[-1] - 2
-        ev = [g for g in self.frames if start <= g.frame <= t and g.acc is not None]
-        ia = next((k for k, g in enumerate(ev) if g.frame >= cand["apex"]), None)
-        if ia is None or ia == 0:
+        shape = self._bump_shape(f)
+        if shape == "cancel":
             self.cand = None
+        if isinstance(shape, str):
             return None
-        ch = cand["zc"] >= p.k_off
-        wgt = cand["zc"][ch] / np.linalg.norm(cand["zc"][ch])
-        A = np.stack([g.acc[ch] for g in ev])  # (T, c, 2)
-        P = ((A * cand["dirs"][ch]).sum(2) / self.bnoise[cand["i"]][ch]) @ wgt
-        half = max(1, cand["w"] // 2)
-        lo, hi = max(1, ia - half), min(len(ev) - 2, ia + half)
-        if hi < lo:
-            return None
-        ia = lo + int(np.argmax(P[lo:hi + 1]))
+        ev, P, ia, ch = shape
         j = ia
         for k in range(ia + 1, len(ev)):
             if P[k] < P[j] - 1.0:
@@ -877,15 +879,12 @@ class TrackSpotter:
         self.cand = None
         if peak - post < p.return_frac * (peak - pre):
             return None
-        ko = max(k for k in range(ia) if P[k] <= pre + p.edge_frac * (peak - pre))
+        ko, on, apex = self._bump_onset_apex(ev, P, ia, f)
         kf = min(k for k in range(ia + 1, len(ev)) if P[k] <= post + p.edge_frac * (peak - post))
-        # acc[t] is the face's displacement averaged over frames t - lag + 1 .. t (a running sum of lagged
-        # flows / lag), so it trails the face by (lag - 1) / 2 frames: onset and apex move back by that.
-        # The offset stays: edge_frac of a tapering return is reached before the face is back, which the
-        # trailing cancels (moved back too, offsets came 1.3 frames early on the bench and IoU fell), and
-        # the event's latency is counted from it.
-        s = (max(1, f.frame - f.ref) - 1) // 2
-        on, apex, off = ev[max(0, ko - s)], ev[ia - s], ev[kf]
+        # The offset is not moved back like the onset and apex (see _bump_onset_apex): edge_frac of a
+        # tapering return is reached before the face is back, which the trailing cancels (moved back too,
+        # offsets came 1.3 frames early on the bench and IoU fell), and the event's latency counts from it.
+        off = ev[kf]
         ev = ev[ko:]
         for g in ev:
             g.busy = True
@@ -893,6 +892,35 @@ class TrackSpotter:
         iv = self._describe(ev, on, apex, off, D, ch, cand["z"], False, "", max(1, f.frame - f.ref))
         self.quiet_from = off.frame
         return iv
+
+    def _bump_shape(self, f: _Frame) -> tuple[list[_Frame], np.ndarray, int, np.ndarray] | str:
+        """The pending bump's curve up to frame f: (frames from before its rise, P, apex index in them, the
+        channels), or "wait" (too few frames past the apex) or "cancel" (no history before it)."""
+        p, cand = self.p, self.cand
+        start = cand["apex"] - 2 * self.widths[-1] - 2
+        ev = [g for g in self.frames if start <= g.frame <= f.frame and g.acc is not None]
+        ia = next((k for k, g in enumerate(ev) if g.frame >= cand["apex"]), None)
+        if ia is None or ia == 0:
+            return "cancel"
+        ch = cand["zc"] >= p.k_off
+        wgt = cand["zc"][ch] / np.linalg.norm(cand["zc"][ch])
+        A = np.stack([g.acc[ch] for g in ev])  # (T, c, 2)
+        P = ((A * cand["dirs"][ch]).sum(2) / self.bnoise[cand["i"]][ch]) @ wgt
+        half = max(1, cand["w"] // 2)
+        lo, hi = max(1, ia - half), min(len(ev) - 2, ia + half)
+        if hi < lo:
+            return "wait"
+        return ev, P, lo + int(np.argmax(P[lo:hi + 1])), ch
+
+    def _bump_onset_apex(self, ev: list[_Frame], P: np.ndarray, ia: int, f: _Frame) -> tuple[int, _Frame, _Frame]:
+        """(ko, onset, apex) of a bump: ev[ko] is the last frame before the apex at pre + edge_frac of the
+        rise. acc[t] is the face's displacement averaged over frames t - lag + 1 .. t (a running sum of
+        lagged flows / lag), so it trails the face by (lag - 1) / 2 frames: onset and apex move back by
+        that from ev[ko] and ev[ia]."""
+        pre, peak = float(P[:ia + 1].min()), float(P[ia])
+        ko = max(k for k in range(ia) if P[k] <= pre + self.p.edge_frac * (peak - pre))
+        s = (max(1, f.frame - f.ref) - 1) // 2
+        return ko, ev[max(0, ko - s)], ev[ia - s]
 
     def finish(self, reason: str = "") -> list[Interval]:
         """The stream or the track ended: close an open event (discarded with `reason` if given)."""

@@ -402,6 +402,26 @@ def test_track_loss_discards_an_open_event():
     assert len(out) == 1 and out[0].discarded == "track lost"
 
 
+def test_provisional_onset_and_apex_come_before_the_interval_and_match_it():
+    """Both detectors tell, before an interval closes, the onset and apex it will have (the spot node sends
+    them so classify can prepare the model input): the onset threshold once the event is past its apex,
+    the rise-and-return score once its apex can be measured."""
+    for amp, params in ((0.3, SpotParams(k_on=1e9)), (1.0, SpotParams(k_bump=1e9))):
+        ev = micro_events(amp)
+        fl = flows(render(int(7.5 * FPS), ev, sigma=1.0, seed=1))
+        sp, seen, found = Spotter(params), {}, []
+        for k, ref, uv in fl:
+            t = int(round(k / FPS * 1e9))
+            for iv in sp.push(k, t, t, 1, ref, uv):
+                if iv.kind == "micro" and not iv.discarded:
+                    found.append(((iv.onset, iv.apex), k))
+            pv = sp.tracks[1].provisional()
+            if pv is not None:
+                seen.setdefault(pv, k)
+        assert len(found) >= 3, found
+        assert all(key in seen and seen[key] < k for key, k in found), (found, seen)
+
+
 def test_rise_and_return_spots_micros_below_the_onset_threshold():
     """0.3 px micro-expressions: the onset threshold alone finds few; the rise-and-return score (in its own
     noise units) finds most, with no false micro events."""
@@ -474,10 +494,11 @@ def test_spot_node_emits_intervals_with_crops(clip_1px, tmp_path):
     # Emitted once the offset is seen: a few frames after it, not at the end of the clip.
     assert m.frame - m.meta["offset"] <= 2 * LAG
     # Before that, once past the apex, a provisional interval with the same crops (classify prepares them).
-    early = [p for p in ivs if p.meta["kind"] == "provisional" and (p.meta["onset"], p.meta["apex"]) == (
-        m.meta["onset"], m.meta["apex"])]
-    assert early and early[-1].frame < m.frame, [(p.meta, p.frame) for p in ivs]
-    assert all(np.array_equal(early[-1].arrays[k], m.arrays[k]) for k in ("onset", "apex", "apex_near"))
+    for m in micro_ivs:
+        early = [p for p in ivs if p.meta["kind"] == "provisional" and (p.meta["onset"], p.meta["apex"]) == (
+            m.meta["onset"], m.meta["apex"])]
+        assert early and early[-1].frame < m.frame, [(p.meta, p.frame) for p in ivs]
+        assert all(np.array_equal(early[-1].arrays[k], m.arrays[k]) for k in ("onset", "apex", "apex_near"))
 
 
 def test_spot_node_gives_the_same_intervals_whatever_order_its_two_inputs_arrive_in(clip_1px):
