@@ -47,27 +47,10 @@ def _events(db: Path) -> list[dict]:
         return list(log.query())
 
 
-def test_batch_job_on_a_file_spots_and_labels_micro_expressions(tmp_path):
-    script = [{"t": 1.5, "kind": "micro", "label": "surprise", "amplitude_px": 1.5},
-              {"t": 4.0, "kind": "blink"},
-              {"t": 6.0, "kind": "micro", "label": "positive", "amplitude_px": 1.5},
-              {"t": 9.0, "kind": "micro", "label": "negative", "amplitude_px": 1.2}]
-    clip, truth = _clip(tmp_path, "micro", script, duration=11.5)
-    out = _run_video(clip, tmp_path / "ev.db")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "every stream ended" in out.stdout  # the batch job ended by itself at the end of the file
-    events = _events(tmp_path / "ev.db")
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    # A file read unpaced runs on the media clock: file time against wall time is no latency.
-    assert events and all(e["clock"] == "media" and e["latency_ms"] is None for e in events), events[:1]
-    s = score(truth, events)
-    assert s["f1"] >= 0.9, s
-    assert s["label_accuracy"] is not None and s["label_accuracy"] >= 0.8 - 1e-9, s
-
-
 @pytest.mark.parametrize("amplitude,floor", [(1.0, 0.9), (0.5, 0.75)], ids=["1px", "half_px"])
 def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor):
-    """The issue's sensitivity targets through the real processes on written video files: F1 >= 0.9 where
+    """The batch job (`facesleuth run configs/video.yaml --set capture.path=FILE`) and the issue's
+    sensitivity targets through the real processes on written video files: F1 >= 0.9 where
     micro movements reach 1 px at apex, >= 0.75 at 0.5 px, both under sigma = 3 sensor noise, among a blink,
     a head movement and a macro expression per clip (the bench's suite: 5 micro-expressions a clip).
     The job is deterministic (the spot node merges its inputs in frame order), so these files give the same
@@ -84,9 +67,14 @@ def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor):
     for seed in seeds:
         with (tmp_path / f"run{seed}.log").open("w") as log:  # the child keeps its own copy of the handle
             jobs.append(subprocess.Popen(_video_cmd(tmp_path / f"small{seed}.avi", tmp_path / f"ev{seed}.db"),
-                                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log))
+                                         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT))
     for seed, job in zip(seeds, jobs, strict=True):
-        assert job.wait(timeout=240) == 0, (tmp_path / f"run{seed}.log").read_text()[-3000:]
+        log = (tmp_path / f"run{seed}.log").read_text() if job.wait(timeout=240) == 0 else ""
+        assert "every stream ended" in log, (tmp_path / f"run{seed}.log").read_text()[-3000:]  # ended by itself
+        logged = _events(tmp_path / f"ev{seed}.db")
+        assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
+        # A file read unpaced runs on the media clock: file time against wall time is no latency.
+        assert logged and all(e["clock"] == "media" and e["latency_ms"] is None for e in logged), logged[:1]
     for i, (seed, doc) in enumerate(zip(seeds, docs, strict=True)):
         # The clips one after the other on one timeline: the scorecard matches frames, so shift each.
         shift = 100_000 * i
@@ -98,6 +86,8 @@ def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor):
             events.append(e)
     s = score(truth, events)
     assert s["micro_truth"] == 5 * len(seeds) and s["f1"] >= floor, {k: s[k] for k in ("tp", "fp", "fn", "f1")}
+    if amplitude >= 1.0:  # the shipped weights label what was found (at 0.5 px they see mostly noise)
+        assert s["label_accuracy"] is not None and s["label_accuracy"] >= 0.8 - 1e-9, s
 
 
 def test_distractors_alone_give_no_micro_events(tmp_path):
