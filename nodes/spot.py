@@ -143,6 +143,7 @@ class SpotNode(Node):
             for iv in sp.end_track(int(tid), "track lost"):
                 self._send(msg, iv)
             self.crops.pop((msg.stream, int(tid)), None)
+            self.provisional_sent.pop((msg.stream, int(tid)), None)
 
     def _keep(self, sp: Spotter, tid: int) -> float:
         t = sp.tracks.get(tid)
@@ -164,17 +165,18 @@ class SpotNode(Node):
         pv = t.provisional() if t is not None else None
         if pv is None or self.provisional_sent.get((msg.stream, tid)) == pv:
             return
-        arrays = self._interval_crops(msg.stream, tid, *pv)
-        if arrays is not None:
+        crops = self._interval_crops(msg.stream, tid, *pv)
+        if crops is not None:
             self.provisional_sent[(msg.stream, tid)] = pv
             self.emit("intervals", msg.derive("intervals", {"track_id": tid, "kind": "provisional", "onset": pv[0],
-                                                            "apex": pv[1]}, arrays))
+                                                            "apex": pv[1]}, crops[0]))
 
     def _interval_crops(self, stream: str, tid: int, onset_frame: int, apex_frame: int
-                        ) -> dict[str, np.ndarray] | None:
-        """The crops an interval carries: onset, apex and the frames next to the apex (None if not kept)."""
+                        ) -> tuple[dict[str, np.ndarray], list[float]] | None:
+        """The crops an interval carries (onset, apex and the frames next to the apex) and the face box at
+        the apex; None if they are not kept."""
         onset, _ = self._crop_at(stream, tid, onset_frame)
-        apex, _ = self._crop_at(stream, tid, apex_frame)
+        apex, box = self._crop_at(stream, tid, apex_frame)
         if onset is None or apex is None:
             return None
         arrays = {"onset": onset, "apex": apex}
@@ -183,7 +185,7 @@ class SpotNode(Node):
         near = [c for f, c, _ in self.crops.get((stream, tid), ()) if abs(f - apex_frame) == 1]
         if near:
             arrays["apex_near"] = np.stack(near)
-        return arrays
+        return arrays, box
 
     def _crop_at(self, stream: str, tid: int, frame: int) -> tuple[np.ndarray | None, list[float]]:
         """The kept crop of (stream, tid) nearest to `frame` (and its box)."""
@@ -196,12 +198,12 @@ class SpotNode(Node):
     def _send(self, msg: Message, iv: Interval) -> None:
         if iv.discarded and not self.p.emit_discarded:
             return
-        arrays = self._interval_crops(msg.stream, iv.track_id, iv.onset, iv.apex)
-        _, box = self._crop_at(msg.stream, iv.track_id, iv.apex)
-        if arrays is None:
+        crops = self._interval_crops(msg.stream, iv.track_id, iv.onset, iv.apex)
+        if crops is None:
             self.log.warning("track %d: no crops kept for interval %d-%d; not emitted", iv.track_id,
                              iv.onset, iv.offset)
             return
+        arrays, box = crops
         meta = {"track_id": iv.track_id, "kind": "other" if iv.discarded else iv.kind,
                 "onset": iv.onset, "apex": iv.apex, "offset": iv.offset,
                 "t_onset_ns": iv.t_onset_ns, "t_apex_ns": iv.t_apex_ns, "t_offset_ns": iv.t_offset_ns,
