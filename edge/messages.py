@@ -152,7 +152,8 @@ EVENT_FIELDS: dict[str, str] = {
     "intensity": "peak motion at apex, aligned-crop px (float)",
     "box": "[x, y, w, h] face box in frame px at apex",
     "model": "{id, angles_deg, runtime}",
-    "latency_ms": "publication time minus capture time of the offset frame (float; null on the media clock)",
+    "latency_ms": "arrival at the events node (then stored, then published: ~1 ms) minus capture time of the "
+                  "offset frame (float; null on the media clock)",
     "stages_ms": "latency_ms by stage: {confirm, perception, classify, events} (null on the media clock)",
     "clock": "live | media: media = a stored file read unpaced, times are file time (str)",
     "rois": "regions that moved (list of str)",
