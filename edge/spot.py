@@ -54,8 +54,12 @@ Per frame, per track:
    speeds: max(`rigid_speed_max` or `bump_head_speed_max`, median + `k_motion` MADs), so jittery footage
    does not discard everything.
 
-An interval is final once its offset is seen: `lag` frames after the offset frame when the face is back
-near where it started (one still lagged flow confirms it), lag + 1 otherwise.
+An interval is final once its offset is seen. A clear micro interval (`early_close`, at least
+`early_margin_s` under micro_max_s) is published the frame its displacement is back under edge_frac of
+its apex, i.e. at its offset frame; the event then stays open, silently, until the flow is still. Other
+intervals wait for that: `lag` frames after the offset when the face is back near where it started (one
+still lagged flow confirms it), lag + 1 otherwise. Rise-and-return intervals are out 1-2 frames after
+their offset (the return must have flattened).
 
 Evaluation (MEGC rule): a spotted interval is a true positive if its IoU with a ground-truth interval,
 counting inclusive frame ranges, is >= 0.5; F1 = 2TP / (2TP + FP + FN).
@@ -132,6 +136,10 @@ class SpotParams:
     bump_widths_s: tuple = (0.13, 0.2, 0.27)  # rise (= return) windows of the rise-and-return filter, s
     edge_frac: float = 0.2       # rise-and-return intervals: onset/offset where the bump is this high
     head_margin_s: float = 0.3   # head motion this close to an interval discards it too
+    early_close: bool = True     # publish a micro interval the frame its displacement is back (edge_frac),
+    early_margin_s: float = 0.1  # not once the face has been still (lag frames later), when it is at least
+    # early_margin_s under micro_max_s: nearer the limit the slow tail of a return decides micro or macro
+    # (on 152 distractor clips, macros of 0.6-0.7 s published this way came out as 0.43-0.5-s micros)
     bump_head_speed_max: float = 20.0  # crop px/s: micro intervals need a steadier face than
     # head_speed_max: a slow head turn leaves parallax of a micro-expression's size in the crop
 
@@ -166,6 +174,8 @@ class SpotParams:
         if not 0 <= self.micro_min_s < self.micro_max_s:
             raise UserError(f"spot params: need 0 <= micro_min_s < micro_max_s, got {self.micro_min_s}, "
                             f"{self.micro_max_s}")
+        if self.early_margin_s < 0:
+            raise UserError(f"spot params: early_margin_s must be >= 0, got {self.early_margin_s}")
         if not 0 < self.edge_frac < 1:
             raise UserError(f"spot params: edge_frac must be in (0, 1), got {self.edge_frac}")
 
@@ -411,6 +421,7 @@ class TrackSpotter:
         self.totals: list[float] = []            # _total() of each event frame's displacement
         self.still = 0                           # frames in a row the open event has not moved
         self.onset: _Frame | None = None
+        self.published = False  # the open event's interval is out (early_close); it ends silently
         self.last_frame = -1
         # Rise-and-return detector (see _bump): window lengths (frames), per-window noise, pending bump.
         self.widths: tuple[int, ...] = ()
@@ -541,12 +552,25 @@ class TrackSpotter:
         lag = max(1, frame - ref_frame)
         # One still frame is enough once the displacement is back near its start (edge_frac of the apex):
         # that is no apex dip, and it saves a frame of event latency.
-        if self.still >= 1 and (self._returned(self.p.edge_frac)
-                                or self.still >= max(1, lag - 1) and self._returned()):
-            out.append(self._close())
+        back = self._returned(self.p.edge_frac)
+        if self.still >= 1 and back or self.still >= max(1, lag - 1) and self._returned():
+            out += self._close()
         elif (t_mono_ns - self.event[0].t_mono_ns) * 1e-9 > self.p.max_open_s:
-            out.append(self._close(forced=True))
+            out += self._close(forced=True)
+        elif back and self.p.early_close and not self.published:
+            out += self._publish_early()
         return out
+
+    def _publish_early(self) -> list[Interval]:
+        """The open event's interval while the face is still settling, if it is a clear micro-expression.
+        The event stays open, and absorbs the settling, until it closes as usual, silently."""
+        if self._projection()[1] <= self.p.k_off ** 2:
+            return []  # too weak to measure a return against
+        iv = self._interval()
+        if iv.kind != "micro" or iv.discarded or iv.duration_s > self.p.micro_max_s - self.p.early_margin_s:
+            return []
+        self.published = True
+        return [iv]
 
     def provisional(self) -> tuple[int, int] | None:
         """(onset, apex) frames of the open event as they would close now, once its displacement has
@@ -554,6 +578,8 @@ class TrackSpotter:
         while the event waits for its offset. The apex can still move if the face rises again."""
         if self.event is None:
             return self._bump_provisional()
+        if self.published:
+            return None
         if len(self.totals) < 2 or self.totals[-1] >= max(self.totals):
             return None
         if (self.event[-1].t_mono_ns - self.onset.t_mono_ns) * 1e-9 > self.p.micro_max_s:
@@ -657,7 +683,16 @@ class TrackSpotter:
             return True
         return float(proj[-1]) <= (self.p.return_frac if frac is None else frac) * peak
 
-    def _close(self, forced: bool = False, reason: str = "") -> Interval:
+    def _close(self, forced: bool = False, reason: str = "") -> list[Interval]:
+        """End the open event: its interval, unless that was published early."""
+        ev = self.event
+        out = [] if self.published else [self._interval(forced, reason)]
+        self.event, self.disp, self.onset, self.channels, self.published = None, {}, None, None, False
+        self.quiet_from = ev[-1].frame
+        return out
+
+    def _interval(self, forced: bool = False, reason: str = "") -> Interval:
+        """The open event's interval as it stands (_close, _publish_early)."""
         ev, p = self.event, self.p
         ia = int(np.argmax(self.totals))
         # Offset: the last frame whose flow still moved, minus the lag: a flow against the frame `lag`
@@ -679,10 +714,7 @@ class TrackSpotter:
         on, apex, off = self._early_onset(self.onset, ev[ia]), ev[ia], ev[io]
         D = np.stack([self.disp[f.frame] for f in ev])
         score = float(max(f.best().max() for f in ev))
-        iv = self._describe(ev, on, apex, off, D, self.channels, score, forced, reason, lag)
-        self.event, self.disp, self.onset, self.channels = None, {}, None, None
-        self.quiet_from = ev[-1].frame
-        return iv
+        return self._describe(ev, on, apex, off, D, self.channels, score, forced, reason, lag)
 
     def _early_onset(self, on: _Frame, apex: _Frame) -> _Frame:
         """The onset, moved earlier where the accumulated displacement (the event channels' acc projected
@@ -926,7 +958,7 @@ class TrackSpotter:
         """The stream or the track ended: close an open event (discarded with `reason` if given)."""
         if self.event is None:
             return []
-        return [self._close(forced=not reason, reason=reason)]
+        return self._close(forced=not reason, reason=reason)
 
 
 # ----------------------------------------------------------------------------------- multi-track spotter

@@ -92,6 +92,6 @@ class Scorecard(Node):
             return
         truth = json.loads(path.read_text())["intervals"]
         summary = score(truth, self.events)
-        print(format_summary(summary), flush=True)
+        print(format_summary(summary) + "\n", end="", flush=True)  # one write: other nodes log meanwhile
         if self.p.out:
             Path(self.p.out).write_text(json.dumps(summary, indent=1, default=str))

@@ -80,6 +80,8 @@ class SpotNode(Node):
         "micro_max_s": Param(float, _DEFAULTS.micro_max_s, "longest micro-expression, s", min=0.0),
         "head_speed_max": Param(float, _DEFAULTS.head_speed_max, "head motion that discards, crop px/s"),
         "residual_max": Param(float, _DEFAULTS.residual_max, "stabilisation residual that discards, crop px"),
+        "early_close": Param(bool, _DEFAULTS.early_close, "publish clear micro intervals the frame the face is "
+                             "back, not once it is still (lag frames later)"),
         "crop_history_s": Param(float, 6.0, "seconds of crops kept per track for onset/apex crops", min=0.5),
         "emit_discarded": Param(bool, False, "also emit discarded intervals (kind 'other', meta discarded)"),
     }
@@ -87,7 +89,7 @@ class SpotNode(Node):
     def setup(self) -> None:
         sp = SpotParams.load(self.p.params_file) if self.p.params_file else SpotParams()
         # Values set in the graph win over the file; unset ones keep the file's (or the defaults).
-        for k in ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max"):
+        for k in ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max", "early_close"):
             v = getattr(self.p, k)
             if v != getattr(_DEFAULTS, k):
                 setattr(sp, k, v)

@@ -179,17 +179,29 @@ def test_micro_expressions_at_1_5px_are_spotted(clip_1px):
             assert i.duration_s <= 0.5 and i.intensity > 0.1 and i.rois
 
 
-def test_a_micro_expression_is_final_lag_frames_after_its_offset(clip_1px):
-    """Event latency: a lagged flow still moves lag - 1 frames after the face is back, and one still flow
-    after that confirms it, when the displacement is back near its start: so a spotted micro-expression
-    is out `lag` frames (100 ms at 30 fps, lag 3) after its offset frame, not lag + 1."""
+def test_a_micro_expression_is_out_the_frame_the_face_is_back(clip_1px):
+    """Event latency. A lagged flow still moves lag - 1 frames after the face is back, so waiting for a
+    still flow puts an interval out `lag` frames (100 ms at 30 fps) after its offset. A clear micro
+    interval is published the frame its displacement is back instead; the event then settles silently
+    (one interval each, the same onsets and apexes). Near micro_max_s (early_margin_s) it waits."""
     ev, fl = clip_1px
-    sp = Spotter(SpotParams())
-    delays = []
-    for k, ref, uv in fl:
-        t = int(round(k / FPS * 1e9))
-        delays += [k - i.offset for i in sp.push(k, t, t, 1, ref, uv) if i.kind == "micro" and not i.discarded]
-    assert len(delays) >= 3 and max(delays) <= LAG, delays
+
+    def run(params: SpotParams) -> list[tuple[int, int, int, int]]:
+        sp, rows = Spotter(params), []
+        for k, ref, uv in fl:
+            t = int(round(k / FPS * 1e9))
+            rows += [(k, i.onset, i.apex, i.offset) for i in sp.push(k, t, t, 1, ref, uv)
+                     if i.kind == "micro" and not i.discarded]
+        assert not [i for i in sp.finish() if i.kind == "micro" and not i.discarded]
+        return rows
+
+    early, late = run(SpotParams()), run(SpotParams(early_close=False))
+    assert len(early) == len(late) >= 3
+    assert all(k == off for k, _, _, off in early), early
+    assert all(off < k <= off + LAG for k, _, _, off in late), late
+    for (_, on, apex, off), (_, on2, apex2, off2) in zip(early, late, strict=True):
+        assert (on, apex) == (on2, apex2) and off2 - 1 <= off <= off2
+    assert run(SpotParams(early_margin_s=0.45)) == late  # every one of them is within 0.45 s of the limit
 
 
 def test_thresholds_adapt_to_the_noise_level():
