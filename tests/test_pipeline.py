@@ -204,3 +204,4 @@ def test_bench_pipeline_on_a_file_reports_media_clock_events(tmp_path):
     assert doc["events"] >= 1 and doc["event_latency_p99_ms"] is None, doc
     face = next(r for r in doc["rows"] if r["type"] == "face")
     assert face["in"] == 105, face  # every frame of the 3.5-s clip at 30 fps, none dropped (lossless links)
+    assert all(r["rss_MB"] > 10 for r in doc["rows"]), doc["rows"]  # each node process's memory was sampled

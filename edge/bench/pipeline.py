@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from edge.bench.report import emit
 from edge.errors import UserError
@@ -106,8 +107,6 @@ class _Sampler(threading.Thread):
         self.rss: dict[str, list[float]] = {}
 
     def run(self) -> None:
-        import psutil
-
         procs: dict[int, Any] = {}
         while not self.stop.wait(0.5):
             for c in list(self.sup.children.values()):
