@@ -45,8 +45,9 @@ Per frame, per track:
 6. Discards: intervals overlapping a track loss, a gap of dropped frames as long as the flow lag, a head speed above `head_speed_max`
    (crop px/s, over the last 0.1 s, so per-frame alignment jitter does not count), a micro shorter than
    `micro_min_s` (a glitch: a facial action goes and comes back), a stabilisation
-   residual above `residual_max`, or rigid motion left in the crop above its limit are discarded
-   with the reason (head motion also within `head_margin_s` of the interval: a head turn is slow where it
+   residual above `residual_max`, or rigid motion left in the crop above its limit, or a micro whose
+   displacement swings past its start the other way by more than return_frac of its apex (measured
+   from a noisy onset frame) are discarded with the reason (head motion also within `head_margin_s` of the interval: a head turn is slow where it
    turns); so are those whose peak ROI displacement is below `min_intensity_px`. A micro interval also
    needs a steady face: head speed within `head_margin_s` of it above the face's micro head limit (slower
    than the head-motion flag: the ends of a head turn, a drift) discards it, as parallax of that size is
@@ -714,7 +715,16 @@ class TrackSpotter:
         on, apex, off = self._early_onset(self.onset, ev[ia]), ev[ia], ev[io]
         D = np.stack([self.disp[f.frame] for f in ev])
         score = float(max(f.best().max() for f in ev))
-        return self._describe(ev, on, apex, off, D, self.channels, score, forced, reason, lag)
+        iv = self._describe(ev, on, apex, off, D, self.channels, score, forced, reason, lag)
+        # A micro-expression rises and returns. A displacement that swings past its start, the other way, by
+        # more than return_frac of its apex is measured from a noisy onset frame (every chained displacement
+        # starts there), or holds two opposite movements: either way not one micro-expression.
+        if iv.kind == "micro" and not iv.discarded and peak > p.k_off ** 2 \
+                and float(proj[:io + 1].min()) < -p.return_frac * peak:
+            iv.discarded = "swings past its start the other way (a noisy onset frame)"
+            log.info("track %d: micro interval %d-%d discarded: %s", self.track_id, iv.onset, iv.offset,
+                     iv.discarded)
+        return iv
 
     def _early_onset(self, on: _Frame, apex: _Frame) -> _Frame:
         """The onset, moved earlier where the accumulated displacement (the event channels' acc projected

@@ -276,6 +276,30 @@ def test_a_micro_shorter_than_micro_min_s_is_a_glitch():
     assert "too short for a facial action" in short.discarded
 
 
+def test_a_displacement_swinging_past_its_start_is_no_micro_expression():
+    """A micro-expression rises and returns. Mouth flow that jumps up and then swings past the start the
+    other way (how a noisy onset frame looks: every chained displacement is measured from it) is
+    discarded with the reason; the same amplitude rising and returning is a micro-expression."""
+    lay = RoiFeatures(S)
+    mouth = np.flatnonzero(np.isin(lay.roi_of, [lay.names.index("mouth_left"), lay.names.index("mouth_right")]))
+
+    def run(profile: list[float]) -> list:
+        rng, sp, out = np.random.default_rng(0), Spotter(SpotParams()), []
+        x = np.zeros(150)
+        x[60:60 + len(profile)] = 0.4 * np.array(profile)  # vertical mouth displacement, crop px
+        for k in range(1, 150):
+            f = rng.normal(0, 0.02, (len(lay.roi_of), 2))
+            f[mouth, 1] += x[k] - x[max(0, k - LAG)]
+            t = int(k / FPS * 1e9)
+            out += sp.push_features(k, t, t, 1, max(0, k - LAG), f, 0.0, lay.roi_of)
+        return [i for i in out + sp.finish() if i.kind == "micro"]
+
+    (rise,) = run([0.3, 0.7, 1, 1, 0.7, 0.3])
+    assert not rise.discarded
+    (swing,) = run([1, -0.6, -0.8, -0.6, -0.3])
+    assert "swings past its start" in swing.discarded
+
+
 def test_slowly_fading_expression_is_macro():
     """A fast rise and a slow (1.3 s) fade: too slow per lag to count as moving, but not over until the
     face is back, so one macro interval, never a micro one ending at the apex."""
