@@ -571,7 +571,7 @@ class TrackSpotter:
         if iv.kind != "micro" or iv.discarded or iv.duration_s > self.p.micro_max_s - self.p.early_margin_s:
             return []
         self.published = True
-        return [iv]
+        return [self._logged(iv)]
 
     def provisional(self) -> tuple[int, int] | None:
         """(onset, apex) frames of the open event as they would close now, once its displacement has
@@ -687,7 +687,7 @@ class TrackSpotter:
     def _close(self, forced: bool = False, reason: str = "") -> list[Interval]:
         """End the open event: its interval, unless that was published early."""
         ev = self.event
-        out = [] if self.published else [self._interval(forced, reason)]
+        out = [] if self.published else [self._logged(self._interval(forced, reason))]
         self.event, self.disp, self.onset, self.channels, self.published = None, {}, None, None, False
         self.quiet_from = ev[-1].frame
         return out
@@ -722,8 +722,6 @@ class TrackSpotter:
         if iv.kind == "micro" and not iv.discarded and peak > p.k_off ** 2 \
                 and float(proj[:io + 1].min()) < -p.return_frac * peak:
             iv.discarded = "swings past its start the other way (a noisy onset frame)"
-            log.info("track %d: micro interval %d-%d discarded: %s", self.track_id, iv.onset, iv.offset,
-                     iv.discarded)
         return iv
 
     def _early_onset(self, on: _Frame, apex: _Frame) -> _Frame:
@@ -836,12 +834,16 @@ class TrackSpotter:
             reason = f"peak displacement {top:.3f} px < min_intensity_px {p.min_intensity_px}"
         iv = Interval(self.track_id, kind, on.frame, apex.frame, off.frame, on.t_mono_ns, apex.t_mono_ns,
                       off.t_mono_ns, on.t_wall_ns, apex.t_wall_ns, off.t_wall_ns, score, top, rois, reason)
-        if reason:
-            log.info("track %d: %s interval %d-%d discarded: %s", self.track_id, kind, iv.onset, iv.offset,
-                     reason)
+        return iv
+
+    def _logged(self, iv: Interval) -> Interval:
+        """iv, logged as it goes out (not while _publish_early weighs an open event)."""
+        if iv.discarded:
+            log.info("track %d: %s interval %d-%d discarded: %s", self.track_id, iv.kind, iv.onset, iv.offset,
+                     iv.discarded)
         else:
-            log.debug("track %d: %s %d/%d/%d score %.1f %.2f px %s", self.track_id, kind, iv.onset, iv.apex,
-                      iv.offset, score, top, rois)
+            log.debug("track %d: %s %d/%d/%d score %.1f %.2f px %s", self.track_id, iv.kind, iv.onset, iv.apex,
+                      iv.offset, iv.score, iv.intensity, iv.rois)
         return iv
 
     # ---- rise-and-return detector
@@ -933,7 +935,7 @@ class TrackSpotter:
         D = np.stack([g.acc - on.acc for g in ev])
         iv = self._describe(ev, on, apex, off, D, ch, cand["z"], False, "", max(1, f.frame - f.ref))
         self.quiet_from = off.frame
-        return iv
+        return self._logged(iv)
 
     def _bump_shape(self, f: _Frame) -> tuple[list[_Frame], np.ndarray, int, np.ndarray] | str:
         """The pending bump's curve up to frame f: (frames from before its rise, P, apex index in them, the
