@@ -553,19 +553,20 @@ class TrackSpotter:
         lag = max(1, frame - ref_frame)
         # One still frame is enough once the displacement is back near its start (edge_frac of the apex):
         # that is no apex dip, and it saves a frame of event latency.
-        back = self._returned(self.p.edge_frac)
-        if self.still >= 1 and back or self.still >= max(1, lag - 1) and self._returned():
+        proj, peak = self._projection()  # once per frame: the close tests below all read it
+        back = self._returned(proj, peak, self.p.edge_frac)
+        if self.still >= 1 and back or self.still >= max(1, lag - 1) and self._returned(proj, peak):
             out += self._close()
         elif (t_mono_ns - self.event[0].t_mono_ns) * 1e-9 > self.p.max_open_s:
             out += self._close(forced=True)
         elif back and self.p.early_close and not self.published:
-            out += self._publish_early()
+            out += self._publish_early(peak)
         return out
 
-    def _publish_early(self) -> list[Interval]:
+    def _publish_early(self, peak: float) -> list[Interval]:
         """The open event's interval while the face is still settling, if it is a clear micro-expression.
         The event stays open, and absorbs the settling, until it closes as usual, silently."""
-        if self._projection()[1] <= self.p.k_off ** 2:
+        if peak <= self.p.k_off ** 2:
             return []  # too weak to measure a return against
         iv = self._interval()
         if iv.kind != "micro" or iv.discarded or iv.duration_s > self.p.micro_max_s - self.p.early_margin_s:
@@ -673,13 +674,12 @@ class TrackSpotter:
         a = V[int(np.argmax((V ** 2).sum(1)))]
         return V @ a, float(a @ a)
 
-    def _returned(self, frac: float | None = None) -> bool:
+    def _returned(self, proj: np.ndarray, peak: float, frac: float | None = None) -> bool:
         """The face is back: the displacement, projected on the apex displacement (all the event's
         channels as one vector, in noise units, so noise across it does not count), is under
         return_frac of the apex. Chained lagged flows do not telescope exactly (the flow of small motion
         is not linear in it), so a face at rest keeps a residue of ~30-50 % per block, against ~100 %
-        while a macro expression holds."""
-        proj, peak = self._projection()
+        while a macro expression holds. proj, peak: _projection()."""
         if peak <= self.p.k_off ** 2:
             return True
         return float(proj[-1]) <= (self.p.return_frac if frac is None else frac) * peak
