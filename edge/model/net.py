@@ -263,8 +263,7 @@ def create_model(name: str, **kwargs: Any) -> SOANet:
 
 
 def _create(variant: str, **kwargs: Any) -> SOANet:
-    cfg = dict(default_cfgs[variant])
-    cfg.update(kwargs)
+    cfg = {**default_cfgs[variant], **kwargs}
     unknown = set(cfg) - set(NetConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown model option(s) {sorted(unknown)}")
@@ -274,15 +273,12 @@ def _create(variant: str, **kwargs: Any) -> SOANet:
     return SOANet(NetConfig(**cfg))
 
 
-def _cfg(**kw: Any) -> dict[str, Any]:
-    return {"attn": "soa", "in_chans": 3, "img_size": 64, "classes": DEFAULT_CLASSES, **kw}
-
-
+# Per variant, only what differs from NetConfig's defaults (which are the "soa" network).
 default_cfgs: dict[str, dict[str, Any]] = {
-    "soa": _cfg(attn="soa"),
-    "cva": _cfg(attn="cva"),
-    "coord": _cfg(attn="coord"),
-    "none": _cfg(attn="none"),
+    "soa": {},
+    "cva": {"attn": "cva"},
+    "coord": {"attn": "coord"},
+    "none": {"attn": "none"},
 }
 
 
