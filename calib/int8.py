@@ -32,21 +32,6 @@ from edge.progress import track
 log = logging.getLogger(__name__)
 
 
-def modelopt_quantize(model: torch.nn.Module, calib_x: torch.Tensor, batch: int = 32) -> torch.nn.Module:
-    """ModelOpt INT8 PTQ (QDQ fake-quant nodes TensorRT turns into INT8 kernels). Needs nvidia-modelopt."""
-    try:
-        import modelopt.torch.quantization as mtq
-    except ImportError:
-        raise Unavailable("ModelOpt is not installed (pip install nvidia-modelopt on the CUDA device)") from None
-
-    def forward_loop(m: torch.nn.Module) -> None:
-        with torch.no_grad():
-            for i in range(0, len(calib_x), batch):
-                m(calib_x[i:i + batch])
-
-    return mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop=forward_loop)
-
-
 def load_inputs(source: str, rec: dict[str, Any], n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Model inputs (N, C, S, S) float32, labels (N,) or None, and a description of the source."""
     cfg = rec["config"]

@@ -166,7 +166,7 @@ def compile_tensorrt(model: SOANet, cfg: dict[str, Any], precision: str, max_bat
     inp = torch_tensorrt.Input(min_shape=(1, *shape), opt_shape=(max(1, max_batch // 2), *shape),
                                max_shape=(max_batch, *shape), dtype=torch.float32)
     if precision == "int8":
-        from calib.int8 import modelopt_quantize  # needs ModelOpt; raises Unavailable otherwise
+        from edge.model.quant import modelopt_quantize  # needs ModelOpt; raises Unavailable otherwise
 
         model = modelopt_quantize(model, calib if calib is not None else example_input(cfg, 64).to(dev))
         from modelopt.torch.quantization.utils import export_torch_mode

@@ -6,6 +6,9 @@ representative inputs (amax = a high percentile of |x|, robust to the few outlie
 Quantised: the inputs and weights of every Conv/Linear, and the input and the two constant matrices of
 every frozen SOA layer (the matrix products that TensorRT runs in INT8). Element-wise ops, sigmoid and
 the final softmax stay in float, as TensorRT keeps them.
+
+`modelopt_quantize` is the real thing for the TensorRT INT8 engine (edge.model.export): NVIDIA ModelOpt's
+PTQ, where it is installed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge.errors import Unavailable
 from edge.model.soa import SOA
 
 QMAX = 127.0
@@ -97,3 +101,18 @@ def compare(reference: nn.Module, quantized: nn.Module, x: torch.Tensor, y: torc
         acc8 = float((p8.argmax(1) == y).float().mean())
         out.update({"accuracy_fp32": acc32, "accuracy_int8": acc8, "accuracy_drop": acc32 - acc8})
     return out
+
+
+def modelopt_quantize(model: nn.Module, calib_x: torch.Tensor, batch: int = 32) -> nn.Module:
+    """ModelOpt INT8 PTQ (QDQ fake-quant nodes TensorRT turns into INT8 kernels). Needs nvidia-modelopt."""
+    try:
+        import modelopt.torch.quantization as mtq
+    except ImportError:
+        raise Unavailable("ModelOpt is not installed (pip install nvidia-modelopt on the CUDA device)") from None
+
+    def forward_loop(m: nn.Module) -> None:
+        with torch.no_grad():
+            for i in range(0, len(calib_x), batch):
+                m(calib_x[i:i + batch])
+
+    return mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop=forward_loop)
