@@ -101,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
         total = min(total or args.max_frames, args.max_frames)
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     tracker = FaceTracker(detector=args.detector, landmarks=args.landmarks, detect_every=args.detect_every,
-                          model_path=args.model)
+                          model=args.model or "")
     flow, lags = create_flow(args.flow), LagBuffer(args.lag)
     strip = out.suffix.lower() == ".png"
     sample = set(np.linspace(0, (total or 1) - 1, args.strip_frames).round().astype(int).tolist()) if strip else set()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from edge.face import FaceTracker
-from edge.face.detect import DETECTORS
+from edge.face import FaceTracker, FaceTrackerConfig
 from edge.messages import Message
-from edge.node import Node, Param, Port, register_node
+from edge.node import Node, Port, register_node
+from edge.params import node_params
 
 
 @register_node("face")
@@ -14,21 +14,7 @@ class FaceNode(Node):
 
     inputs = {"frames": Port("frame", "BGR or grey frames")}
     outputs = {"crops": Port("crops", "aligned grey crops, one per confirmed track (N may be 0)")}
-    params = {
-        "detector": Param(str, "haar", "face detector", choices=DETECTORS),
-        "model": Param(str, "", "detector model file (YuNet ONNX), needed by detector=yunet"),
-        "landmarks": Param(str, "auto", "alignment landmarks: dlib68 when installed (auto), or eyes",
-                           choices=("auto", "eyes", "dlib68")),
-        "landmark_model": Param(str, "", "dlib 68-point model file (default: found automatically)"),
-        "detect_every": Param(int, 5, "run the detector every N frames, track in between", min=1),
-        "crop_size": Param(int, 128, "aligned crop side, px", min=32),
-        "min_hits": Param(int, 2, "detections before a track is output (birth)", min=1),
-        "max_missed": Param(int, 3, "detection rounds without a match before a track ends", min=1),
-        "max_faces": Param(int, 8, "most faces tracked at once", min=1),
-        "det_width": Param(int, 320, "detection runs on frames downscaled to this width, px", min=64),
-        "min_face": Param(int, 48, "smallest face side to detect, frame px", min=16),
-        "max_age": Param(int, 300, "frames before a track's stabilisation template is refreshed", min=1),
-    }
+    params = node_params(FaceTrackerConfig)
 
     def setup(self) -> None:
         self.trackers: dict[str, FaceTracker] = {}  # one per stream: ids and templates never mix cameras
@@ -37,12 +23,7 @@ class FaceNode(Node):
         self._first: FaceTracker | None = self._tracker()
 
     def _tracker(self) -> FaceTracker:
-        p = self.p
-        return FaceTracker(detector=p.detector, landmarks=p.landmarks, detect_every=p.detect_every,
-                           crop_size=p.crop_size, min_hits=p.min_hits, max_missed=p.max_missed,
-                           max_faces=p.max_faces, det_width=p.det_width, min_face=p.min_face,
-                           model_path=p.model or None, landmark_model=p.landmark_model or None,
-                           max_age=p.max_age)
+        return FaceTracker(FaceTrackerConfig(**{name: getattr(self.p, name) for name in self.params}))
 
     def process(self, port: str, msg: Message) -> None:
         tracker = self.trackers.get(msg.stream)

@@ -295,3 +295,13 @@ def test_small_face_in_hd_frame_is_detected():
     dets = HaarDetector(det_width=320, min_face=48).detect(frame)
     assert any(all(d.box[0] < ex < d.box[0] + d.box[2] and d.box[1] < ey < d.box[1] + d.box[3] for ex, ey in eyes)
                for d in dets)
+
+
+def test_tracker_takes_a_config_and_keywords_over_it():
+    from edge.face import FaceTrackerConfig
+
+    cfg = FaceTrackerConfig(landmarks="eyes", detect_every=3)
+    tracker = FaceTracker(cfg, min_hits=1)
+    assert (tracker.detect_every, tracker.min_hits, tracker.landmarks, tracker.size) == (3, 1, "eyes", 128)
+    with pytest.raises(UserError, match="det_width must be >= 64"):
+        FaceTracker(cfg, det_width=8)

@@ -19,18 +19,20 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
 from edge.errors import UserError
 from edge.face.align import Stabiliser, apply, invert
+from edge.face.config import FaceTrackerConfig
 from edge.face.detect import Detection, drop_enclosing, make_detector
 from edge.face.landmarks import make_landmarker
-from edge.geometry import CROP_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -104,30 +106,21 @@ class FaceTracker:
     Every RETARGET_ROUNDS-th matched detection round the landmarks are searched again, and a track whose
     crop placement disagrees with them is pulled towards them slowly (edge.face.align, "Slow correction").
 
-    Args:
-        detector: "haar" (default), "yunet" (needs `model_path`) or "dlib".
-        landmarks: "auto" (dlib68 when installed, else eyes), "eyes" or "dlib68".
-        detect_every: frames between detections (1 = every frame).
-        crop_size: side of the aligned crops, px.
-        min_hits / max_missed: birth and death rules, counted in detection rounds.
-        max_faces: tracks beyond this are not started.
-        det_width: detection runs on the frame downscaled to this width, px.
-        min_face: smallest face side to detect, frame px.
+    Settings: a FaceTrackerConfig (edge.face.config), and/or its fields as keywords, which replace the
+    config's: FaceTracker(detector="haar", landmarks="eyes", detect_every=5).
     """
 
     RETARGET_ROUNDS = 4
 
-    def __init__(self, detector: str = "haar", landmarks: str = "auto", detect_every: int = 5,
-                 crop_size: int = CROP_SIZE, min_hits: int = 2, max_missed: int = 3, max_faces: int = 8,
-                 det_width: int = 320, min_face: int = 48, model_path: str | None = None,
-                 landmark_model: str | None = None, max_age: int = 300) -> None:
-        if detect_every < 1 or crop_size < 32 or min_hits < 1 or max_missed < 1:
-            raise UserError("face tracker: detect_every, min_hits, max_missed must be >= 1 and crop_size >= 32")
-        self.detector = make_detector(detector, model_path, det_width, min_face)
-        self.landmarker = make_landmarker(landmarks, landmark_model)
+    def __init__(self, config: FaceTrackerConfig | None = None, **fields: Any) -> None:
+        cfg = dataclasses.replace(config or FaceTrackerConfig(), **fields).check()
+        self.config = cfg
+        self.detector = make_detector(cfg.detector, cfg.model or None, cfg.det_width, cfg.min_face)
+        self.landmarker = make_landmarker(cfg.landmarks, cfg.landmark_model or None)
         self.landmarks = self.landmarker.kind
-        self.detect_every, self.size = detect_every, crop_size
-        self.min_hits, self.max_missed, self.max_faces, self.max_age = min_hits, max_missed, max_faces, max_age
+        self.detect_every, self.size = cfg.detect_every, cfg.crop_size
+        self.min_hits, self.max_missed, self.max_faces, self.max_age = (cfg.min_hits, cfg.max_missed, cfg.max_faces,
+                                                                        cfg.max_age)
         self.tracks: list[Track] = []
         self.frame_index = -1
         self._grey: np.ndarray | None = None  # the last tracked frame, until its detection round has run
@@ -138,7 +131,7 @@ class FaceTracker:
         self._pool: ThreadPoolExecutor | None = None
         self._next_id = 0
         log.info("face tracker: detector %s, landmarks %s, detect every %d frames",
-                 self.detector.name, self.landmarks, detect_every)
+                 self.detector.name, self.landmarks, cfg.detect_every)
 
     # ------------------------------------------------------------------------------------------------
     def update(self, image: np.ndarray) -> TrackedFaces:
