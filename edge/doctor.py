@@ -66,7 +66,7 @@ def collect() -> dict[str, Any]:
     n_cuda = flow.cuda_device_count()
     add("opencv", cv2.__version__, True)
     add("opencv_cuda", n_cuda, n_cuda > 0,
-        "OpenCV has no CUDA: flow falls back to DIS on the CPU (build OpenCV with CUDA for cuda_tvl1/nvof)")
+        "OpenCV has no CUDA: flow falls back to Farneback on the CPU (build OpenCV with CUDA for cuda_tvl1/nvof)")
     add("nvof", flow.has_nvof(), flow.has_nvof(),
         "no NVIDIA Optical Flow in OpenCV: the flow node cannot use nvof (needs CUDA OpenCV with the NVOF SDK)")
     add("gstreamer", capture.has_gstreamer(), capture.has_gstreamer(),

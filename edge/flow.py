@@ -8,47 +8,15 @@ Convention: image axes, x right, y down; `uv[y, x] = (u, v)` is the displacement
 pixel (x, y) of `prev`, so `prev(x, y) ~= next(x + u, y + v)` (OpenCV's convention). A brow raise is a
 negative v.
 
-Defaults (chosen for sub-pixel motion under sensor noise, and shown to be): `facesleuth bench flow` on a
-128x128 aligned crop of skimage's astronaut photograph warped by known fields, 2-core x86_64 shared
-with other jobs, OpenCV 4.14. EPE = mean end-point error (px) in the field's ROIs; gain = share of the
-true motion seen (1 = all); "noisy" = Gaussian noise sigma = 2 grey levels on both frames, 3 draws.
-
-                                      ms   brow raise 1 px           lip-corner pull 1 px
-                                           EPE clean/noisy  gain     EPE clean/noisy  gain clean/noisy
-    dis preset MEDIUM (finest scale 1)  1.7   0.119 / 0.127   0.73     0.349 / 0.347   0.20 / 0.20
-    dis DEFAULT (scale 0, stride 6,     1.9   0.124 / 0.149   0.91     0.180 / 0.152   0.63 / 0.77
-      8 GD iters, 1 var. iter)
-    farneback window 15                 3.4   0.194 / 0.196   0.98     0.160 / 0.169   0.69 / 0.68
-    farneback window 9, poly_n 5        4.0   0.200 / 0.209   1.02     0.127 / 0.157   0.80 / 0.80
-    tvl1 OpenCV defaults (lambda 0.15)  ~120  0.075 / 0.083   0.88     0.195 / 0.329   0.56 / 0.25
-    tvl1 DEFAULT (lambda 0.3, 3 warps)  ~120  0.073 / 0.079   0.89     0.155 / 0.283   0.67 / 0.37
-
-DIS's presets stop at scale 1 or 2 and see a fifth of a lip-corner pull; at finest scale 0 it sees most
-of it, and fewer gradient-descent iterations with a sparser patch grid pay for scale 0, so `dis` is the
-default of the model input (edge.data.preprocess) and the one CPU backend inside the per-pixel targets
-(<= 2 ms, brow EPE <= 0.15 clean and <= 0.25 noisy). Farneback's 9-px window sees the full amplitude but
-smears it (higher EPE).
-
-Spotting (the flow node, `auto` on a CPU) asks something else: edge.spot averages the flow over blocks of
-8x8 crop px and thresholds the block means in units of their own noise, so per-pixel sharpness buys
-nothing there and the noise of a block mean is all. Measured on lag-3 flows of stabilised crops through
-edge.spot.RoiFeatures (rigid part removed), rise-and-return score of the scripted micro-expressions over
-the largest score on quiet frames (median of the micro-expressions; 1 = lost in the noise):
-
-                                              ms    block noise  webcam30 1.5 px   edge60 0.5 px (sigma 1/3)
-    dis DEFAULT                               3.3   0.078 px     1.34              1.25
-    dis, 16-px patches, stride 8              5.1   0.034 px     2.31              1.50
-    farneback window 9, poly_n 5 (old)        4.8   0.066 px     2.01              -
-    farneback window 15, poly_n 7, sigma 1.5  5.2   0.037 px     2.43              1.67
-
-(webcam30: 3 clips, 15 micro-expressions, JPEG 70, small faces; edge60: 4 clips, 20.) Farneback with a
-15-px window and the wider polynomial (poly_n 7, poly_sigma 1.5) is the default here and `auto`'s CPU
-choice: twice the margin of `dis` on webcam footage. On `facesleuth bench spotting` (seed 0) the spotter
-found 47 of the 50 micro-expressions of 0.5-1 px with it, against 31 with `dis` (each at its own
-thresholds). TV-L1 at OpenCV's
-lambda loses most of the lip motion under noise (gain 0.25); lambda 0.3 recovers part of it and 3 warps
-cost nothing on sub-pixel motion. Times are from a quiet moment; with other jobs on the same 2 cores
-(load ~5) `dis` measured 2.1-2.7 ms (1 thread: 2.0-2.2 ms): rerun the bench on the target device.
+Defaults are tuned for sub-pixel motion under sensor noise (OpenCV's presets are tuned for large motion
+and miss it), with two different aims (measurements in docs/flow.md, from `facesleuth bench flow`):
+- the model input (edge.data.preprocess) uses `dis` at finest scale 0, with few gradient-descent
+  iterations and a sparse patch grid: the lowest per-pixel error on 1-px warps of a real face among the
+  CPU backends within 2 ms on a 128x128 crop;
+- spotting (the flow node, `auto` on a CPU) uses `farneback` with a 15-px window and poly_n 7: edge.spot
+  thresholds means over 8x8-px blocks in units of their own noise, so the noise of a block mean is what
+  counts, and Farneback's is about half of DIS's.
+`tvl1` (lambda 0.3, 3 warps) is the MER literature's baseline; at ~120 ms a crop it is for offline use.
 
 Hardware flow (`nvof`, NVIDIA Optical Flow 2.0 through cv2.cuda) is coarse: one vector per grid cell
 (4x4, or 1x1/2x2 on Ampere and later) in S10.5 fixed point (1/32 px units); it is converted to float px
@@ -58,7 +26,6 @@ and upsampled to full resolution (vectors stay in px; only the sampling grid cha
 from __future__ import annotations
 
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -71,8 +38,9 @@ from edge.errors import Unavailable, UserError
 
 log = logging.getLogger(__name__)
 
-# Best first: what `auto` tries. nvof is last among the CUDA ones only for accuracy reasons (coarse
-# grid, open quality reports upstream); on a GPU the CUDA TV-L1 is both fast and fine.
+# What `auto` tries, best first. On a GPU: CUDA TV-L1 (fast and fine there), then the NVOF engine (fast
+# but coarse: one vector per grid cell), then CUDA Farneback. On a CPU: Farneback, the lowest block-mean
+# noise for spotting (module docstring). dis and tvl1 (and vpi, Jetson only) are used when named.
 AUTO_ORDER = ("cuda_tvl1", "nvof", "cuda_farneback", "farneback")
 BACKENDS = ("nvof", "vpi", "cuda_tvl1", "cuda_farneback", "dis", "tvl1", "farneback")
 
@@ -415,7 +383,7 @@ def create_flow(backend: str = "auto", **params: Any) -> FlowBackend:
             log.info("flow backend auto -> %s%s", name,
                      f" (unavailable: {', '.join(reasons)})" if reasons else "")
             return flow
-        raise Unavailable("flow: no backend available")  # dis ships with every OpenCV: not expected
+        raise Unavailable("flow: no backend available")  # farneback is in every OpenCV build: not expected
     if backend not in _REGISTRY:
         raise UserError(f"unknown flow backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
     return _REGISTRY[backend](**params)
@@ -479,143 +447,3 @@ class LagBuffer:
 
     def tracks(self) -> list[int]:
         return list(self._rings)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Known warps (tests and `facesleuth bench flow`)
-# ---------------------------------------------------------------------------------------------------
-
-def warp_by_flow(img: np.ndarray, flow: np.ndarray, iterations: int = 5) -> np.ndarray:
-    """Make `next` from `prev` = img so that the TRUE flow prev -> next is exactly `flow` (H, W, 2) px.
-
-    Sign convention: a point at p in `img` moves to p + flow(p). Rendering needs the inverse (backward)
-    map: for each output pixel x, find the source p with p + flow(p) = x, by the fixed-point iteration
-    p <- x - flow(p) (converges for smooth fields with |grad flow| < 1, i.e. every facial motion), then
-    next(x) = img(p) by bilinear remap. Sampling img at x - flow(x) instead would make the truth the
-    flow on the NEXT grid, off by the field's gradient times its size.
-    """
-    h, w = img.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    px, py = xs.copy(), ys.copy()
-    fu, fv = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
-    for _ in range(iterations):
-        u = cv2.remap(fu, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        v = cv2.remap(fv, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        px, py = xs - u, ys - v
-    return cv2.remap(img, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-
-
-def gaussian_bump(size: int, centre: tuple[float, float], sigma: tuple[float, float],
-                  vector: tuple[float, float]) -> np.ndarray:
-    """(size, size, 2) float32 field: `vector` (u, v) px at `centre` (x, y) px, Gaussian falloff sigma (sx, sy)."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    g = np.exp(-0.5 * (((xs - centre[0]) / sigma[0]) ** 2 + ((ys - centre[1]) / sigma[1]) ** 2))
-    return np.stack([g * vector[0], g * vector[1]], -1).astype(np.float32)
-
-
-def known_field(kind: str, size: int = 128, amplitude: float = 1.0) -> np.ndarray:
-    """A known flow field (size, size, 2) float32 px on the canonical aligned crop (edge.geometry).
-
-    kind: "brow_raise" (both brows up by `amplitude` px at their centre), "lip_corner_pull" (mouth
-    corners out and up, |vector| = amplitude), "shift" (rigid translation (0.6, -0.4) * amplitude px),
-    "rotation" (rigid 1 degree * amplitude about the crop centre).
-    """
-    from edge.geometry import ROIS
-
-    def centre(roi: str) -> tuple[float, float]:
-        x0, y0, x1, y1 = ROIS[roi]
-        return (x0 + x1) / 2 * size - 0.5, (y0 + y1) / 2 * size - 0.5
-
-    s = size / 128.0
-    if kind == "brow_raise":
-        return sum(gaussian_bump(size, centre(r), (10 * s, 6 * s), (0.0, -amplitude))
-                   for r in ("brow_left", "brow_right"))
-    if kind == "lip_corner_pull":
-        a = amplitude / np.sqrt(2)
-        return (gaussian_bump(size, centre("mouth_left"), (7 * s, 6 * s), (-a, -a))
-                + gaussian_bump(size, centre("mouth_right"), (7 * s, 6 * s), (a, -a)))
-    if kind == "shift":
-        f = np.empty((size, size, 2), np.float32)
-        f[..., 0], f[..., 1] = 0.6 * amplitude, -0.4 * amplitude
-        return f
-    if kind == "rotation":
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-        c = (size - 1) / 2
-        t = np.deg2rad(1.0 * amplitude)
-        x, y = xs - c, ys - c
-        return np.stack([np.cos(t) * x - np.sin(t) * y - x, np.sin(t) * x + np.cos(t) * y - y],
-                        -1).astype(np.float32)
-    raise UserError(f"unknown field {kind!r}; choose from brow_raise, lip_corner_pull, shift, rotation")
-
-
-FIELD_ROIS = {"brow_raise": ("brow_left", "brow_right"), "lip_corner_pull": ("mouth_left", "mouth_right"),
-              "shift": None, "rotation": None}
-
-
-def region_mask(kind: str, size: int = 128) -> np.ndarray:
-    """(size, size) bool: where EPE is measured for a field: its ROIs, or the inner crop (8-px margin)."""
-    from edge.geometry import roi_boxes
-
-    m = np.zeros((size, size), bool)
-    rois = FIELD_ROIS.get(kind)
-    if rois is None:
-        b = max(1, size // 16)
-        m[b:-b, b:-b] = True
-        return m
-    boxes = roi_boxes(size)
-    for r in rois:
-        x0, y0, x1, y1 = boxes[r]
-        m[y0:y1, x0:x1] = True
-    return m
-
-
-def end_point_error(est: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean end-point error |est - truth| in px, over `mask` (H, W) bool if given."""
-    e = np.hypot(est[..., 0] - truth[..., 0], est[..., 1] - truth[..., 1])
-    return float(e[mask].mean() if mask is not None else e.mean())
-
-
-def motion_gain(est: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """How much of the true motion the estimate sees: sum(est . truth) / sum(|truth|^2) over `mask`.
-
-    1.0 = all of it, 0.3 = a third (the failure mode of flow tuned for large motion); a wrong sign gives
-    a negative gain. Complements the EPE, which a mostly-still region dilutes.
-    """
-    m = np.ones(truth.shape[:2], bool) if mask is None else mask
-    num = float((est[m] * truth[m]).sum())
-    den = float((truth[m] ** 2).sum())
-    return num / den if den > 0 else float("nan")
-
-
-def face_crop(size: int = 128) -> np.ndarray:
-    """A real face photograph as an aligned grey crop (size, size) uint8: skimage's astronaut (public domain).
-
-    The eye centres (201.5, 100.5) and (246.5, 103.5) px were located once with OpenCV's Haar eye
-    cascade; the crop is aligned with edge.geometry.align_from_eyes like the face node's crops.
-    """
-    from skimage import data
-
-    from edge.geometry import align_from_eyes
-
-    rgb = data.astronaut()
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    m = align_from_eyes(np.array([201.5, 100.5]), np.array([246.5, 103.5]), size)
-    return cv2.warpAffine(grey, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT101)
-
-
-def add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """img + Gaussian noise (sigma grey levels), rounded and clipped to uint8 (a sensor's noise)."""
-    if sigma <= 0:
-        return img
-    return np.clip(np.rint(img + rng.normal(0, sigma, img.shape)), 0, 255).astype(np.uint8)
-
-
-def time_calc(flow: FlowBackend, prev: np.ndarray, next: np.ndarray, repeats: int = 10) -> tuple[np.ndarray, float]:
-    """Run flow.calc once to warm up, then `repeats` times; returns (last flow, median ms per call)."""
-    out = flow.calc(prev, next)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = flow.calc(prev, next)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return out, float(np.median(ts))

@@ -31,7 +31,7 @@ def test_doctor_json_command():
     expected = next(b for b in flow.AUTO_ORDER if flow.available_backends()[b] == "yes")
     assert rep["nodes"]["flow"] == f"auto -> {expected}"
     if not flow.has_cuda_opencv():
-        assert "falls back to DIS" in rep["checks"]["opencv_cuda"]["hint"]
+        assert "falls back to Farneback" in rep["checks"]["opencv_cuda"]["hint"]
 
 
 def test_doctor_text_report():

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from edge import flow as F
+from edge.bench import flowfields as FF
 from edge.errors import Unavailable, UserError
 
 
 @pytest.fixture(scope="module")
 def face() -> np.ndarray:
-    return F.face_crop(128)
+    return FF.face_crop(128)
 
 
 def _backend(name: str) -> F.FlowBackend:
@@ -36,52 +37,52 @@ LOOSER = {"farneback": 0.1, "cuda_farneback": 0.1, "nvof": 0.15, "vpi": 0.15}
 @pytest.mark.parametrize("field,frac", FIELDS)
 def test_known_warp(face, name, field, frac):
     flow = _backend(name)
-    truth = F.known_field(field, 128)
-    mask = F.region_mask(field, 128)
-    est = flow.calc(face, F.warp_by_flow(face, truth))
+    truth = FF.known_field(field, 128)
+    mask = FF.region_mask(field, 128)
+    est = flow.calc(face, FF.warp_by_flow(face, truth))
     assert est.shape == (128, 128, 2) and est.dtype == np.float32
     scale = float(np.hypot(truth[..., 0], truth[..., 1])[mask].mean())
     bound = (frac + LOOSER.get(name, 0.0)) * scale
-    epe = F.end_point_error(est, truth, mask)
+    epe = FF.end_point_error(est, truth, mask)
     assert epe < bound, f"{name} {field}: EPE {epe:.3f} px >= {bound:.3f} px"
-    assert 0.6 < F.motion_gain(est, truth, mask) < 1.4
-    assert F.end_point_error(-est, truth, mask) > bound  # the estimate's sign is right
+    assert 0.6 < FF.motion_gain(est, truth, mask) < 1.4
+    assert FF.end_point_error(-est, truth, mask) > bound  # the estimate's sign is right
 
 
 @pytest.mark.parametrize("field,frac", FIELDS)
 def test_bounds_reject_classic_bugs(field, frac):
     """A backend with a wrong sign, swapped u/v, a 2x scale error or no output fails the bounds above."""
-    truth = F.known_field(field, 128)
-    mask = F.region_mask(field, 128)
+    truth = FF.known_field(field, 128)
+    mask = FF.region_mask(field, 128)
     scale = float(np.hypot(truth[..., 0], truth[..., 1])[mask].mean())
     bound = (frac + max(LOOSER.values())) * scale
     for bug, wrong in {"sign": -truth, "swap": truth[..., ::-1], "scale x2": 2 * truth,
                        "scale /32": truth / 32, "zero": 0 * truth}.items():
-        assert F.end_point_error(wrong, truth, mask) > bound, f"{bug} would pass for {field}"
+        assert FF.end_point_error(wrong, truth, mask) > bound, f"{bug} would pass for {field}"
 
 
 def test_default_cpu_backend_sub_pixel_under_noise(face):
     """The brow-raise targets of the issue (EPE <= 0.15 clean, <= 0.25 sigma=2) for the CPU default."""
     flow = F.create_flow("dis")
-    truth = F.known_field("brow_raise")
-    mask = F.region_mask("brow_raise")
-    nxt = F.warp_by_flow(face, truth)
-    assert F.end_point_error(flow.calc(face, nxt), truth, mask) <= 0.15
+    truth = FF.known_field("brow_raise")
+    mask = FF.region_mask("brow_raise")
+    nxt = FF.warp_by_flow(face, truth)
+    assert FF.end_point_error(flow.calc(face, nxt), truth, mask) <= 0.15
     rng = np.random.default_rng(1)
-    noisy = [F.end_point_error(flow.calc(F.add_noise(face, 2, rng), F.add_noise(nxt, 2, rng)), truth, mask)
+    noisy = [FF.end_point_error(flow.calc(FF.add_noise(face, 2, rng), FF.add_noise(nxt, 2, rng)), truth, mask)
              for _ in range(3)]
     assert np.mean(noisy) <= 0.25
     # And the reason for the non-preset default: DIS's MEDIUM preset sees far less of a lip-corner pull.
     preset = F.create_flow("dis", finest_scale=1, patch_stride=3, gd_iterations=25, var_iterations=5)
-    lip = F.known_field("lip_corner_pull")
-    lip_next, lmask = F.warp_by_flow(face, lip), F.region_mask("lip_corner_pull")
-    assert F.motion_gain(flow.calc(face, lip_next), lip, lmask) > \
-        F.motion_gain(preset.calc(face, lip_next), lip, lmask) + 0.2
+    lip = FF.known_field("lip_corner_pull")
+    lip_next, lmask = FF.warp_by_flow(face, lip), FF.region_mask("lip_corner_pull")
+    assert FF.motion_gain(flow.calc(face, lip_next), lip, lmask) > \
+        FF.motion_gain(preset.calc(face, lip_next), lip, lmask) + 0.2
 
 
 def test_warp_by_flow_translation_matches_affine(face):
-    truth = F.known_field("shift")  # (0.6, -0.4) px
-    out = F.warp_by_flow(face, truth).astype(np.float32)
+    truth = FF.known_field("shift")  # (0.6, -0.4) px
+    out = FF.warp_by_flow(face, truth).astype(np.float32)
     m = np.float32([[1, 0, 0.6], [0, 1, -0.4]])
     ref = cv2.warpAffine(face, m, (128, 128), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     assert np.abs(out - ref)[8:-8, 8:-8].max() <= 1.0  # rounding of two uint8 bilinear samplings
@@ -91,8 +92,8 @@ def test_warp_by_flow_truth_is_on_prev_grid():
     """next(p + f(p)) == prev(p): the known field is the flow on prev's grid (forward convention)."""
     ys, xs = np.mgrid[0:64, 0:64].astype(np.float32)
     prev = (xs * 3 + ys * 2).astype(np.float32)  # linear ramp: bilinear sampling is exact
-    f = F.gaussian_bump(64, (32, 32), (6, 6), (0.0, -2.0))
-    nxt = F.warp_by_flow(prev, f, iterations=10)
+    f = FF.gaussian_bump(64, (32, 32), (6, 6), (0.0, -2.0))
+    nxt = FF.warp_by_flow(prev, f, iterations=10)
     back = cv2.remap(nxt, xs + f[..., 0], ys + f[..., 1], cv2.INTER_LINEAR)
     # remap's fixed-point weights (1/32 px) on a ramp of slope 3.6 bound the error at ~0.1 grey levels;
     # the naive backward warp prev(x - f(x)) is off by ~0.6 here.
@@ -107,7 +108,7 @@ def test_optical_strain():
     np.testing.assert_allclose(F.optical_strain(stretch), 0.1, atol=1e-6)
     shear = np.stack([0.2 * ys, np.zeros_like(xs)], -1)  # u_y = 0.2 -> sqrt(1/2 * 0.2^2)
     np.testing.assert_allclose(F.optical_strain(shear), np.sqrt(0.5) * 0.2, atol=1e-6)
-    rot = F.known_field("rotation", 32)  # small rotation: antisymmetric, ~no strain
+    rot = FF.known_field("rotation", 32)  # small rotation: antisymmetric, ~no strain
     assert F.optical_strain(rot).max() < 1e-3
     with pytest.raises(UserError):
         F.optical_strain(np.zeros((4, 4)))

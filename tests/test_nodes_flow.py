@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import flow as F
+from edge.bench import flowfields as FF
 from edge.errors import UserError
 from edge.messages import Message, validate
 from nodes.capture import CaptureNode
@@ -24,10 +24,10 @@ def _crops_msg(frame: int, crops: list[np.ndarray], ids: list[int], ended: list[
 
 
 def test_flow_node_lag_tracks_and_known_motion():
-    face = F.face_crop()
-    truth = F.known_field("brow_raise")
+    face = FF.face_crop()
+    truth = FF.known_field("brow_raise")
     # Track 1 raises its brows between frames 1 and 2 and holds.
-    raised = F.warp_by_flow(face, truth)
+    raised = FF.warp_by_flow(face, truth)
     seq = [face, face, raised, raised, raised]
     node = FlowNode.for_test(params={"backend": "dis", "lag": 3, "strain": True})
     node.setup()
@@ -49,21 +49,21 @@ def test_flow_node_lag_tracks_and_known_motion():
     assert last.meta == {"backend": "dis", "lag": 3, "scale": 1.0, "crop_size": 128}
     # Track 1 moved by the whole field between its frames 1 and 4; track 2 not at all.
     uv = last.arrays["flows"][0].transpose(1, 2, 0)
-    mask = F.region_mask("brow_raise")
-    assert F.end_point_error(uv, truth, mask) < 0.5 * np.hypot(*truth[mask].T).mean()
-    assert F.motion_gain(uv, truth, mask) > 0.6
+    mask = FF.region_mask("brow_raise")
+    assert FF.end_point_error(uv, truth, mask) < 0.5 * np.hypot(*truth[mask].T).mean()
+    assert FF.motion_gain(uv, truth, mask) > 0.6
     assert np.abs(last.arrays["flows"][1]).mean() < 0.05
     assert last.arrays["strain"].shape == (2, 128, 128)
     assert last.arrays["strain"][0][mask].mean() > 3 * last.arrays["strain"][1][mask].mean()
 
 
 def test_flow_node_scale_ended_and_empty():
-    face = F.face_crop()
-    shift = F.known_field("shift")
+    face = FF.face_crop()
+    shift = FF.known_field("shift")
     node = FlowNode.for_test(params={"backend": "farneback", "lag": 1, "scale": 0.5})
     node.setup()
     node.process("crops", _crops_msg(0, [face], [5]))
-    node.process("crops", _crops_msg(1, [F.warp_by_flow(face, shift)], [5], ended=[5]))
+    node.process("crops", _crops_msg(1, [FF.warp_by_flow(face, shift)], [5], ended=[5]))
     node.process("crops", _crops_msg(2, [face], [5]))  # track 5 ended: a new track 5 starts afresh
     node.process("crops", _crops_msg(3, [], []))  # no faces: still a message, downstream time advances
     outs = [m for _, m in node.emitted]

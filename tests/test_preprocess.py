@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.bench.flowfields import face_crop, known_field, warp_by_flow
 from edge.data.preprocess import FeatureCache, PreprocessSpec, input_key, model_input, precompute
 from edge.errors import UserError
-from edge.flow import face_crop, known_field, warp_by_flow
 from edge.geometry import roi_boxes
 
 

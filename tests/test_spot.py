@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.bench.flowfields import add_noise, face_crop
 from edge.data.aus import combo_field, grid
 from edge.data.synth import profile
 from edge.errors import UserError
-from edge.flow import add_noise, create_flow, face_crop
+from edge.flow import create_flow
 from edge.messages import Message
 from edge.spot import FrameInfo, RoiFeatures, SpotParams, Spotter, f1, iou, match, match_pairs
 

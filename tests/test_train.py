@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from edge.bench.flowfields import warp_by_flow
 from edge.data.preprocess import PreprocessSpec, precompute
 from edge.data.synth import make_samples, save_samples
 from edge.errors import UserError
-from edge.flow import warp_by_flow
 from edge.train import TrainConfig, fit
 
 SMALL = {"stem": 8, "widths": (8, 16, 16, 24)}  # a narrow net: these tests check the loop, not the model
@@ -122,8 +122,8 @@ def test_fit_rejects_empty_or_mismatched_data():
 
 
 def test_default_weights_ship_small_synthetic_and_runnable():
+    from edge.bench.flowfields import face_crop, known_field, warp_by_flow
     from edge.data.preprocess import model_input
-    from edge.flow import face_crop, known_field, warp_by_flow
     from edge.model.runtime import open_model
 
     path = Path(__file__).resolve().parents[1] / "edge" / "weights" / "soa_synthetic_3c.pt"
@@ -145,7 +145,7 @@ def test_real_dataset_source_gives_aligned_crops(tmp_path):
     import cv2
     from skimage import data as skdata
 
-    from edge.flow import gaussian_bump
+    from edge.bench.flowfields import gaussian_bump
     from edge.train import load_source
 
     grey = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY)

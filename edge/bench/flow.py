@@ -1,10 +1,12 @@
 """`facesleuth bench flow`: time and end-point error of every flow backend on known warps, vs TV-L1.
 
 The images are a real face photograph (skimage's astronaut) as a 128x128 aligned crop, warped by known
-fields (edge.flow.known_field: brow raise, lip-corner pull, rigid shift), clean and with sigma = 2 grey
-levels of Gaussian noise on both frames. EPE = mean end-point error (px) inside the field's ROIs (the
-inner crop for the shift); gain = the share of the true motion the estimate sees (edge.flow.motion_gain). The baseline is TV-L1, the MER literature's standard, at OpenCV's defaults
-(`tvl1 cv-defaults`), and the tuned TV-L1 default; each row gives its ratio to both.
+fields (edge.bench.flowfields.known_field: brow raise, lip-corner pull, rigid shift), clean and with
+sigma = 2 grey levels of Gaussian noise on both frames. EPE = mean end-point error (px) inside the
+field's ROIs (the inner crop for the shift); gain = the share of the true motion the estimate sees
+(edge.bench.flowfields.motion_gain). The baseline is TV-L1, the MER literature's standard, at OpenCV's
+defaults (`tvl1 cv-defaults`), and the tuned TV-L1 default; each row gives its ratio to both. The
+measurements behind edge.flow's defaults are in docs/flow.md.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import cv2
 import numpy as np
 
 from edge import flow as F
+from edge.bench import flowfields as FF
 from edge.bench.report import emit
 from edge.errors import Unavailable
 from edge.progress import Progress
@@ -53,11 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(repeats: int = 5, seeds: int = 3, size: int = 128, only: list[str] | None = None,
         ) -> tuple[list[dict], dict[str, str]]:
     """All rows (config, field, noise, ms, epe, gain, ratios) and {label: reason} for the unavailable ones."""
-    img = F.face_crop(size)
+    img = FF.face_crop(size)
     cases = []
     for kind in FIELDS:
-        truth = F.known_field(kind, size)
-        cases.append((kind, truth, F.region_mask(kind, size), F.warp_by_flow(img, truth)))
+        truth = FF.known_field(kind, size)
+        cases.append((kind, truth, FF.region_mask(kind, size), FF.warp_by_flow(img, truth)))
     configs = [c for c in CONFIGS if not only or c[0] in only or c[1] in only]
     rows, missing = [], {}
     with Progress(len(configs) * len(cases), "bench flow") as prog:
@@ -70,14 +73,14 @@ def run(repeats: int = 5, seeds: int = 3, size: int = 128, only: list[str] | Non
                 prog.update(len(cases))
                 continue
             for kind, truth, mask, nxt in cases:
-                est, ms = F.time_calc(flow, img, nxt, repeats)
+                est, ms = FF.time_calc(flow, img, nxt, repeats)
                 rows.append(dict(config=label, field=kind, noise=0.0, ms=ms,
-                                 epe=F.end_point_error(est, truth, mask), gain=F.motion_gain(est, truth, mask)))
+                                 epe=FF.end_point_error(est, truth, mask), gain=FF.motion_gain(est, truth, mask)))
                 rng = np.random.default_rng(0)
-                noisy = [flow.calc(F.add_noise(img, 2.0, rng), F.add_noise(nxt, 2.0, rng)) for _ in range(seeds)]
+                noisy = [flow.calc(FF.add_noise(img, 2.0, rng), FF.add_noise(nxt, 2.0, rng)) for _ in range(seeds)]
                 rows.append(dict(config=label, field=kind, noise=2.0, ms=ms,
-                                 epe=float(np.mean([F.end_point_error(e, truth, mask) for e in noisy])),
-                                 gain=float(np.mean([F.motion_gain(e, truth, mask) for e in noisy]))))
+                                 epe=float(np.mean([FF.end_point_error(e, truth, mask) for e in noisy])),
+                                 gain=float(np.mean([FF.motion_gain(e, truth, mask) for e in noisy]))))
                 prog.update(1, config=label)
     base = {(r["field"], r["noise"]): r for r in rows if r["config"] == "tvl1 cv-defaults"}
     tuned = {(r["field"], r["noise"]): r for r in rows if r["config"] == "tvl1 default"}
