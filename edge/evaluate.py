@@ -22,6 +22,7 @@ folds.tsv (one row per architecture, seed and fold), summary.md (the table), con
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -30,12 +31,26 @@ from typing import Any
 import numpy as np
 
 from edge.data.preprocess import PreprocessSpec, default_cache_dir
+from edge.data.sources import SampleSet, load_source
 from edge.errors import UserError
-from edge.train import DEFAULTS, SampleSet, TrainConfig, features, fit, load_source, plot_history, predict
+from edge.params import with_set
+from edge.train import (
+    DataConfig,
+    TrainConfig,
+    add_config_arguments,
+    config_values,
+    features,
+    fit,
+    plot_history,
+    predict,
+)
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("domain", "loso", "lodo", "megc2019")
+# Every training hyper-parameter has its `facesleuth train` flag here too, but arch and seed: comma lists
+# of those (--arch, --seeds) are the runs; --seed is the data seed.
+EVAL_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("arch", "seed"))
 
 
 def make_folds(protocol: str, data: SampleSet, test_domain: str | None = None) -> list[Any]:
@@ -196,22 +211,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, help="train-and-test protocol (not with --model)")
     p.add_argument("--model", type=Path, help="test this trained model on all of --data instead of training")
     p.add_argument("--test-domain", help="the held-out domain for --protocol domain")
-    p.add_argument("--n", type=int, default=DEFAULTS["n"], help="synthetic samples in all")
     p.add_argument("--seed", type=int, default=0, help="data seed (synthetic)")
     p.add_argument("--arch", default="soa", help="comma list of networks: soa, cva, coord, none")
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma list of training seeds")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--drop", type=float, default=0.1)
-    p.add_argument("--size", type=int, default=DEFAULTS["size"], help="model input size, px")
+    add_config_arguments(p, TrainConfig, EVAL_TRAIN_FIELDS)
     p.add_argument("--widths", type=_int_list, help="stage widths, comma list (default: the network's, 32,48,96,160)")
     p.add_argument("--stem", type=int, help="stem width (default: the network's, 24)")
-    p.add_argument("--flow", default=DEFAULTS["flow"], help="optical flow backend for preprocessing")
-    p.add_argument("--class-set", default="composite", choices=("composite", "casme2"))
-    p.add_argument("--val-frac", type=float, default=0.0, help="validation subjects from each fold's training subjects")
-    p.add_argument("--select", choices=("last", "val"), default="last")
-    p.add_argument("--device", default="auto")
+    add_config_arguments(p, DataConfig, ("n", "size", "flow", "channels", "class_set", "val_frac"))
     p.add_argument("--out", type=Path, default=Path("eval_out"), help="report directory")
     p.add_argument("--cache", type=Path)
     p.add_argument("--no-cache", action="store_true")
@@ -224,7 +230,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("give either --protocol (train and test) or --model (test a trained model)")
     progress = not args.quiet
     cache = None if args.no_cache else (args.cache or default_cache_dir())
-    data = load_source(args.data, n=args.n, seed=args.seed, class_set=args.class_set, progress=progress)
+    d = with_set(DataConfig(), config_values(args, DataConfig))
+    data = load_source(d.data, n=d.n, seed=args.seed, class_set=d.class_set, progress=progress)
     if args.model is not None:
         report = evaluate_model(args.model, data, cache, args.workers, progress)
     else:
@@ -235,16 +242,15 @@ def main(args: argparse.Namespace) -> int:
         if bad or not archs or not seeds:
             raise UserError(f"--arch: unknown {bad} (known: {', '.join(list_models())}) or no seeds")
         folds = make_folds(args.protocol, data, args.test_domain)
-        spec = PreprocessSpec(backend=args.flow, size=args.size).resolved()
+        spec = PreprocessSpec(backend=d.flow, size=d.size, channels=d.channels).resolved()
         x = features(data, spec, cache, args.workers, progress=progress)
         kw: dict[str, Any] = {}
         if args.widths:
             kw["widths"] = tuple(args.widths)
         if args.stem:
             kw["stem"] = args.stem
-        base = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, drop=args.drop, device=args.device,
-                           select=args.select, model_kwargs=kw)
-        report = run_protocol(data, x, folds, archs, seeds, base, args.val_frac, progress)
+        base = with_set(TrainConfig(), {**config_values(args, TrainConfig, EVAL_TRAIN_FIELDS), "model_kwargs": kw})
+        report = run_protocol(data, x, folds, archs, seeds, base, d.val_frac, progress)
         report.update({"protocol": args.protocol, "test_domain": args.test_domain, "preprocessing": spec.to_meta(),
                        "train_config": {k: v for k, v in base.__dict__.items() if k not in ("arch", "seed")},
                        "leak_check": "no subject in both train and test of any fold"})

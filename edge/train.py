@@ -31,6 +31,7 @@ the same result as one process on the same data. Mixed precision (fp16 autocast 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import io
 import json
@@ -38,8 +39,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +51,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.data.preprocess import PreprocessSpec, default_cache_dir, precompute
+from edge.data.sources import SampleSet, is_real, load_source
 from edge.errors import Unavailable, UserError
+from edge.params import describe, field_default, knob, with_set
 
 log = logging.getLogger(__name__)
 
-# The shipped default weights are this preset, nothing else: `facesleuth train --preset default --out F`.
+# Named recipes: values for any field of DataConfig or TrainConfig. The shipped default weights are
+# "default", nothing else: `facesleuth train --preset default --out F`.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"data": "synth:lab200+hs100+edge60+webcam30", "n": 1600, "arch": "soa", "epochs": 12,
                 "batch": 64, "lr": 2e-3, "seed": 0, "size": 64, "flow": "dis"},
 }
-DEFAULTS: dict[str, Any] = {"data": None, "n": 1200, "arch": "soa", "epochs": 20, "batch": 64, "lr": 2e-3,
-                            "seed": 0, "size": 64, "flow": "dis"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -68,116 +70,18 @@ DEFAULTS: dict[str, Any] = {"data": None, "n": 1200, "arch": "soa", "epochs": 20
 # ---------------------------------------------------------------------------------------------------
 
 @dataclass
-class SampleSet:
-    """Onset/apex pairs with labels. onset, apex: (N, S, S) uint8; labels: (N,) int64 into `classes`."""
+class DataConfig:
+    """What `facesleuth train` learns from and how pairs become model inputs (recorded in the model file)."""
 
-    onset: np.ndarray
-    apex: np.ndarray
-    labels: np.ndarray
-    classes: list[str]
-    subjects: list[str]
-    domains: list[str]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx: Sequence[int] | np.ndarray) -> SampleSet:
-        idx = np.asarray(idx, np.int64)
-        return SampleSet(self.onset[idx], self.apex[idx], self.labels[idx], self.classes,
-                         [self.subjects[i] for i in idx], [self.domains[i] for i in idx])
-
-
-def preset_seed(seed: int, k: int) -> int:
-    """The generator seed of the k-th domain preset of a `synth:` source: distinct people per domain."""
-    return seed * 1000 + 101 * k
-
-
-def load_real(source: str, class_set: str = "composite", progress: bool = True) -> SampleSet:
-    """Samples of licensed datasets, `DATASET:ROOT[+DATASET:ROOT...]` (edge.data.datasets), as aligned
-    onset/apex crops (edge.data.preprocess.align_pair). Samples whose label is outside the class set are
-    left out; a sample whose frames cannot be read or hold no face is skipped with a warning."""
-    import cv2
-
-    from edge.data.datasets import DATASETS, load
-    from edge.data.emotions import CLASS_SETS
-    from edge.data.preprocess import align_pair
-    from edge.face.detect import make_detector
-    from edge.face.landmarks import make_landmarker
-    from edge.progress import track
-
-    classes = list(CLASS_SETS[class_set])
-    samples = []
-    for part in source.split("+"):
-        name, _, root = part.partition(":")
-        if name not in DATASETS or not root:
-            raise UserError(f"bad data source {part!r}: use DATASET:ROOT with DATASET one of {', '.join(DATASETS)}")
-        samples += load(name, root)
-    detector, landmarker = make_detector("haar"), make_landmarker("auto")
-    onset, apex, labels, subjects, domains, skipped = [], [], [], [], [], 0
-    for s in track(samples, "align dataset frames", enabled=progress):
-        label = s.composite if class_set == "composite" else s.emotion
-        if label not in classes:
-            continue
-        frames = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in (s.onset_path, s.apex_path)]
-        try:
-            if any(f is None for f in frames):
-                raise UserError("unreadable frame")
-            o, a = align_pair(frames[0], frames[1], detector, landmarker)
-        except UserError as e:
-            log.warning("skipping %s/%s %s: %s", s.dataset, s.subject, s.clip, e)
-            skipped += 1
-            continue
-        onset.append(o)
-        apex.append(a)
-        labels.append(classes.index(label))
-        subjects.append(s.subject)
-        domains.append(s.dataset)
-    if not labels:
-        raise UserError(f"{source}: no usable samples with {class_set} labels")
-    log.info("%d samples from %s (%d skipped)", len(labels), source, skipped)
-    return SampleSet(np.stack(onset), np.stack(apex), np.array(labels, np.int64), classes, subjects, domains)
-
-
-def load_source(source: str, n: int = 1200, seed: int = 0, class_set: str = "composite",
-                progress: bool = True) -> SampleSet:
-    """Samples from `synth:PRESET[+PRESET...]` (n in all, split over the presets), a samples .npz, or
-    licensed datasets `DATASET:ROOT[+DATASET:ROOT...]` (load_real)."""
-    from edge.data import emotions, synth
-
-    if _is_real(source):
-        return load_real(source, class_set, progress)
-    if source.startswith("synth:"):
-        presets = [p for p in source[len("synth:"):].split("+") if p]
-        if not presets:
-            raise UserError(f"{source!r}: name at least one domain preset, e.g. synth:lab200")
-        if n < len(presets):
-            raise UserError(f"--n {n} is smaller than the number of presets ({len(presets)})")
-        parts = []
-        for k, p in enumerate(presets):
-            m = n // len(presets) + (1 if k < n % len(presets) else 0)
-            parts.append(synth.make_samples(m, p, seed=preset_seed(seed, k), class_set=class_set, progress=progress))
-        onset = np.concatenate([p[0] for p in parts])
-        apex = np.concatenate([p[1] for p in parts])
-        meta = [m for p in parts for m in p[2]]
-    else:
-        path = Path(source)
-        if path.suffix != ".npz":
-            raise UserError(f"unknown data source {source!r}: use synth:PRESET[+PRESET] or a samples .npz")
-        onset, apex, meta = synth.load_samples(path)
-        if not meta:
-            raise UserError(f"{path} holds no samples")
-        class_set = meta[0].get("class_set", class_set)
-    classes = list(emotions.CLASS_SETS[class_set])
-    labels = np.array([classes.index(m["label"]) for m in meta], np.int64)
-    return SampleSet(onset, apex, labels, classes, [str(m["subject"]) for m in meta],
-                     [str(m.get("domain", "")) for m in meta])
-
-
-def _is_real(source: str) -> bool:
-    """True for licensed datasets (DATASET:ROOT); synth: sources and sample .npz files are synthetic."""
-    from edge.data.datasets import DATASETS
-
-    return source.split(":", 1)[0] in DATASETS
+    data: str = knob("", "synth:PRESET[+PRESET...] (e.g. synth:lab200+webcam30), a samples .npz, or licensed "
+                     "datasets DATASET:ROOT[+DATASET:ROOT...] (casme2, samm, smic, casme3, mmew)")
+    n: int = knob(1200, "synthetic samples in all", min=1)
+    size: int = knob(64, "model input size", "px", min=16)
+    flow: str = knob("dis", "optical flow backend for preprocessing (recorded in the model)")
+    channels: tuple[str, ...] = knob(("u", "v", "strain"), "input channels (u,v,strain[,apex])")
+    class_set: str = knob("composite", "label set", choices=("composite", "casme2"))
+    val_frac: float = knob(0.0, "validation subjects carved from the training subjects", "fraction",
+                           min=0.0, max=1.0)
 
 
 def features(data: SampleSet, spec: PreprocessSpec, cache: str | Path | None, workers: int | None,
@@ -256,25 +160,25 @@ def _barrier() -> None:
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters (recorded in the model file). Learning rates per step; angles in degrees."""
+    """Hyper-parameters of `fit` (recorded in the model file). Learning rates per step; angles in degrees."""
 
-    arch: str = "soa"
-    epochs: int = 20
-    batch: int = 64                 # GLOBAL batch: split over DDP ranks
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    angle_lr: float = 5e-3
-    angle_wd: float = 0.2
-    warmup: int = 1                 # epochs of linear warm-up
-    angle_init: float = 90.0
-    angle_sweep: bool = False
-    drop: float = 0.1
-    flip: bool = True
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True                # fp16 autocast + GradScaler, CUDA only
-    select: str = "last"            # "last" (fixed schedule) or "val" (best validation UF1 epoch)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    arch: str = knob("soa", "network: soa, cva, coord, none")
+    epochs: int = knob(20, "training epochs (a fixed schedule)", min=1)
+    batch: int = knob(64, "GLOBAL batch size (split over torchrun processes)", "samples", min=2)
+    lr: float = knob(2e-3, "learning rate of all but the angles", "per step", min=0.0)
+    weight_decay: float = knob(0.05, "AdamW weight decay of all but the angles", min=0.0)
+    angle_lr: float = knob(5e-3, "learning rate of the SOA angle vectors", "per step", min=0.0)
+    angle_wd: float = knob(0.2, "weight decay of the SOA angle vectors", min=0.0)
+    warmup: int = knob(1, "linear learning-rate warm-up", "epochs", min=0)
+    angle_init: float = knob(90.0, "initial SOA angle", "deg")
+    angle_sweep: bool = knob(False, "start from the best of a short coarse angle sweep")
+    drop: float = knob(0.1, "dropout before the classifier", min=0.0, max=1.0)
+    flip: bool = knob(True, "horizontal-flip augmentation (u negated)")
+    seed: int = knob(0, "seed of the data, initial weights, shuffling and augmentation")
+    device: str = knob("auto", "auto, cpu or cuda")
+    amp: bool = knob(True, "mixed precision (fp16 autocast + GradScaler), CUDA only")
+    select: str = knob("last", "last epoch (fixed schedule) or best validation UF1", choices=("last", "val"))
+    model_kwargs: dict[str, Any] = knob({}, "extra create_model options (stem, widths...)")
 
 
 @dataclass
@@ -559,31 +463,57 @@ def plot_history(histories: dict[str, list[dict[str, Any]]], path: str | Path, t
 # Command
 # ---------------------------------------------------------------------------------------------------
 
+def _comma_tuple(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _bounded(typ: type, lo: float | None, hi: float | None) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        v = typ(text)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{v} is outside [{lo if lo is not None else '-inf'}, "
+                                             f"{hi if hi is not None else 'inf'}]")
+        return v
+    parse.__name__ = typ.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def add_config_arguments(p: argparse.ArgumentParser, cls: type, names: Iterable[str] | None = None) -> None:
+    """One `--field-name` flag per field of dataclass `cls` (all when `names` is None; dict fields have no
+    flag), help and bounds from its knob(), default None: an unset flag overrides neither a preset nor the
+    field default (read them back with config_values). Bools get --x/--no-x, tuples a comma list."""
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    for name in by_name if names is None else names:
+        f = by_name[name]
+        default, m = field_default(f), f.metadata
+        if isinstance(default, dict):
+            continue
+        flag = "--" + name.replace("_", "-")
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help_ = (f"{describe(f)} (default {shown})" if shown != "" else describe(f)).replace("%", "%%")
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif isinstance(default, tuple):
+            p.add_argument(flag, type=_comma_tuple, default=None, help=help_)
+        else:
+            typ = type(default)
+            if typ in (int, float) and (m.get("min") is not None or m.get("max") is not None):
+                typ = _bounded(typ, m.get("min"), m.get("max"))
+            p.add_argument(flag, type=typ, default=None, choices=m.get("choices"), help=help_)
+
+
+def config_values(args: argparse.Namespace, cls: type, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The fields of `cls` (those in `names` when given) that were set as flags; unset flags are None."""
+    names = [f.name for f in dataclasses.fields(cls)] if names is None else list(names)
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (flags given as well override it); "
                    "'default' reproduces the shipped weights")
-    p.add_argument("--data", help="synth:PRESET[+PRESET...] (e.g. synth:lab200+webcam30), a samples .npz, "
-                   "or licensed datasets DATASET:ROOT[+DATASET:ROOT...] (casme2, samm, smic, casme3, mmew)")
-    p.add_argument("--n", type=int, help=f"synthetic samples in all (default {DEFAULTS['n']})")
     p.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
-    p.add_argument("--arch", help="network: soa, cva, coord, none (default soa)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int, help="global batch size (split over torchrun processes)")
-    p.add_argument("--lr", type=float, help="learning rate of all but the angles")
-    p.add_argument("--angle-lr", type=float, default=5e-3)
-    p.add_argument("--angle-init", type=float, default=90.0, help="initial SOA angle, deg (default 90)")
-    p.add_argument("--angle-sweep", action="store_true", help="start from the best of a short coarse angle sweep")
-    p.add_argument("--drop", type=float, default=0.1, help="dropout before the classifier")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--size", type=int, help="model input size, px (default 64)")
-    p.add_argument("--flow", help="optical flow backend for preprocessing (default dis; recorded in the model)")
-    p.add_argument("--channels", default="u,v,strain", help="input channels (u,v,strain[,apex])")
-    p.add_argument("--class-set", default="composite", choices=("composite", "casme2"))
-    p.add_argument("--val-frac", type=float, default=0.0, help="validation subjects carved from training subjects")
-    p.add_argument("--select", choices=("last", "val"), default="last",
-                   help="last epoch (fixed schedule) or best validation UF1")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    add_config_arguments(p, DataConfig)
+    add_config_arguments(p, TrainConfig)
     p.add_argument("--checkpoint", type=Path, help="checkpoint file (default OUT with .ckpt)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--cache", type=Path, help="feature cache directory (default ~/.cache/facesleuth/features)")
@@ -592,35 +522,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def resolve_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Preset values under explicit flags, defaults under both."""
-    out = dict(DEFAULTS)
-    if args.preset:
-        out.update(PRESETS[args.preset])
-    for key in DEFAULTS:
-        v = getattr(args, key, None)
-        if v is not None:
-            out[key] = v
-    if not out["data"]:
+def resolve_args(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
+    """Field defaults, under the preset's values, under the flags given."""
+    preset = PRESETS[args.preset] if args.preset else {}
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(preset) - data_fields - train_fields
+    if unknown:
+        raise UserError(f"preset {args.preset!r} sets unknown field(s) {sorted(unknown)}")
+    data = with_set(with_set(DataConfig(), {k: v for k, v in preset.items() if k in data_fields}),
+                    config_values(args, DataConfig))
+    cfg = with_set(with_set(TrainConfig(), {k: v for k, v in preset.items() if k in train_fields}),
+                   config_values(args, TrainConfig))
+    if not data.data:
         raise UserError("train: give --data (synth:PRESET or a samples .npz) or --preset")
-    return out
+    return data, cfg
 
 
 def main(args: argparse.Namespace) -> int:
     from edge.data.protocols import validation_split
     from edge.model.file import save_model
 
-    r = resolve_args(args)
+    d, cfg = resolve_args(args)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if local_world > 1:  # several ranks on one box: share its cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    device = str(_device(args.device))
+    cfg = dataclasses.replace(cfg, device=str(_device(cfg.device)))
+    device = cfg.device
     progress = not args.quiet
-    spec = PreprocessSpec(backend=r["flow"], size=int(r["size"]),
-                          channels=tuple(c.strip() for c in args.channels.split(",") if c.strip())).resolved()
-    data = load_source(r["data"], n=int(r["n"]), seed=int(r["seed"]), class_set=args.class_set,
-                       progress=progress and rank == 0)
+    spec = PreprocessSpec(backend=d.flow, size=d.size, channels=d.channels).resolved()
+    data = load_source(d.data, n=d.n, seed=cfg.seed, class_set=d.class_set, progress=progress and rank == 0)
     cache = None if args.no_cache else (args.cache or default_cache_dir())
     # One rank computes the features (through the cache); the others then read them from it.
     if rank != 0 and cache is not None:
@@ -631,12 +563,8 @@ def main(args: argparse.Namespace) -> int:
         _dist_init(device)
         _barrier()
     idx = np.arange(len(data))
-    fit_idx, val_idx = (validation_split(idx, data.subjects, args.val_frac, seed=int(r["seed"]))
-                        if args.val_frac > 0 else (idx, idx[:0]))
-    cfg = TrainConfig(arch=r["arch"], epochs=int(r["epochs"]), batch=int(r["batch"]), lr=float(r["lr"]),
-                      angle_lr=args.angle_lr, angle_init=args.angle_init, angle_sweep=args.angle_sweep,
-                      drop=args.drop, seed=int(r["seed"]), device=device, amp=not args.no_amp,
-                      select=args.select)
+    fit_idx, val_idx = (validation_split(idx, data.subjects, d.val_frac, seed=cfg.seed)
+                        if d.val_frac > 0 else (idx, idx[:0]))
     out: Path = args.out
     ckpt = args.checkpoint or out.with_suffix(".ckpt")
     res = fit(x[fit_idx], data.labels[fit_idx], data.classes, cfg,
@@ -645,18 +573,18 @@ def main(args: argparse.Namespace) -> int:
     if rank == 0:
         last = res.history[-1]
         meta = {**spec.to_meta(), "classes": data.classes,
-                "training": {"data": r["data"], "n": len(data), "n_fit": int(len(fit_idx)), "n_val": int(len(val_idx)),
+                "training": {"data": d.data, "n": len(data), "n_fit": int(len(fit_idx)), "n_val": int(len(val_idx)),
                              "domains": sorted(set(data.domains)), "subjects": len(set(data.subjects)),
-                             "real_data": _is_real(r["data"]),
+                             "real_data": is_real(d.data),
                              "config": _cfg_key(cfg, len(fit_idx), x.shape), "preset": args.preset,
                              "selected_epoch": res.best_epoch, "world_size": world,
                              "angles_history": [h["angles"] for h in res.history],
                              "history": res.history},
                 "metrics": {"train_loss": last["loss"], "train_acc": last["acc"], **(
                     {"val": last["val"]} if "val" in last else {})}}
-        model_id = save_model(res.model, out, meta=meta, name=r["arch"])
-        png = plot_history({r["arch"]: res.history}, out.with_suffix(".angles.png"),
-                           title=f"{model_id} ({r['data']})")
+        model_id = save_model(res.model, out, meta=meta, name=cfg.arch)
+        png = plot_history({cfg.arch: res.history}, out.with_suffix(".angles.png"),
+                           title=f"{model_id} ({d.data})")
         print(f"model {model_id} -> {out}" + (f" (angles plot {png})" if png else ""))
         print("angles (deg): " + (" ".join(f"{a:.1f}" for a in res.model.angles()) or "none"))
         ckpt.unlink(missing_ok=True)  # finished: the checkpoint only serves an interrupted run

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edge.cli import main
+from edge.data.sources import load_source
 from edge.evaluate import make_folds
-from edge.train import load_source
 
 TINY = ["--epochs", "1", "--batch", "16", "--size", "32", "--workers", "0", "--quiet"]
 

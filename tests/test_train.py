@@ -146,7 +146,7 @@ def test_real_dataset_source_gives_aligned_crops(tmp_path):
     from skimage import data as skdata
 
     from edge.bench.flowfields import gaussian_bump
-    from edge.train import load_source
+    from edge.data.sources import load_source
 
     grey = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY)
     moved = warp_by_flow(grey, gaussian_bump(512, (225.0, 85.0), (25.0, 12.0), (0.0, -2.0)))  # brows up
@@ -170,3 +170,25 @@ def test_real_dataset_source_gives_aligned_crops(tmp_path):
 
     x0, y0, x1, y1 = roi_boxes(64)["brow_left"]
     assert x[0, 1, y0:y1, x0:x1].mean() < -0.2  # the brows moved up in the aligned crop
+
+
+def test_presets_and_flags_resolve_over_the_config_defaults(monkeypatch):
+    import argparse
+
+    from edge import train
+
+    monkeypatch.setitem(train.PRESETS, "t", {"data": "synth:lab200", "angle_lr": 0.01, "epochs": 12,
+                                             "channels": ["u", "v"]})
+    monkeypatch.setitem(train.PRESETS, "bad", {"data": "synth:lab200", "angel_lr": 0.01})
+    p = argparse.ArgumentParser()
+    train.add_arguments(p)
+    data, cfg = train.resolve_args(p.parse_args(["--out", "m.pt", "--preset", "t"]))
+    assert (cfg.angle_lr, cfg.epochs, data.channels, data.n) == (0.01, 12, ("u", "v"), train.DataConfig().n)
+    assert cfg.lr == train.TrainConfig().lr and cfg.amp and not cfg.angle_sweep  # unset flags: field defaults
+    data, cfg = train.resolve_args(p.parse_args(["--out", "m.pt", "--preset", "t", "--angle-lr", "0.02",
+                                                 "--epochs", "20", "--no-amp", "--channels", "u,v,strain"]))
+    assert (cfg.angle_lr, cfg.epochs, cfg.amp, data.channels) == (0.02, 20, False, ("u", "v", "strain"))
+    with pytest.raises(UserError, match="angel_lr"):
+        train.resolve_args(p.parse_args(["--out", "m.pt", "--preset", "bad"]))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--out", "m.pt", "--batch", "1"])  # below the field's minimum
