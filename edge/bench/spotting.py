@@ -35,11 +35,12 @@ import cv2
 import numpy as np
 
 from edge.bench.report import emit
+from edge.data.metrics import f1, match, match_pairs
 from edge.errors import UserError
 from edge.geometry import roi_boxes
 from edge.progress import Progress
 from edge.robust import robust_scale
-from edge.spot import FrameInfo, Interval, RoiFeatures, SpotParams, Spotter, f1, match, match_pairs
+from edge.spot import FrameInfo, Interval, RoiFeatures, SpotParams, Spotter
 
 log = logging.getLogger(__name__)
 
