@@ -17,7 +17,7 @@ from edge.params import knob
 class SpotParams:
     """Spotting parameters (edge.params.knob fields: the spot node's params are generated from them)."""
 
-    k_on: float = knob(6.5, "best channel score that opens an event (6 let noise bumps through)",
+    k_on: float = knob(6.5, "best channel score that opens an event (lower lets sensor-noise bumps through)",
                        "noise units", min=0.0)
     k_off: float = knob(2.5, "score above which a frame still counts as moving", "noise units", min=0.0)
     noise_window_s: float = knob(4.0, "quiet history behind each channel's noise scale", "s", min=0.0)
