@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -110,7 +111,7 @@ def fit(clips: list, base: SpotParams, grid: dict[str, tuple] | None = None,
     """Grid search over `grid` on cached clips (edge.bench.spotting.Clip). Returns (params, fit report).
     The settings are scored in parallel, one process per core (each replays every clip once per setting)."""
     settings = grid_settings(grid or GRID, base)
-    params = [SpotParams(**{**base.__dict__, **v}) for v in settings]
+    params = [dataclasses.replace(base, **v) for v in settings]
     workers = min(len(params), os.cpu_count() or 1, 8)
     # spawn, not fork: the caller may hold OpenCV / torch threads, which a forked child would inherit dead.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,

@@ -34,6 +34,10 @@ ROIS: dict[str, tuple[float, float, float, float]] = {
 STABLE_ROIS: dict[str, tuple[float, float, float, float]] = {
     "nose_bridge": (0.44, 0.36, 0.56, 0.52),
 }
+# The face's skin as an ellipse (centre x, centre y, semi-axis x, semi-axis y), fractions of the side:
+# cheek to cheek and brows to chin, inside the crop's margin. The spotter fits the crop's rigid motion on
+# it, outside the ROIs.
+FACE_ELLIPSE = (0.5, 0.55, 0.38, 0.44)
 
 
 def eye_points(size: int = CROP_SIZE) -> np.ndarray:

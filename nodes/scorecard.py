@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edge.data.metrics import iou
 from edge.messages import Message
 from edge.node import Node, Param, Port, register_node
-from edge.spot import iou
 
 
 def score(truth: list[dict[str, Any]], events: list[dict[str, Any]], thr: float = 0.5) -> dict[str, Any]:

@@ -22,9 +22,11 @@ import numpy as np
 
 from edge.messages import Message
 from edge.node import Node, Param, Port, register_node
+from edge.params import node_params, with_set
 from edge.spot import FrameInfo, Interval, SpotParams, Spotter
 
-_DEFAULTS = SpotParams()
+# SpotParams fields a graph can set on the node (the rest: a params file from `facesleuth calib spot`).
+_EXPOSED = ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max", "early_close")
 
 
 class FrameOrder:
@@ -73,26 +75,16 @@ class SpotNode(Node):
     outputs = {"intervals": Port("intervals", "one message per interval (kinds micro, macro, blink)")}
     params = {
         "params_file": Param(str, "", "JSON from `facesleuth calib spot` (its values replace the defaults)"),
-        "k_on": Param(float, _DEFAULTS.k_on, "score (noise units) that opens an event", min=0.0),
-        "k_off": Param(float, _DEFAULTS.k_off, "score (noise units) above which motion continues", min=0.0),
-        "k_bump": Param(float, _DEFAULTS.k_bump, "rise-and-return score (noise units) that spots a micro",
-                        min=0.0),
-        "micro_max_s": Param(float, _DEFAULTS.micro_max_s, "longest micro-expression, s", min=0.0),
-        "head_speed_max": Param(float, _DEFAULTS.head_speed_max, "head motion that discards, crop px/s"),
-        "residual_max": Param(float, _DEFAULTS.residual_max, "stabilisation residual that discards, crop px"),
-        "early_close": Param(bool, _DEFAULTS.early_close, "publish clear micro intervals the frame the face is "
-                             "back, not once it is still (lag frames later)"),
+        **node_params(SpotParams, _EXPOSED, unset=True),
         "crop_history_s": Param(float, 6.0, "seconds of crops kept per track for onset/apex crops", min=0.5),
         "emit_discarded": Param(bool, False, "also emit discarded intervals (kind 'other', meta discarded)"),
     }
 
     def setup(self) -> None:
-        sp = SpotParams.load(self.p.params_file) if self.p.params_file else SpotParams()
-        # Values set in the graph win over the file; unset ones keep the file's (or the defaults).
-        for k in ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max", "early_close"):
-            v = getattr(self.p, k)
-            if v != getattr(_DEFAULTS, k):
-                setattr(sp, k, v)
+        base = SpotParams.load(self.p.params_file) if self.p.params_file else SpotParams()
+        # Values set in the graph win over the file, even one equal to the default; unset ones keep the
+        # file's (or the defaults).
+        sp = with_set(base, {k: getattr(self.p, k) for k in _EXPOSED})
         sp.check()
         self.params_used = sp
         self.spotters: dict[str, Spotter] = {}

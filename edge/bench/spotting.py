@@ -35,10 +35,12 @@ import cv2
 import numpy as np
 
 from edge.bench.report import emit
+from edge.data.metrics import f1, match, match_pairs
 from edge.errors import UserError
 from edge.geometry import roi_boxes
 from edge.progress import Progress
-from edge.spot import FrameInfo, Interval, RoiFeatures, SpotParams, Spotter, f1, match, match_pairs
+from edge.robust import robust_scale
+from edge.spot import FrameInfo, Interval, RoiFeatures, SpotParams, Spotter
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +201,7 @@ def baseline_clip(clip: Clip, k: float = BASELINE_K, micro_max_s: float = 0.5) -
             continue
         m = np.stack(seq.base)  # (T, R)
         med = np.median(m, 0)
-        mad = 1.4826 * np.median(np.abs(m - med), 0) + 1e-6
+        mad = robust_scale(m - med, axis=0) + 1e-6
         excess = ((m - med) / mad).max(1)
         idx = np.flatnonzero(excess > k)
         runs: list[list[int]] = []

@@ -5,6 +5,9 @@ C counts the classes of the task. A class that never occurs in the pooled ground
 never predicted has no defined F1 or recall; it is left out of the means (so C = classes with N_c > 0 or
 predictions). A class that is predicted but absent from the truth scores F1 = 0 and no recall term. Pooling
 makes a class missing from one fold harmless: per-fold averaging would be undefined there.
+
+Spotting (MEGC rule): a spotted interval is a true positive if its IoU with a ground-truth interval,
+counting inclusive frame ranges, is >= 0.5 (one-to-one, best IoU first); F1 = 2TP / (2TP + FP + FN).
 """
 
 from __future__ import annotations
@@ -31,16 +34,54 @@ def scores(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> dict
     tp = np.diag(cm).astype(np.float64)
     n_true, n_pred = cm.sum(1), cm.sum(0)
     denom = n_true + n_pred  # = 2TP + FP + FN
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
+    per_class_f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
     recall = np.where(n_true > 0, tp / np.maximum(n_true, 1), np.nan)
     n = int(cm.sum())
     return {
-        "uf1": float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan"),
+        "uf1": float(np.nanmean(per_class_f1)) if np.isfinite(per_class_f1).any() else float("nan"),
         "uar": float(np.nanmean(recall)) if np.isfinite(recall).any() else float("nan"),
         "accuracy": float(tp.sum() / n) if n else float("nan"),
-        "f1": f1.tolist(), "recall": recall.tolist(), "support": n_true.tolist(), "n": n,
+        "f1": per_class_f1.tolist(), "recall": recall.tolist(), "support": n_true.tolist(), "n": n,
         "confusion": cm.tolist(),
     }
+
+
+# ------------------------------------------------------------------------------------------- spotting
+
+def iou(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """IoU of two inclusive frame ranges (onset, offset)."""
+    inter = min(a[1], b[1]) - max(a[0], b[0]) + 1
+    if inter <= 0:
+        return 0.0
+    return inter / ((a[1] - a[0] + 1) + (b[1] - b[0] + 1) - inter)
+
+
+def match_pairs(pred: list[tuple[int, int]], truth: list[tuple[int, int]], thr: float = 0.5,
+                ) -> list[tuple[int, int]]:
+    """MEGC rule: greedy one-to-one matching by IoU >= thr, best IoU first. Returns (pred i, truth j) pairs."""
+    pairs = sorted(((iou(p, t), i, j) for i, p in enumerate(pred) for j, t in enumerate(truth)), reverse=True)
+    used_p, used_t, out = set(), set(), []
+    for v, i, j in pairs:
+        if v < thr:
+            break
+        if i not in used_p and j not in used_t:
+            used_p.add(i)
+            used_t.add(j)
+            out.append((i, j))
+    return out
+
+
+def match(pred: list[tuple[int, int]], truth: list[tuple[int, int]], thr: float = 0.5,
+          ) -> tuple[int, int, int]:
+    """MEGC rule: greedy one-to-one matching by IoU >= thr. Returns (TP, FP, FN)."""
+    tp = len(match_pairs(pred, truth, thr))
+    return tp, len(pred) - tp, len(truth) - tp
+
+
+def f1(tp: int, fp: int, fn: int) -> float:
+    """F1 = 2TP / (2TP + FP + FN); 1.0 when there was nothing to find and nothing was found."""
+    d = 2 * tp + fp + fn
+    return 2 * tp / d if d else 1.0
 
 
 def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from edge.geometry import CROP_SIZE, ROIS, STABLE_ROIS, align_from_eyes, eye_points, roi_boxes
+from edge.robust import tukey_irls
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,8 @@ def robust_similarity(src: np.ndarray, dst: np.ndarray, iters: int = 6) -> np.nd
     contour) and jitter the crop by most of a pixel from frame to frame, which reads as face motion.
     """
     z, w = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
-    a, b = 1 + 0j, 0j
-    for _ in range(iters):
-        r = np.abs(a * z + b - w)
-        c = 4.685 * max(1.4826 * float(np.median(r)), INLIER_PX / 2)  # never narrower than the inlier band
-        wt = np.clip(1 - (r / c) ** 2, 0, None) ** 2
+
+    def fit(wt: np.ndarray) -> tuple[complex, complex] | None:  # z -> a z + b, weighted least squares
         if wt.sum() <= 0:
             return None
         zc, wc = (wt * z).sum() / wt.sum(), (wt * w).sum() / wt.sum()
@@ -123,7 +121,13 @@ def robust_similarity(src: np.ndarray, dst: np.ndarray, iters: int = 6) -> np.nd
         if den <= 1e-9:
             return None
         a = (wt * np.conj(z - zc) * (w - wc)).sum() / den
-        b = wc - a * zc
+        return a, wc - a * zc
+
+    # The weights' scale is never narrower than the inlier band.
+    model = tukey_irls((1 + 0j, 0j), fit, lambda m: np.abs(m[0] * z + m[1] - w), iters, min_scale=INLIER_PX / 2)
+    if model is None:
+        return None
+    a, b = model
     return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
 
 
