@@ -90,9 +90,11 @@ def test_train_command_writes_a_complete_model_file(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
-    # One epoch of 6 steps. Adam divides by the root of tiny second moments early on, which turns float
-    # summation-order differences (1e-7) into a few 1e-5 within these steps; per-rank BatchNorm statistics
-    # (the classic DDP discrepancy) give 3e-2 here and a 3 % different loss, so 2e-4 separates them.
+    # One epoch of 6 steps. Adam divides by the root of tiny second moments early on, so a float
+    # summation-order difference (1e-7) can flip the sign of a near-zero gradient's step (lr = 2e-3 a step):
+    # on an Intel CPU that gave a few 1e-5, on an AMD EPYC with MKL up to 3.8e-3 in the weights and 1e-4 in
+    # the loss. Per-rank BatchNorm statistics (the classic DDP discrepancy) give 3e-2 and a 3 % different
+    # loss, so 1e-2 in the weights and 1e-3 in the loss still separate them on both.
     onset, apex, meta = make_samples(96, "hs100", seed=9)
     save_samples(tmp_path / "s.npz", onset, apex, meta)
     common = ["train", "--data", str(tmp_path / "s.npz"), "--epochs", "1", "--batch", "16", "--size", "32",
@@ -109,9 +111,9 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     b = torch.load(tmp_path / "two.pt", weights_only=True)
     assert b["meta"]["training"]["world_size"] == 2 and a["meta"]["training"]["world_size"] == 1
     for k, v in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=2e-4, msg=k)
+        torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=1e-2, msg=k)
     np.testing.assert_allclose([h["loss"] for h in b["meta"]["training"]["history"]],
-                               [h["loss"] for h in a["meta"]["training"]["history"]], rtol=1e-6)
+                               [h["loss"] for h in a["meta"]["training"]["history"]], rtol=1e-3)
 
 
 def test_fit_rejects_empty_or_mismatched_data():
