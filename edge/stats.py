@@ -23,8 +23,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from edge.bench.report import format_table
 from edge.errors import FacesleuthError, UserError
+from edge.table import format_table
 
 COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "fps", "p50_ms", "p99_ms",
            "drop_in", "drop_out", "foreign", "errors")

@@ -34,9 +34,9 @@ from typing import Any
 import msgpack
 import zmq
 
-from edge.bench.report import format_table
 from edge.graph import Graph, load_graph
 from edge.keys import load_curve
+from edge.table import format_table
 from edge.transport import ipc_endpoint
 
 log = logging.getLogger("supervisor")
