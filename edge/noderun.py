@@ -2,9 +2,10 @@
 
 It builds the node, binds its outputs and connects its inputs, reports `ready` to the supervisor once
 every expected subscriber is attached (so no message is lost to a slow joiner), waits for `start`
-(sources only), then runs the node's loop and reports stats every second. End of stream: a source that
-returns, or a node whose every input link delivered `eos`, flushes (`end_of_stream()`), sends `eos` on
-its outputs and exits 0. SIGTERM/SIGINT stop it; `teardown()` always runs.
+(sources only), then runs the node's loop and reports stats every second. Messages reach `process()` in
+the order the node's input policy gives (edge.sync). End of stream: a source that returns, or a node whose
+every input link delivered `eos`, flushes (what the input policy holds back, then `end_of_stream()`),
+sends `eos` on its outputs and exits 0. SIGTERM/SIGINT stop it; `teardown()` always runs.
 
 The control protocol (a DEALER to the supervisor's ROUTER) and the stats record are in edge.control.
 """
@@ -27,6 +28,7 @@ from edge.control import NodeStats, Op, decode, encode
 from edge.errors import FacesleuthError
 from edge.messages import Message
 from edge.node import Node, get_node_class
+from edge.sync import InputSync, deliver
 from edge.transport import LATEST_HWM, Curve, Input, Output, context, new_poller
 
 STATS_PERIOD_S = 1.0
@@ -90,6 +92,7 @@ class NodeProcess:
         self.node: Node = cls(self.name, spec["params"], self._emit, lambda: self.stop_requested)
         self.node.run_info = {"graph": spec.get("graph", ""), "stats": spec.get("stats"),
                               "inputs": sorted({port for port, _ in self.inputs})}  # the connected ones
+        self.sync = InputSync(self.node)
 
     # -- control channel ------------------------------------------------------------------------------
     def _send_control(self, op: Op, **kw: Any) -> None:
@@ -175,6 +178,8 @@ class NodeProcess:
             else:
                 ended = self._loop()
             if ended:
+                for stage, batch in self.sync.flush():
+                    self._deliver(stage, batch)
                 self.node.end_of_stream()
                 for out in self.outputs.values():
                     out.send_eos(self._template, "end of stream")
@@ -238,22 +243,23 @@ class NodeProcess:
 
     def _process(self, port: str, msgs: list[Message]) -> None:
         t0 = time.perf_counter()
+        for stage, batch in self.sync.add(port, msgs):
+            self._deliver(stage, batch)
+        dt = (time.perf_counter() - t0) / len(msgs)
+        for _ in msgs:
+            self.latency.add(dt)
+        self.processed += len(msgs)
+
+    def _deliver(self, stage: str, msgs: list[Message]) -> None:
         try:
-            if len(msgs) == 1:
-                self.node.process(port, msgs[0])
-            else:
-                self.node.process_batch(port, msgs)
+            deliver(self.node, stage, msgs)
         except FacesleuthError as e:
             self.errors += 1
             self.log.error("%s", e)
         except Exception as e:  # a bug in one message must not take the stream down
             self.errors += 1
-            self.log.error("process() failed on %s: %s: %s", port, type(e).__name__, e,
+            self.log.error("process() failed on %s: %s: %s", stage, type(e).__name__, e,
                            exc_info=self.log.isEnabledFor(logging.DEBUG))
-        dt = (time.perf_counter() - t0) / len(msgs)
-        for _ in msgs:
-            self.latency.add(dt)
-        self.processed += len(msgs)
 
 
 def _die_with_parent() -> None:
