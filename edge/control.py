@@ -96,11 +96,12 @@ class NodeRecord(NodeStats):
     pid: int | None = _stat(None, "process id while running")
 
     @classmethod
-    def wire_map(cls, stats: NodeStats | None, *, restarts: int, state: str, pid: int | None) -> dict[str, Any]:
-        """A node's map in the snapshot: its last report (none before the first) and the supervisor's fields."""
+    def wire_map(cls, reported: dict[str, Any], *, restarts: int, state: str, pid: int | None) -> dict[str, Any]:
+        """A node's map in the snapshot: its last report (a NodeStats wire map, empty before the first) and
+        the supervisor's fields."""
         own = cls(restarts=restarts, state=state, pid=pid).to_dict()
-        reported = set(_wire_keys(NodeStats))
-        return {**(stats.to_dict() if stats else {}), **{k: v for k, v in own.items() if k not in reported}}
+        theirs = set(_wire_keys(NodeStats))
+        return {**reported, **{k: v for k, v in own.items() if k not in theirs}}
 
 
 def _wire_keys(cls: type[NodeStats], counters_only: bool = False) -> tuple[str, ...]:

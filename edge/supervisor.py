@@ -72,7 +72,7 @@ class Child:
     ended: bool = False  # reported end of stream
     failed: bool = False  # failed for good
     exit_codes: list[int] = field(default_factory=list)
-    stats: NodeStats | None = None  # its last report
+    stats: dict[str, Any] = field(default_factory=dict)  # its last report (a NodeStats wire map)
 
 
 class Supervisor:
@@ -180,8 +180,7 @@ class Supervisor:
                 if c.is_source and self.started_sources:
                     self._send(c.name, Op.START)  # a restarted source
             elif op in (Op.STATS, Op.EOS):
-                if msg.get("stats"):
-                    c.stats = NodeStats.from_dict(msg["stats"])
+                c.stats.update(msg.get("stats") or {})
                 if op is Op.EOS and not c.ended:
                     c.ended = True
                     log.info("%s: end of stream", c.name)
@@ -311,7 +310,7 @@ class Supervisor:
     def summary(self) -> str:
         rows = []
         for c in self.children.values():
-            s = c.stats or NodeStats()
+            s = NodeStats.from_dict(c.stats)
             rows.append({
                 "node": c.name, "state": "FAILED" if c.failed else "ok",
                 "exit": ",".join(map(str, c.exit_codes)) or "-", "restarts": c.restarts,

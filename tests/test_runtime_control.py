@@ -34,16 +34,16 @@ def test_node_stats_wire_keys_and_round_trip():
 
 
 def test_snapshot_record_holds_only_the_supervisors_fields_before_the_first_report():
-    assert NodeRecord.wire_map(None, restarts=0, state="running", pid=42) == \
+    assert NodeRecord.wire_map({}, restarts=0, state="running", pid=42) == \
         {"restarts": 0, "state": "running", "pid": 42}
-    rec = NodeRecord.wire_map(NodeStats(node="spot", messages_in=5), restarts=1, state="running", pid=7)
+    rec = NodeRecord.wire_map(NodeStats(node="spot", messages_in=5).to_dict(), restarts=1, state="running", pid=7)
     assert rec["node"] == "spot" and rec["in"] == 5 and (rec["restarts"], rec["state"], rec["pid"]) == (1, "running", 7)
     r = NodeRecord.from_dict(rec)
     assert (r.messages_in, r.restarts, r.pid) == (5, 1, 7)
 
 
 def test_heartbeat_counters_are_the_keys_a_record_holds_of_the_counter_fields():
-    rec = NodeRecord.wire_map(NodeStats(node="spot", messages_in=5), restarts=1, state="running", pid=7)
+    rec = NodeRecord.wire_map(NodeStats(node="spot", messages_in=5).to_dict(), restarts=1, state="running", pid=7)
     assert counters(rec) == {"in": 5, "out": 0, "fps": 0.0, "dropped_in": 0, "dropped_out": 0, "errors": 0,
                              "restarts": 1, "state": "running"}
     assert counters({"state": "restarting", "restarts": 2, "pid": None}) == {"state": "restarting", "restarts": 2}
