@@ -5,17 +5,21 @@
     bind: 127.0.0.1                # tcp bind address; a non-loopback one needs `keys`
     keys: keys/                    # CURVE key directory (facesleuth keys generate DIR)
     max_msg_bytes: 67108864        # larger messages are rejected by receivers
+    defaults:                      # optional: for every node that does not set its own
+      restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.5}
     nodes:
       - name: source
         type: example_source
         params: {fps: 30}
-        restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.5}   # or: never (default)
+        restart: {max_restarts: 5, backoff_s: 1.0}   # its own keys win over `defaults`
         endpoints: {frames: "tcp://127.0.0.1:5555"}   # optional: pin an output port's endpoint
     connections:
       - source.frames -> blur.frames                   # delivery from the message type
       - {from: blur.frames, to: sink.frames, delivery: lossless, queue: 100}
 
 Every key is checked; an unknown key, type, node, port or param fails with `FILE:LINE: path: reason`.
+A node's own `restart` keys win over `defaults.restart`, key by key; a key set in neither takes the
+`Restart` default (never, 3 restarts, 0.5 s backoff doubled per restart).
 Delivery defaults to latest-wins for frame/crops/flows and lossless for intervals/events.
 Overrides: `--set NODE.PARAM=VALUE` (VALUE parsed as YAML; last wins), validated like the file.
 String params in the file may name environment variables: `${VAR}` (an error when unset) or
@@ -99,9 +103,11 @@ def _line(obj: Any, key: Any = None) -> int:
 
 @dataclass
 class Restart:
-    policy: str = "never"
-    max_restarts: int = 3
-    backoff_s: float = 0.5
+    """A node's restart policy; these defaults apply where neither the node nor `defaults:` sets a key."""
+
+    policy: str = "never"  # never | on-failure
+    max_restarts: int = 3  # restarts before the node has failed for good
+    backoff_s: float = 0.5  # wait before the first restart, s; doubled for each further one
 
 
 @dataclass
@@ -148,7 +154,9 @@ class Graph:
 
 # ------------------------------------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "endpoints", "bind", "keys", "max_msg_bytes", "nodes", "connections", "description"}
+_TOP_KEYS = {"name", "endpoints", "bind", "keys", "max_msg_bytes", "defaults", "nodes", "connections",
+             "description"}
+_DEFAULTS_KEYS = {"restart"}
 _NODE_KEYS = {"name", "type", "params", "restart", "endpoints", "description"}
 _LINK_KEYS = {"from", "to", "delivery", "queue"}
 _RESTART_KEYS = {"policy", "max_restarts", "backoff_s"}
@@ -244,6 +252,10 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
     if not raw_nodes:
         raise _err(path, _line(doc, "nodes") or 1, "nodes", "a graph needs at least one node")
 
+    defaults = _typed(path, doc, "defaults", dict, "", {}) or {}
+    _check_keys(path, defaults, _DEFAULTS_KEYS, "defaults.")
+    default_restart = _restart(path, defaults, "defaults.", Restart())
+
     nodes: dict[str, NodeSpec] = {}
     for i, rn in enumerate(raw_nodes):
         where = f"nodes[{i}]."
@@ -278,18 +290,7 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
             bad = next((k for k in raw_params if f"{k!r}" in str(e)), None)
             line = _line(raw_params, bad) if bad else _line(rn, "params") or rn.line
             raise _err(path, line, f"{where}params", str(e)) from None
-        rr = _typed(path, rn, "restart", (dict, str), where, {})
-        if isinstance(rr, str):
-            rr = {"policy": rr}
-        _check_keys(path, rr, _RESTART_KEYS, f"{where}restart.")
-        restart = Restart(
-            policy=_typed(path, rr, "policy", str, f"{where}restart.", "never"),
-            max_restarts=_typed(path, rr, "max_restarts", int, f"{where}restart.", 3),
-            backoff_s=float(_typed(path, rr, "backoff_s", (int, float), f"{where}restart.", 0.5)),
-        )
-        if restart.policy not in RESTART_POLICIES:
-            raise _err(path, _line(rr, "policy"), f"{where}restart.policy",
-                       f"{restart.policy!r} is not one of {', '.join(RESTART_POLICIES)}")
+        restart = _restart(path, rn, where, default_restart)
         eps = dict(_typed(path, rn, "endpoints", dict, where, {}) or {})
         for port in eps:
             if port not in cls.outputs:
@@ -309,6 +310,24 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
             raise _err(path, n.line, f"nodes.{n.name}", "has inputs but nothing is connected to it")
     return Graph(name, path.resolve(), nodes, links, endpoints, bind,
                  (path.parent / keys).resolve() if keys else None, max_bytes)
+
+
+def _restart(path: Path, obj: dict, where: str, base: Restart) -> Restart:
+    """The `restart` entry of `obj` (a node or the defaults block): its keys over `base`'s."""
+    rr = _typed(path, obj, "restart", (dict, str), where, {})
+    if isinstance(rr, str):
+        rr = {"policy": rr}
+    where = f"{where}restart."
+    _check_keys(path, rr, _RESTART_KEYS, where)
+    restart = Restart(
+        policy=_typed(path, rr, "policy", str, where, base.policy),
+        max_restarts=_typed(path, rr, "max_restarts", int, where, base.max_restarts),
+        backoff_s=float(_typed(path, rr, "backoff_s", (int, float), where, base.backoff_s)),
+    )
+    if restart.policy not in RESTART_POLICIES:
+        raise _err(path, _line(rr, "policy"), f"{where}policy",
+                   f"{restart.policy!r} is not one of {', '.join(RESTART_POLICIES)}")
+    return restart
 
 
 def _endpoint_ref(path: Path, text: Any, line: int, key: str, nodes: dict[str, NodeSpec],

@@ -91,7 +91,8 @@ class ArraySpec:
     optional: bool = False
 
 
-# Message types: name -> (arrays, documented meta keys). Checked by `validate()` on receipt.
+# Message types: name -> (arrays, documented meta keys). `validate()` checks a message against them; the
+# contract tests call it, receivers do not (it would cost every message on the hot path).
 TYPES: dict[str, tuple[dict[str, ArraySpec], dict[str, str]]] = {
     "frame": (
         {"image": ArraySpec("|u1", None, "(H, W, 3) BGR or (H, W) grey")},
@@ -162,7 +163,7 @@ EVENT_DEBUG_FIELDS = {"debug_apex_crop": "OPT-IN ONLY (off by default): aligned 
 
 
 class SchemaError(ValueError):
-    """A received message does not match its declared type."""
+    """A message does not match its declared type."""
 
 
 def validate(msg: Message) -> None:

@@ -14,8 +14,10 @@
 A source node has no inputs and overrides `run_source()` (loop until `self.stopping`; returning ends the
 stream). Built-in types load from the `nodes` package on first use; third-party packages add modules
 through the entry point group `facesleuth.nodes` (the entry point's value is a module that registers
-its nodes on import). Each node runs in its own process (edge.noderun); `Node.for_test()` builds one
-in-process with no sockets, collecting what it emits.
+its nodes on import). A node with several inputs may declare `input_sync = "frame_order"` to see them merged
+per stream into frame order (edge.sync). Each node runs in its own process (edge.noderun); `Node.for_test()`
+builds one in-process with no sockets, collecting what it emits, and edge.inprocess runs a chain of them
+with their input policies.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ class Node:
     inputs: ClassVar[dict[str, Port]] = {}
     outputs: ClassVar[dict[str, Port]] = {}
     params: ClassVar[dict[str, Param]] = {}
+    # The order process() sees what the inputs deliver (edge.sync): "arrival", or "frame_order" (per stream,
+    # merged into frame order; within a frame, stages ranked by `input_order`, default the inputs' order).
+    input_sync: ClassVar[str] = "arrival"
+    input_order: ClassVar[tuple[str, ...]] = ()
     # Set by the runner before setup(): the graph's name, the supervisor's stats endpoint and the input
     # ports that are connected ("inputs"; absent in tests: take every declared input as connected).
     run_info: dict[str, Any] = {}
@@ -136,6 +142,12 @@ class Node:
         one classifier call for several intervals). The default calls `process` for each."""
         for msg in msgs:
             self.process(port, msg)
+
+    def sync_stages(self, port: str, msg: Message) -> list[str]:
+        """frame_order: the stages at which `msg` from `port` reaches process() (as its `port` argument),
+        each ranked by `input_order` within the frame. Default: its port. A node can split one message's
+        work this way, e.g. spot handles a crops message's ended tracks after that frame's flows."""
+        return [port]
 
     def run_source(self) -> None:
         """Source nodes: produce messages until `self.stopping` or the source ends."""

@@ -2,12 +2,12 @@
 
 It builds the node, binds its outputs and connects its inputs, reports `ready` to the supervisor once
 every expected subscriber is attached (so no message is lost to a slow joiner), waits for `start`
-(sources only), then runs the node's loop and reports stats every second. End of stream: a source that
-returns, or a node whose every input link delivered `eos`, flushes (`end_of_stream()`), sends `eos` on
-its outputs and exits 0. SIGTERM/SIGINT stop it; `teardown()` always runs.
+(sources only), then runs the node's loop and reports stats every second. Messages reach `process()` in
+the order the node's input policy gives (edge.sync). End of stream: a source that returns, or a node whose
+every input link delivered `eos`, flushes (what the input policy holds back, then `end_of_stream()`),
+sends `eos` on its outputs and exits 0. SIGTERM/SIGINT stop it; `teardown()` always runs.
 
-Control protocol (DEALER -> supervisor ROUTER, msgpack maps): node sends {"op": "ready"|"stats"|"eos"|
-"failed", ...}; the supervisor sends {"op": "start"} and {"op": "stop"}.
+The control protocol (a DEALER to the supervisor's ROUTER) and the stats record are in edge.control.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 import zmq
 
+from edge.control import NodeStats, Op, decode, encode
 from edge.errors import FacesleuthError
 from edge.messages import Message
 from edge.node import Node, get_node_class
+from edge.sync import InputSync, deliver
 from edge.transport import LATEST_HWM, Curve, Input, Output, context, new_poller
 
 STATS_PERIOD_S = 1.0
@@ -91,23 +92,23 @@ class NodeProcess:
         self.node: Node = cls(self.name, spec["params"], self._emit, lambda: self.stop_requested)
         self.node.run_info = {"graph": spec.get("graph", ""), "stats": spec.get("stats"),
                               "inputs": sorted({port for port, _ in self.inputs})}  # the connected ones
+        self.sync = InputSync(self.node)
 
     # -- control channel ------------------------------------------------------------------------------
-    def _send_control(self, op: str, **kw: Any) -> None:
-        self.control.send(msgpack.packb({"op": op, **kw}, use_bin_type=True))
+    def _send_control(self, op: Op, **kw: Any) -> None:
+        self.control.send(encode(op, **kw))
 
     def _read_control(self) -> None:
         while self.control.poll(0):
-            try:
-                msg = msgpack.unpackb(self.control.recv(), raw=False)
-                op = msg.get("op")
-            except Exception:
+            got = decode(self.control.recv())
+            if got is None:
                 continue
-            if op == "stop":
+            op, msg = got
+            if op is Op.STOP:
                 self.stop_requested = True
-            elif op == "upstream_eos":
+            elif op is Op.UPSTREAM_EOS:
                 self.producers_ended.add(msg.get("node", ""))
-            elif op == "start":
+            elif op is Op.START:
                 self.started = True
 
     def _emit(self, port: str, msg: Message) -> None:
@@ -116,24 +117,24 @@ class NodeProcess:
         self._maybe_stats()
 
     def stats(self) -> dict[str, Any]:
+        """This node's NodeStats as its wire map."""
         p50, p99 = self.latency.percentiles()
         elapsed = max(1e-9, time.monotonic() - self.t_start)
         sent = sum(o.sent for o in self.outputs.values())
-        return {
-            "node": self.name, "type": self.spec["type"],
-            "in": sum(i.received for _, i in self.inputs), "out": sent,
-            "fps": (self.processed if self.inputs else sent) / elapsed,
-            "p50_ms": p50, "p99_ms": p99,
-            "dropped_in": sum(i.dropped + i.gaps for _, i in self.inputs),
-            "dropped_out": sum(o.dropped for o in self.outputs.values()),
-            "foreign": sum(i.foreign for _, i in self.inputs), "errors": self.errors,
-        }
+        return NodeStats(
+            node=self.name, type=self.spec["type"],
+            messages_in=sum(i.received for _, i in self.inputs), messages_out=sent,
+            fps=(self.processed if self.inputs else sent) / elapsed, p50_ms=p50, p99_ms=p99,
+            dropped_in=sum(i.dropped + i.gaps for _, i in self.inputs),
+            dropped_out=sum(o.dropped for o in self.outputs.values()),
+            foreign=sum(i.foreign for _, i in self.inputs), errors=self.errors,
+        ).to_dict()
 
     def _maybe_stats(self) -> None:
         now = time.monotonic()
         if now - self._last_stats >= STATS_PERIOD_S:
             self._last_stats = now
-            self._send_control("stats", stats=self.stats())
+            self._send_control(Op.STATS, stats=self.stats())
             self._read_control()
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class NodeProcess:
                 break
             time.sleep(0.005)
         self.started = False
-        self._send_control("ready")
+        self._send_control(Op.READY)
         if self.node.is_source():
             while not self.started and not self.stop_requested:
                 if self.control.poll(100):
@@ -163,11 +164,11 @@ class NodeProcess:
             self.in_setup = False
         except FacesleuthError as e:
             self.log.error("setup failed: %s", e)
-            self._send_control("failed", reason=str(e))
+            self._send_control(Op.FAILED, reason=str(e))
             return 2
         except Exception as e:  # a bug or an unexpected OS error: one line (the traceback with -v)
             self.log.error("setup failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
-            self._send_control("failed", reason=f"{type(e).__name__}: {e}")
+            self._send_control(Op.FAILED, reason=f"{type(e).__name__}: {e}")
             return 1
         try:
             self.wait_ready()
@@ -177,24 +178,26 @@ class NodeProcess:
             else:
                 ended = self._loop()
             if ended:
+                for stage, batch in self.sync.flush():
+                    self._deliver(stage, batch)
                 self.node.end_of_stream()
                 for out in self.outputs.values():
                     out.send_eos(self._template, "end of stream")
-                self._send_control("eos", stats=self.stats())
+                self._send_control(Op.EOS, stats=self.stats())
             return 0
         except FacesleuthError as e:
             self.log.error("%s", e)
-            self._send_control("failed", reason=str(e))
+            self._send_control(Op.FAILED, reason=str(e))
             return 1
         except Exception as e:
             self.log.error("failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
-            self._send_control("failed", reason=f"{type(e).__name__}: {e}")
+            self._send_control(Op.FAILED, reason=f"{type(e).__name__}: {e}")
             return 1
         finally:
             try:
                 self.node.teardown()
             finally:
-                self._send_control("stats", stats=self.stats())
+                self._send_control(Op.STATS, stats=self.stats())
                 for o in self.outputs.values():
                     o.close()
                 for _, i in self.inputs:
@@ -240,22 +243,23 @@ class NodeProcess:
 
     def _process(self, port: str, msgs: list[Message]) -> None:
         t0 = time.perf_counter()
+        for stage, batch in self.sync.add(port, msgs):
+            self._deliver(stage, batch)
+        dt = (time.perf_counter() - t0) / len(msgs)
+        for _ in msgs:
+            self.latency.add(dt)
+        self.processed += len(msgs)
+
+    def _deliver(self, stage: str, msgs: list[Message]) -> None:
         try:
-            if len(msgs) == 1:
-                self.node.process(port, msgs[0])
-            else:
-                self.node.process_batch(port, msgs)
+            deliver(self.node, stage, msgs)
         except FacesleuthError as e:
             self.errors += 1
             self.log.error("%s", e)
         except Exception as e:  # a bug in one message must not take the stream down
             self.errors += 1
-            self.log.error("process() failed on %s: %s: %s", port, type(e).__name__, e,
+            self.log.error("process() failed on %s: %s: %s", stage, type(e).__name__, e,
                            exc_info=self.log.isEnabledFor(logging.DEBUG))
-        dt = (time.perf_counter() - t0) / len(msgs)
-        for _ in msgs:
-            self.latency.add(dt)
-        self.processed += len(msgs)
 
 
 def _die_with_parent() -> None:

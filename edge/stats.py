@@ -1,10 +1,8 @@
 """`facesleuth stats`: a live per-node table of a running graph.
 
 The supervisor (edge.supervisor) publishes one snapshot a second on the `stats` endpoint listed in
-RUN_DIR/endpoints.json: `[b"stats", msgpack({"graph", "t_wall_ns", "nodes": {name: {...}}})]`, where each
-node's map holds what its process last reported (in, out, fps, p50_ms, p99_ms, dropped_in, dropped_out,
-foreign, errors) plus the supervisor's own restarts, state and pid. Without --run-dir the newest run is
-used (/tmp/facesleuth-UID/latest, made by the supervisor).
+RUN_DIR/endpoints.json (the snapshot and its per-node record, NodeRecord, are defined in edge.control).
+Without --run-dir the newest run is used (/tmp/facesleuth-UID/latest, made by the supervisor).
 
     facesleuth stats              # redraw the table every second until the graph stops (Ctrl-C to leave)
     facesleuth stats --once       # one table
@@ -23,8 +21,9 @@ from typing import Any
 import msgpack
 import zmq
 
-from edge.bench.report import format_table
+from edge.control import STATS_TOPIC, NodeRecord
 from edge.errors import FacesleuthError, UserError
+from edge.table import format_table
 
 COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "fps", "p50_ms", "p99_ms",
            "drop_in", "drop_out", "foreign", "errors")
@@ -49,28 +48,42 @@ def read_endpoints(run_dir: Path) -> dict[str, Any]:
 
 
 class StatsSubscriber:
-    """SUB socket on a run's stats endpoint; `next(timeout_s)` returns a snapshot dict or None."""
+    """SUB socket on a supervisor's stats endpoint (RUN_DIR/endpoints.json's "stats"): `next(timeout_s)`
+    waits for the next snapshot, `latest()` returns the newest one without waiting. One thread at a time."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, endpoint: str) -> None:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.linger = 0
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"stats")
-        self.sock.connect(read_endpoints(run_dir)["stats"])
+        self.sock.setsockopt(zmq.SUBSCRIBE, STATS_TOPIC)
+        self.sock.connect(endpoint)
+        self._latest: dict[str, Any] | None = None
 
     def next(self, timeout_s: float) -> dict[str, Any] | None:
+        """The next snapshot dict, or None if none came within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             if not self.sock.poll(int(left * 1000) + 1):
                 return None
-            parts = self.sock.recv_multipart()
-            try:
-                snap = msgpack.unpackb(parts[1], raw=False)
-                if isinstance(snap, dict) and isinstance(snap.get("nodes"), dict):
-                    return snap
-            except Exception:  # not the supervisor's: ignore, keep waiting
-                continue
+            snap = self._decode(self.sock.recv_multipart())
+            if snap is not None:
+                return snap
         return None
+
+    def latest(self) -> dict[str, Any] | None:
+        """The newest snapshot received so far (None before the first). Call it at least every few minutes:
+        the socket queues 1000 snapshots (about 16 min) and drops newer ones while full."""
+        while self.sock.poll(0):
+            self._latest = self._decode(self.sock.recv_multipart()) or self._latest
+        return self._latest
+
+    @staticmethod
+    def _decode(parts: list[bytes]) -> dict[str, Any] | None:
+        try:
+            snap = msgpack.unpackb(parts[1], raw=False)
+        except Exception:  # not the supervisor's: ignored
+            return None
+        return snap if isinstance(snap, dict) and isinstance(snap.get("nodes"), dict) else None
 
     def close(self) -> None:
         self.sock.close(0)
@@ -80,7 +93,7 @@ class StatsSubscriber:
 def snapshot(run_dir: str | Path | None = None, timeout_s: float = 3.0) -> dict[str, Any]:
     """One stats snapshot of a running graph (raises FacesleuthError if none arrives in `timeout_s`)."""
     d = find_run_dir(run_dir)
-    sub = StatsSubscriber(d)
+    sub = StatsSubscriber(read_endpoints(d)["stats"])
     try:
         snap = sub.next(timeout_s)
     finally:
@@ -95,18 +108,20 @@ def rows(snap: dict[str, Any], prev: dict[str, Any] | None = None) -> list[dict[
     source); for the first snapshot, the node's own average since it started."""
     dt = (snap["t_wall_ns"] - prev["t_wall_ns"]) / 1e9 if prev else 0.0
     out = []
-    for name, s in snap["nodes"].items():
-        fps = s.get("fps", 0.0)
-        p = (prev or {}).get("nodes", {}).get(name)
-        if p is not None and dt > 0 and p.get("pid") == s.get("pid"):
-            key = "in" if s.get("in") else "out"
-            fps = max(0.0, (s.get(key, 0) - p.get(key, 0)) / dt)
+    for name, raw in snap["nodes"].items():
+        s = NodeRecord.from_dict(raw)
+        fps = s.fps
+        prev_raw = (prev or {}).get("nodes", {}).get(name)
+        if prev_raw is not None and dt > 0:
+            p = NodeRecord.from_dict(prev_raw)
+            if p.pid == s.pid:
+                fps = max(0.0, (s.messages_in - p.messages_in if s.messages_in
+                                else s.messages_out - p.messages_out) / dt)
         out.append({
-            "node": name, "state": s.get("state", "?"), "pid": s.get("pid"), "restarts": s.get("restarts", 0),
-            "in": s.get("in", 0), "out": s.get("out", 0), "fps": float(fps),
-            "p50_ms": float(s.get("p50_ms", 0.0)), "p99_ms": float(s.get("p99_ms", 0.0)),
-            "drop_in": s.get("dropped_in", 0), "drop_out": s.get("dropped_out", 0),
-            "foreign": s.get("foreign", 0), "errors": s.get("errors", 0),
+            "node": name, "state": s.state or "?", "pid": s.pid, "restarts": s.restarts,
+            "in": s.messages_in, "out": s.messages_out, "fps": float(fps),
+            "p50_ms": float(s.p50_ms), "p99_ms": float(s.p99_ms),
+            "drop_in": s.dropped_in, "drop_out": s.dropped_out, "foreign": s.foreign, "errors": s.errors,
         })
     return out
 
@@ -134,7 +149,7 @@ def _show(snap: dict[str, Any], table: list[dict[str, Any]], as_json: bool, redr
 
 def main(args: argparse.Namespace) -> int:
     run_dir = find_run_dir(args.run_dir)
-    sub = StatsSubscriber(run_dir)
+    sub = StatsSubscriber(read_endpoints(run_dir)["stats"])
     redraw = sys.stdout.isatty() and not args.json and not args.once
     prev = None
     try:

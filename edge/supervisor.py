@@ -4,6 +4,7 @@
   PUSH per lossless link; inputs connect. Endpoints are ipc files in a private run directory (or
   loopback tcp); `RUN_DIR/endpoints.json` lists them, and `/tmp/facesleuth-UID/latest` points at the
   newest run directory so `facesleuth stats` and `facesleuth subscribe NODE.PORT` find a running graph.
+- Control: the protocol with each node and the stats record are in edge.control.
 - Readiness: a node reports `ready` once all its expected subscribers are attached; sources get `start`
   only when every node is ready, so nothing is lost to slow joiners.
 - Restart: per node, `never` or `on-failure` (max_restarts, backoff_s). Waiting for a restart never blocks
@@ -34,9 +35,10 @@ from typing import Any
 import msgpack
 import zmq
 
-from edge.bench.report import format_table
+from edge.control import STATS_TOPIC, NodeRecord, NodeStats, Op, decode, encode
 from edge.graph import Graph, load_graph
 from edge.keys import load_curve
+from edge.table import format_table
 from edge.transport import ipc_endpoint
 
 log = logging.getLogger("supervisor")
@@ -70,7 +72,7 @@ class Child:
     ended: bool = False  # reported end of stream
     failed: bool = False  # failed for good
     exit_codes: list[int] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # its last report (a NodeStats wire map)
 
 
 class Supervisor:
@@ -157,9 +159,9 @@ class Supervisor:
         c.restart_at = None
         log.info("started %s (pid %d)", c.name, c.proc.pid)
 
-    def _send(self, name: str, op: str, **kw: Any) -> None:
+    def _send(self, name: str, op: Op, **kw: Any) -> None:
         try:
-            self.control.send_multipart([name.encode(), msgpack.packb({"op": op, **kw})], zmq.NOBLOCK)
+            self.control.send_multipart([name.encode(), encode(op, **kw)], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
@@ -169,29 +171,28 @@ class Supervisor:
             c = self.children.get(ident.decode(errors="replace"))
             if c is None:
                 continue
-            try:
-                msg = msgpack.unpackb(payload, raw=False)
-                op = msg.get("op")
-            except Exception:
+            got = decode(payload)
+            if got is None:
                 continue
-            if op == "ready":
+            op, msg = got
+            if op is Op.READY:
                 c.ready = True
                 if c.is_source and self.started_sources:
-                    self._send(c.name, "start")  # a restarted source
-            elif op in ("stats", "eos"):
+                    self._send(c.name, Op.START)  # a restarted source
+            elif op in (Op.STATS, Op.EOS):
                 c.stats.update(msg.get("stats") or {})
-                if op == "eos" and not c.ended:
+                if op is Op.EOS and not c.ended:
                     c.ended = True
                     log.info("%s: end of stream", c.name)
                     self._relay_eos(c.name)
-            elif op == "failed":
+            elif op is Op.FAILED:
                 log.error("%s: %s", c.name, msg.get("reason", "failed"))
 
     def _relay_eos(self, name: str) -> None:
         """Tell every consumer of `name` that it has ended: an in-band eos on a latest-wins link can be
         dropped by a full queue, this notice cannot."""
         for dst in sorted({lk.dst for lk in self.graph.links if lk.src == name}):
-            self._send(dst, "upstream_eos", node=name)
+            self._send(dst, Op.UPSTREAM_EOS, node=name)
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -227,9 +228,9 @@ class Supervisor:
         for c in self.children.values():
             state = ("failed" if c.failed else "ended" if c.ended and c.proc is None else
                      "running" if c.proc else "restarting" if c.restart_at else "stopped")
-            nodes[c.name] = {**c.stats, "restarts": c.restarts, "state": state,
-                             "pid": c.proc.pid if c.proc else None}
-        self.stats_pub.send_multipart([b"stats", msgpack.packb(
+            nodes[c.name] = NodeRecord.wire_map(c.stats, restarts=c.restarts, state=state,
+                                                pid=c.proc.pid if c.proc else None)
+        self.stats_pub.send_multipart([STATS_TOPIC, msgpack.packb(
             {"graph": self.graph.name, "t_wall_ns": time.time_ns(), "nodes": nodes}, use_bin_type=True)])
 
     def run(self, duration: float | None = None) -> int:
@@ -255,7 +256,7 @@ class Supervisor:
                     log.info("all %d nodes connected: starting sources", len(self.children))
                     for c in self.children.values():
                         if c.is_source:
-                            self._send(c.name, "start")
+                            self._send(c.name, Op.START)
                 if all(c.ended and c.proc is None for c in self.children.values()):
                     self.stop_reason = "every stream ended"
                 if duration is not None and time.monotonic() - t0 >= duration:
@@ -278,7 +279,7 @@ class Supervisor:
         """stop + SIGINT, then SIGTERM, then SIGKILL: every child is gone within ~5 s."""
         live = [c for c in self.children.values() if c.proc is not None]
         for c in live:
-            self._send(c.name, "stop")
+            self._send(c.name, Op.STOP)
             _signal(c.proc, signal.SIGINT)
         for sig, wait_s in ((signal.SIGTERM, STOP_SIGINT_S), (signal.SIGKILL, STOP_SIGTERM_S)):
             deadline = time.monotonic() + wait_s
@@ -309,14 +310,12 @@ class Supervisor:
     def summary(self) -> str:
         rows = []
         for c in self.children.values():
-            s = c.stats
+            s = NodeStats.from_dict(c.stats)
             rows.append({
                 "node": c.name, "state": "FAILED" if c.failed else "ok",
                 "exit": ",".join(map(str, c.exit_codes)) or "-", "restarts": c.restarts,
-                "in": s.get("in", 0), "out": s.get("out", 0), "fps": s.get("fps", 0.0),
-                "p50_ms": s.get("p50_ms", 0.0), "p99_ms": s.get("p99_ms", 0.0),
-                "dropped": s.get("dropped_in", 0) + s.get("dropped_out", 0),
-                "foreign": s.get("foreign", 0), "errors": s.get("errors", 0),
+                "in": s.messages_in, "out": s.messages_out, "fps": s.fps, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
+                "dropped": s.dropped_in + s.dropped_out, "foreign": s.foreign, "errors": s.errors,
             })
         return f"graph {self.graph.name}: {self.stop_reason}\n" + format_table(rows)
 

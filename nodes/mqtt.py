@@ -14,52 +14,15 @@ log, so what was stored while the broker or this node was down is sent too):
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
-import msgpack
-import zmq
-
+from edge.control import counters
 from edge.errors import UserError
 from edge.messages import Message
 from edge.mqtt import MqttBridge, MqttConfig
 from edge.node import Node, Param, Port, register_node
-
-# Per-node counters of the supervisor's stats that go into the heartbeat.
-_COUNTERS = ("state", "restarts", "in", "out", "fps", "dropped_in", "dropped_out", "errors")
-
-
-class StatsListener:
-    """Keeps the latest per-node snapshot the supervisor publishes once a second (edge.stats)."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.latest: dict[str, Any] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(endpoint,), name="mqtt-stats", daemon=True)
-        self._thread.start()
-
-    def _run(self, endpoint: str) -> None:
-        ctx = zmq.Context.instance()
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.setsockopt(zmq.SUBSCRIBE, b"stats")
-        sub.connect(endpoint)
-        while not self._stop.is_set():
-            if sub.poll(200):
-                try:
-                    snap = msgpack.unpackb(sub.recv_multipart()[-1], raw=False)
-                    self.latest = {name: {k: s.get(k) for k in _COUNTERS if k in s}
-                                   for name, s in (snap.get("nodes") or {}).items()}
-                except Exception:  # a malformed snapshot is skipped; the next one comes in a second
-                    continue
-        sub.close()
-
-    def __call__(self) -> dict[str, Any]:
-        return self.latest
-
-    def close(self) -> None:
-        self._stop.set()
+from edge.stats import StatsSubscriber
 
 
 @register_node("mqtt")
@@ -104,10 +67,16 @@ class MqttSink(Node):
                          heartbeat_s=p.heartbeat_s, window=p.window, retry_max_s=p.retry_max_s,
                          extra_status={"graph": self.run_info.get("graph", "")})
         stats_ep = self.run_info.get("stats")
-        self.stats = StatsListener(stats_ep) if stats_ep else None
-        self.bridge = MqttBridge(cfg, p.db, p.state, counters=self.stats)
+        # Read only by the bridge's thread (its heartbeat), closed once that thread has stopped.
+        self.stats = StatsSubscriber(stats_ep) if stats_ep else None
+        self.bridge = MqttBridge(cfg, p.db, p.state, counters=self._counters if self.stats else None)
         self.bridge.start()
         self.log.info("forwarding %s to %s (from seq %d)", p.db, cfg.where, self.bridge.acked_seq + 1)
+
+    def _counters(self) -> dict[str, Any]:
+        """Every node's heartbeat counters from the supervisor's newest stats snapshot."""
+        snap = self.stats.latest()
+        return {name: counters(s) for name, s in snap["nodes"].items()} if snap else {}
 
     def process(self, port: str, msg: Message) -> None:
         self.bridge.wake()

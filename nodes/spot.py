@@ -11,12 +11,8 @@ intervals (head motion, track loss, dropped frames) are logged with their reason
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 
@@ -29,47 +25,14 @@ from edge.spot import FrameInfo, Interval, SpotParams, Spotter
 _EXPOSED = ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max", "early_close")
 
 
-class FrameOrder:
-    """The inputs of one stream merged back into frame order.
-
-    Each link delivers in frame order, but two links are not in order with each other: when both are
-    ready at once the node may read frame N's flows before frame N's crops (8 % of flows in a batch job
-    here), and the head-motion check of that frame was then skipped, so one file gave different events from
-    run to run. Items wait until every connected input has reached their frame (nothing for it can still
-    come) and leave sorted by (frame, rank). A stalled input (a node restarting) holds at most
-    `max_pending` items; a frame counter that goes back (a restarted source) flushes what is pending.
-    """
-
-    def __init__(self, ports: Iterable[str], max_pending: int = 512) -> None:
-        self.last: dict[str, int | None] = dict.fromkeys(ports)
-        self.max_pending = max_pending
-        self._heap: list[tuple[int, int, int, Any, Any]] = []
-        self._seq = itertools.count()  # ties keep arrival order (and never compare the payloads)
-
-    def add(self, port: str, frame: int, items: list[tuple[int, Any, Any]]) -> list[tuple[Any, Any]]:
-        """One message's items (rank, a, b) at `frame` from `port`; returns the (a, b) now due, in order."""
-        last = self.last.get(port)
-        out = self.flush() if last is not None and frame < last else []
-        for rank, a, b in items:
-            heapq.heappush(self._heap, (frame, rank, next(self._seq), a, b))
-        self.last[port] = frame
-        marks = list(self.last.values())
-        mark = None if None in marks else min(marks)
-        while self._heap and ((mark is not None and self._heap[0][0] <= mark) or len(self._heap) > self.max_pending):
-            out.append(heapq.heappop(self._heap)[3:])
-        return out
-
-    def flush(self) -> list[tuple[Any, Any]]:
-        """Everything pending, in order (end of stream, or a frame counter that went back)."""
-        out = [heapq.heappop(self._heap)[3:] for _ in range(len(self._heap))]
-        self.last = dict.fromkeys(self.last)
-        return out
-
-
 @register_node("spot")
 class SpotNode(Node):
     """Spot micro/macro expressions and blinks on ROI motion curves; emit intervals with onset/apex crops."""
 
+    # A frame's head motion must be noted before its flows are pushed, and its ended tracks closed after
+    # them: the framework merges the two inputs into that order (edge.sync).
+    input_sync = "frame_order"
+    input_order = ("crops", "flows", "ended")
     inputs = {"flows": Port("flows", "flow against the frame `lag` back, per track"),
               "crops": Port("crops", "aligned crops, head motion, residual, ended tracks")}
     outputs = {"intervals": Port("intervals", "one message per interval (kinds micro, macro, blink)")}
@@ -90,7 +53,6 @@ class SpotNode(Node):
         self.spotters: dict[str, Spotter] = {}
         # (stream, track) -> ring of (frame, crop, box); per stream, the last crops message seen
         self.crops: dict[tuple[str, int], deque[tuple[int, np.ndarray, list[float]]]] = {}
-        self.order: dict[str, FrameOrder] = {}  # per stream: the two inputs merged in frame order
         self.provisional_sent: dict[tuple[str, int], tuple[int, int]] = {}  # (stream, track) -> (onset, apex)
         self.log.info("spot params %s", sp)
 
@@ -99,17 +61,18 @@ class SpotNode(Node):
             self.spotters[stream] = Spotter(self.params_used)
         return self.spotters[stream]
 
+    def sync_stages(self, port: str, msg: Message) -> list[str]:
+        """A crops message that ends tracks comes back at stage "ended", after that frame's flows."""
+        return ["crops", "ended"] if port == "crops" and msg.meta.get("ended") else [port]
+
     def process(self, port: str, msg: Message) -> None:
-        order = self.order.get(msg.stream)
-        if order is None:
-            order = self.order[msg.stream] = FrameOrder(self.run_info.get("inputs", list(self.inputs)))
         if port == "crops":
             self._keep_crops(msg)
-            items = [(0, self._note_frame, msg)] + ([(2, self._end_tracks, msg)] if msg.meta.get("ended") else [])
-        else:
-            items = [(1, self._flows, msg)]
-        for handler, m in order.add(port, msg.frame, items):
-            handler(m)
+            self._note_frame(msg)
+        elif port == "flows":
+            self._flows(msg)
+        else:  # "ended": the tracks this crops message ended
+            self._end_tracks(msg)
 
     def _keep_crops(self, msg: Message) -> None:
         sp = self._spotter(msg.stream)
@@ -214,9 +177,6 @@ class SpotNode(Node):
 
     def end_of_stream(self) -> None:
         """Close events still open at the end of the stream (they are emitted as they stand)."""
-        for order in self.order.values():
-            for handler, m in order.flush():
-                handler(m)
         for stream, sp in self.spotters.items():
             last = Message("intervals", stream)
             for iv in sp.finish():

@@ -172,3 +172,35 @@ def test_cli_prints_one_line_and_exits_2(write_graph, plugin_env):
     r = subprocess.run([sys.executable, "-m", "edge", "run", str(bad)], capture_output=True, text=True,
                        env=plugin_env, timeout=30)
     assert r.returncode == 2 and "is not one of" in r.stderr and "Traceback" not in r.stderr
+
+
+DEFAULTS = GOOD.replace("name: g\n", "name: g\ndefaults:\n  restart: {policy: on-failure, max_restarts: 7}\n", 1)
+
+
+def test_defaults_block_applies_to_nodes_without_their_own_restart_keys(write_graph):
+    g = load_graph(write_graph(DEFAULTS))
+    src, mid = g.nodes["src"].restart, g.nodes["mid"].restart
+    assert (src.policy, src.max_restarts, src.backoff_s) == ("on-failure", 7, 0.5)  # backoff_s: Restart's
+    assert (mid.policy, mid.max_restarts, mid.backoff_s) == ("on-failure", 2, 0.1)  # the node's own win
+    g = load_graph(write_graph(DEFAULTS.replace("    restart: {policy: on-failure, max_restarts: 2, backoff_s: 0.1}",
+                                                "    restart: never")))
+    mid = g.nodes["mid"].restart
+    assert (mid.policy, mid.max_restarts) == ("never", 7)
+
+
+def test_without_defaults_a_node_never_restarts(write_graph):
+    r = load_graph(write_graph(GOOD)).nodes["src"].restart
+    assert (r.policy, r.max_restarts, r.backoff_s) == ("never", 3, 0.5)
+
+
+@pytest.mark.parametrize("old,new,line,key,reason", [
+    ("  restart:", "  colour: red\n  restart:", 3, "defaults.colour", "unknown key"),
+    ("max_restarts: 7", "max_restart: 7", 3, "defaults.restart.max_restart", "unknown key"),
+    ("max_restarts: 7", "max_restarts: many", 3, "defaults.restart.max_restarts", "expected int"),
+    ("policy: on-failure, max_restarts: 7", "policy: always", 3, "defaults.restart.policy", "'always' is not one of"),
+    ("defaults:\n  restart: {policy: on-failure, max_restarts: 7}\n", "defaults: on-failure\n", 2, "defaults",
+     "expected dict"),
+])
+def test_defaults_block_is_strict(write_graph, old, new, line, key, reason):
+    assert old in DEFAULTS
+    _fails(write_graph, DEFAULTS.replace(old, new, 1), line, key, reason)

@@ -543,6 +543,7 @@ def test_spot_node_gives_the_same_intervals_whatever_order_its_two_inputs_arrive
     """ZeroMQ keeps each link in order but not the crops link against the flows link: a frame's flows can be
     read before its crops (head motion, residual). The node merges them back into frame order, so a head
     movement discards the same intervals and a file gives the same events on every run."""
+    from edge.inprocess import run_chain
     from nodes.spot import SpotNode
 
     ev, fl = clip_1px
@@ -553,9 +554,7 @@ def test_spot_node_gives_the_same_intervals_whatever_order_its_two_inputs_arrive
     def run(order: list[tuple[str, Message]]) -> list[tuple]:
         node = SpotNode.for_test(params={"emit_discarded": True})
         node.setup()
-        for port, msg in order:
-            node.process(port, msg)
-        node.end_of_stream()
+        run_chain([node], order)
         return [(m.meta["kind"], m.meta["onset"], m.meta.get("offset"), m.meta.get("discarded", ""))
                 for port, m in node.emitted if port == "intervals"]
 
@@ -565,22 +564,6 @@ def test_spot_node_gives_the_same_intervals_whatever_order_its_two_inputs_arrive
     crops_late = sorted(msgs, key=lambda pm: pm[1].frame + (7 if pm[0] == "crops" else 0))
     assert run(flows_first) == in_order
     assert run(crops_late) == in_order
-
-
-def test_frame_order_releases_a_frame_once_every_input_reached_it():
-    from nodes.spot import FrameOrder
-
-    o = FrameOrder(["crops", "flows"], max_pending=4)
-    assert o.add("flows", 5, [(1, "flow", 5)]) == []               # crops of frame 5 may still come
-    assert o.add("crops", 5, [(0, "info", 5), (2, "end", 5)]) == [("info", 5), ("flow", 5), ("end", 5)]
-    assert o.add("crops", 6, [(0, "info", 6)]) == []
-    assert o.add("flows", 7, [(1, "flow", 7)]) == [("info", 6)]    # no flows message for 6 will come now
-    assert o.add("crops", 8, [(0, "info", 8)]) == [("flow", 7)]
-    for f in (9, 10, 11):                                           # the flows link stalls: at most 4 wait
-        assert o.add("crops", f, [(0, "info", f)]) == []
-    assert o.add("crops", 12, [(0, "info", 12)]) == [("info", 8)]
-    assert o.add("crops", 0, [(0, "info", 0)]) == [("info", f) for f in (9, 10, 11, 12)]  # counter reset
-    assert o.flush() == [("info", 0)]
 
 
 def test_a_wide_expression_is_not_stretched_by_noise_in_its_many_channels():
