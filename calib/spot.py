@@ -2,7 +2,7 @@
 
 CLIPS are .avi files or folders of them, each with its JSON ground truth next to it (as written by
 `facesleuth synth clips`: {"fps": ..., "intervals": [{"kind", "onset", "apex", "offset", ...}]}). Every
-clip runs once through face tracking -> flow -> ROI features (cached); then a grid over the thresholds
+clip runs once through the face, flow and spot nodes (the spotter's input recorded); then a grid over the thresholds
 (k_on, k_off, return_frac, k_bump) replays the cached features through the spotter and keeps the setting
 with the best micro F1 (MEGC rule, IoU >= 0.5), ties broken by fewer false micro events, then by the larger k_on
 and k_bump (the more conservative thresholds generalise better to footage nobody calibrated on).
@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
+from edge.perception.spot import SpotParams
 from edge.progress import Progress
-from edge.spot import SpotParams
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ def _init(clips: list) -> None:
 
 
 def _score(p: SpotParams) -> dict:
-    from edge.bench.spotting import score, spot_clip
+    from edge.bench.clips import spot_clip
+    from edge.bench.spotting import score
 
     return score(_CLIPS, [spot_clip(c, p) for c in _CLIPS])
 
@@ -143,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.bench.spotting import extract
+    from edge.bench.clips import extract
 
     paths = find_clips(args.clips)
     videos = [VideoClip(p) for p in paths]

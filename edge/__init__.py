@@ -1,3 +1,3 @@
 """FaceSleuth Edge: real-time micro-expression recognition for edge devices."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

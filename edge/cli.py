@@ -21,11 +21,11 @@ from edge.errors import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAILED, EXIT_INTERRUPTE
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("edge.supervisor", "run a node graph (YAML) until it ends or is stopped"),
-    "graph": ("edge.graph", "validate or show a node graph"),
-    "stats": ("edge.stats", "live per-node metrics of a running graph"),
-    "subscribe": ("edge.subscribe", "print any stream's messages as JSON lines"),
-    "keys": ("edge.keys", "generate CURVE keys for non-loopback tcp endpoints"),
+    "run": ("edge.runtime.supervisor", "run a node graph (YAML) until it ends or is stopped"),
+    "graph": ("edge.runtime.graph", "validate or show a node graph"),
+    "stats": ("edge.runtime.stats", "live per-node metrics of a running graph"),
+    "subscribe": ("edge.runtime.subscribe", "print any stream's messages as JSON lines"),
+    "keys": ("edge.runtime.keys", "generate CURVE keys for non-loopback tcp endpoints"),
     "doctor": ("edge.doctor", "what this machine offers the pipeline"),
     "bench": ("edge.bench", "benchmarks: transport, classifier, flow, face, pipeline, spotting"),
     "export": ("edge.model.export", "export a model file to TorchScript, ONNX or TensorRT"),
@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("edge.data.synth_cli", "generate synthetic micro-expression samples and clips"),
     "train": ("edge.train", "train the SOA classifier"),
     "eval": ("edge.evaluate", "evaluate under LOSO / LODO / held-out-domain protocols"),
-    "events": ("edge.events", "tail a live event stream or query the event log"),
+    "events": ("edge.events.cli", "tail a live event stream or query the event log"),
     "view": ("edge.debug_view", "write an annotated debug video / PNG strip of what the nodes see"),
 }
 

@@ -1,6 +1,6 @@
 """`facesleuth view VIDEO -o OUT`: see what the nodes see.
 
-Runs the face library (edge.face) and the flow library (edge.flow) in-process on a video file and writes
+Runs the face library (edge.perception.face) and the flow library (edge.perception.flow) in-process on a video file and writes
 either an annotated video (OUT ends in .avi or .mp4) or a PNG strip of sampled frames (OUT ends in .png).
 Each frame shows the face boxes with track id, stabilisation residual (crop px) and head motion
 (frame px/frame), and on the right, per track, its aligned crop next to the flow against the crop `lag`
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output .avi / .mp4 (video) or .png (strip)")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
     parser.add_argument("--strip-frames", type=int, default=8, help="frames sampled into a .png strip")
-    parser.add_argument("--flow", default="dis", help="flow backend (edge.flow; default dis)")
+    parser.add_argument("--flow", default="dis", help="flow backend (edge.perception.flow; default dis)")
     parser.add_argument("--lag", type=int, default=3, help="flow against the crop this many frames back")
     parser.add_argument("--flow-max", type=float, default=1.0, help="flow magnitude shown at full colour, px")
     parser.add_argument("--detector", default="haar", help="face detector: haar, yunet, dlib")
@@ -85,8 +85,8 @@ def _writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.face import FaceTracker
-    from edge.flow import LagBuffer, create_flow
+    from edge.perception.face import FaceTracker
+    from edge.perception.flow import LagBuffer, create_flow
 
     out = Path(args.output)
     if out.suffix.lower() not in (".avi", ".mp4", ".png"):

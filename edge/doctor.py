@@ -40,7 +40,7 @@ def collect() -> dict[str, Any]:
     """Every check as {key: {"value": ..., "ok": bool, "hint": str}} plus the nodes' choices."""
     import cv2
 
-    from edge import capture, flow
+    from edge.perception import capture, flow
 
     checks: dict[str, dict[str, Any]] = {}
 
@@ -111,7 +111,7 @@ def collect() -> dict[str, Any]:
 
 def _dlib68_model() -> Path | None:
     try:
-        from edge.face.landmarks import find_dlib68_model
+        from edge.perception.face.landmarks import find_dlib68_model
     except ImportError:
         return None
     return find_dlib68_model()
@@ -119,7 +119,7 @@ def _dlib68_model() -> Path | None:
 
 def node_choices(checks: dict[str, dict[str, Any]], backends: dict[str, str]) -> dict[str, str]:
     """What each node will use on this machine, in words."""
-    from edge.flow import AUTO_ORDER
+    from edge.perception.flow import AUTO_ORDER
 
     flow_auto = next((b for b in AUTO_ORDER if backends.get(b) == "yes"), "none")
     cams = checks["cameras"]["value"]

@@ -33,7 +33,7 @@ import numpy as np
 from edge.data.preprocess import PreprocessSpec, default_cache_dir
 from edge.data.sources import SampleSet, load_source
 from edge.errors import UserError
-from edge.params import with_set
+from edge.runtime.params import with_set
 from edge.train import (
     DataConfig,
     TrainConfig,

@@ -53,7 +53,7 @@ from torch import nn
 from edge.data.preprocess import PreprocessSpec, default_cache_dir, precompute
 from edge.data.sources import SampleSet, is_real, load_source
 from edge.errors import Unavailable, UserError
-from edge.params import describe, field_default, knob, with_set
+from edge.runtime.params import describe, field_default, knob, with_set
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge.capture import KINDS, open_source
 from edge.errors import UserError
-from edge.messages import Message
-from edge.node import Node, Param, Port, register_node
+from edge.perception.capture import KINDS, open_source
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Param, Port, register_node
 
 
 @register_node("capture")

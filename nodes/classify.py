@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from edge.errors import UserError
-from edge.messages import EVENT_SCHEMA_VERSION, Message
-from edge.node import Node, Param, Port, register_node
+from edge.runtime.messages import EVENT_SCHEMA_VERSION, Message
+from edge.runtime.node import Node, Param, Port, register_node
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "edge" / "weights" / "soa_synthetic_3c.pt"
 
@@ -90,8 +90,8 @@ class Classify(Node):
         import cv2
 
         from edge.data.preprocess import PreprocessSpec, model_input
-        from edge.geometry import CROP_SIZE
         from edge.model.runtime import open_model
+        from edge.perception.geometry import CROP_SIZE
 
         if not Path(self.p.model).is_file():
             raise UserError(f"model not found: {self.p.model} (train one with `facesleuth train`, or use the "

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 from edge.errors import UserError
-from edge.eventlog import EventLog
-from edge.messages import EVENT_SCHEMA_VERSION, Message
-from edge.node import Node, Param, Port, register_node
-from edge.transport import EventServer, context, is_loopback
+from edge.events.log import EventLog
+from edge.runtime.messages import EVENT_SCHEMA_VERSION, Message
+from edge.runtime.node import Node, Param, Port, register_node
+from edge.runtime.transport import EventServer, context, is_loopback
 
 
 def format_event(ev: dict) -> str:
@@ -45,7 +45,7 @@ class EventsSink(Node):
     def setup(self) -> None:
         curve = None
         if self.p.keys:
-            from edge.keys import load_curve
+            from edge.runtime.keys import load_curve
 
             curve = load_curve(self.p.keys)
         for ep in (self.p.pub, self.p.replay):

@@ -1,11 +1,11 @@
-"""`face`: detect, track, align and stabilise faces; frames in, aligned grey crops out (edge.face)."""
+"""`face`: detect, track, align and stabilise faces; frames in, aligned grey crops out (edge.perception.face)."""
 
 from __future__ import annotations
 
-from edge.face import FaceTracker, FaceTrackerConfig
-from edge.messages import Message
-from edge.node import Node, Port, register_node
-from edge.params import node_params
+from edge.perception.face import FaceTracker, FaceTrackerConfig
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Port, register_node
+from edge.runtime.params import node_params
 
 
 @register_node("face")

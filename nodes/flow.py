@@ -1,12 +1,12 @@
-"""`flow`: optical flow per face track between each crop and the crop `lag` frames back (edge.flow)."""
+"""`flow`: optical flow per face track between each crop and the crop `lag` frames back (edge.perception.flow)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from edge.flow import BACKENDS, LagBuffer, create_flow, optical_strain, resize_flow
-from edge.messages import Message
-from edge.node import Node, Param, Port, register_node
+from edge.perception.flow import BACKENDS, LagBuffer, create_flow, optical_strain, resize_flow
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Param, Port, register_node
 
 
 @register_node("flow")
@@ -18,7 +18,7 @@ class FlowNode(Node):
     params = {
         "backend": Param(str, "auto", "optical flow backend (auto: best this machine offers, logged)",
                          choices=("auto", *BACKENDS)),
-        "backend_params": Param(dict, {}, "the backend's own parameters (edge.flow: each class's defaults)"),
+        "backend_params": Param(dict, {}, "the backend's own parameters (edge.perception.flow: each class's defaults)"),
         "lag": Param(int, 3, "reference crop this many frames back on the same track", min=1),
         "scale": Param(float, 1.0, "output size as a fraction of the crop (vectors rescaled to output px)",
                        min=0.05, max=1.0),

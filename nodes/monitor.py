@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from edge.messages import Message
-from edge.node import Node, Param, Port, register_node
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Param, Port, register_node
 
 
 @register_node("monitor")

@@ -1,4 +1,4 @@
-"""`mqtt`: forward the event log to the MQTT broker a fleet already runs (store-and-forward, see edge.mqtt).
+"""`mqtt`: forward the event log to the MQTT broker a fleet already runs (store-and-forward, see edge.events.mqtt).
 
 Connect it to the events node's `stored` output (a wake-up: the events themselves are read from the
 log, so what was stored while the broker or this node was down is sent too):
@@ -17,12 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge.control import counters
 from edge.errors import UserError
-from edge.messages import Message
-from edge.mqtt import MqttBridge, MqttConfig
-from edge.node import Node, Param, Port, register_node
-from edge.stats import StatsSubscriber
+from edge.events.mqtt import MqttBridge, MqttConfig
+from edge.runtime.control import counters
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Param, Port, register_node
+from edge.runtime.stats import StatsSubscriber
 
 
 @register_node("mqtt")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import cv2
 
-from edge.messages import Message
-from edge.node import Node, Param, Port, register_node
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Param, Port, register_node
 
 
 @register_node("resize")

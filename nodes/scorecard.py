@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.data.metrics import iou
-from edge.messages import Message
-from edge.node import Node, Param, Port, register_node
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Param, Port, register_node
 
 
 def score(truth: list[dict[str, Any]], events: list[dict[str, Any]], thr: float = 0.5) -> dict[str, Any]:

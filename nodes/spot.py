@@ -1,4 +1,4 @@
-"""`spot`: micro-expression spotting (edge.spot): flows + crops in, intervals out.
+"""`spot`: micro-expression spotting (edge.perception.spot): flows + crops in, intervals out.
 
 The `crops` input gives, per frame and track, the aligned crop (kept in a short ring so that the onset and
 apex crops can travel with the interval), head motion, stabilisation residual and ended tracks; the
@@ -16,10 +16,10 @@ from collections import deque
 
 import numpy as np
 
-from edge.messages import Message
-from edge.node import Node, Param, Port, register_node
-from edge.params import node_params, with_set
-from edge.spot import FrameInfo, Interval, SpotParams, Spotter
+from edge.perception.spot import FrameInfo, Interval, SpotParams, Spotter
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Param, Port, register_node
+from edge.runtime.params import node_params, with_set
 
 # SpotParams fields a graph can set on the node (the rest: a params file from `facesleuth calib spot`).
 _EXPOSED = ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max", "early_close")
@@ -30,7 +30,7 @@ class SpotNode(Node):
     """Spot micro/macro expressions and blinks on ROI motion curves; emit intervals with onset/apex crops."""
 
     # A frame's head motion must be noted before its flows are pushed, and its ended tracks closed after
-    # them: the framework merges the two inputs into that order (edge.sync).
+    # them: the framework merges the two inputs into that order (edge.runtime.sync).
     input_sync = "frame_order"
     input_order = ("crops", "flows", "ended")
     inputs = {"flows": Port("flows", "flow against the frame `lag` back, per track"),
@@ -56,9 +56,13 @@ class SpotNode(Node):
         self.provisional_sent: dict[tuple[str, int], tuple[int, int]] = {}  # (stream, track) -> (onset, apex)
         self.log.info("spot params %s", sp)
 
+    def make_spotter(self) -> Spotter:
+        """A new stream's spotter (the spotting bench's subclass records what it is given: edge.bench.clips)."""
+        return Spotter(self.params_used)
+
     def _spotter(self, stream: str) -> Spotter:
         if stream not in self.spotters:
-            self.spotters[stream] = Spotter(self.params_used)
+            self.spotters[stream] = self.make_spotter()
         return self.spotters[stream]
 
     def sync_stages(self, port: str, msg: Message) -> list[str]:

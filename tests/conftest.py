@@ -17,7 +17,7 @@
                   $FACESLEUTH_TEST_REQUIRE (comma-separated names; .ci/run sets it) says CI must have it
 
 Other parts' tests may use all of these. The test node types are also registered in this process, so
-`edge.graph.load_graph` accepts them in-process.
+`edge.runtime.graph.load_graph` accepts them in-process.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ class RunningGraph:
         return json.loads((self.run_dir() / "endpoints.json").read_text())
 
     def node_pids(self) -> dict[str, int]:
-        """name -> pid of every live node process (children running edge.noderun NAME.json)."""
+        """name -> pid of every live node process (children running edge.runtime.noderun NAME.json)."""
         import psutil
 
         pids = {}
@@ -250,7 +250,7 @@ class RunningGraph:
                 cmd = c.cmdline()
             except psutil.Error:
                 continue
-            if "edge.noderun" in cmd:
+            if "edge.runtime.noderun" in cmd:
                 pids[Path(cmd[-1]).stem] = c.pid
                 self._node_pids[f"{Path(cmd[-1]).stem}:{c.pid}"] = c.pid
         return pids
@@ -279,7 +279,7 @@ class RunningGraph:
         for pid in self.seen_pids():
             try:
                 p = psutil.Process(pid)
-                if "edge.noderun" in " ".join(p.cmdline()):
+                if "edge.runtime.noderun" in " ".join(p.cmdline()):
                     p.kill()
             except psutil.Error:
                 pass

@@ -1,4 +1,4 @@
-"""edge.capture: real video files and frame folders written with OpenCV; a missing camera retried."""
+"""edge.perception.capture: real video files and frame folders written with OpenCV; a missing camera retried."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import capture as C
 from edge.errors import Unavailable, UserError
+from edge.perception import capture as C
 
 W, H, N, FPS = 96, 64, 30, 25.0
 
@@ -81,7 +81,7 @@ def test_truncated_video_ends_cleanly(video, tmp_path, caplog):
     data = video.read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.INFO, logger="edge.capture"):
+    with caplog.at_level(logging.INFO, logger="edge.perception.capture"):
         src = C.open_source("file", str(cut))
         got = list(src)
     assert 0 < len(got) < N
@@ -122,7 +122,7 @@ def test_missing_camera_retries_then_gives_up(caplog):
     src = C.open_source("camera", "/dev/video-does-not-exist", max_reopen=3)
     src.backoff_s = (0.01, 0.02)
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="edge.capture"), \
+    with caplog.at_level(logging.WARNING, logger="edge.perception.capture"), \
             pytest.raises(Unavailable, match="gave up after 3 attempts: camera .* not found"):
         list(src)
     assert time.monotonic() - t0 < 2

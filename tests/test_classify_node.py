@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge.data.synth import make_samples
-from edge.messages import Message, SchemaError, validate
-from edge.node import get_node_class
+from edge.runtime.messages import Message, SchemaError, validate
+from edge.runtime.node import get_node_class
 
 
 def _node():

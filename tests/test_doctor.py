@@ -8,7 +8,8 @@ import sys
 
 import cv2
 
-from edge import doctor, flow
+from edge import doctor
+from edge.perception import flow
 
 KEYS = {"python", "jetson", "torch", "torch_cuda", "opencv", "opencv_cuda", "nvof", "gstreamer", "v4l2",
         "optflow_contrib", "onnxruntime", "onnxruntime_providers", "torch_tensorrt", "tensorrt",

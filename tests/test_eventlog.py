@@ -12,7 +12,7 @@ import msgpack
 import pytest
 
 from edge.errors import UserError
-from edge.eventlog import EventLog
+from edge.events.log import EventLog
 
 
 def test_append_assigns_gap_free_seq_and_persists(tmp_path):
@@ -32,7 +32,7 @@ def test_events_survive_sigkill_of_writer(tmp_path):
     db = tmp_path / "events.db"
     code = (
         "import sys, time\n"
-        "from edge.eventlog import EventLog\n"
+        "from edge.events.log import EventLog\n"
         f"log = EventLog({str(db)!r})\n"
         "for i in range(1000000):\n"
         "    log.append({'stream': 'cam0', 'track_id': 1, 'i': i})\n"

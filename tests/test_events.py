@@ -12,8 +12,8 @@ import msgpack
 import pytest
 import zmq
 
-from edge.messages import EVENT_FIELDS, Message
-from edge.transport import EventClient
+from edge.runtime.messages import EVENT_FIELDS, Message
+from edge.runtime.transport import EventClient
 from nodes.events import EventsSink
 
 

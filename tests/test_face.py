@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.bench.faceclips import ASTRONAUT_EYES, astronaut_grey, crop_shift, read_frames, write_clip
 from edge.errors import UserError
-from edge.face import FaceTracker
-from edge.face.align import apply, compose, invert, robust_similarity
-from edge.face.clip import ASTRONAUT_EYES, astronaut_grey, crop_shift, read_frames, write_clip
-from edge.face.detect import Detection, HaarDetector, drop_enclosing, make_detector
-from edge.face.landmarks import HaarEyes, find_dlib68_model
-from edge.geometry import EYE_DISTANCE, eye_points, roi_boxes
+from edge.perception.face import FaceTracker
+from edge.perception.face.align import apply, compose, invert, robust_similarity
+from edge.perception.face.detect import Detection, HaarDetector, drop_enclosing, make_detector
+from edge.perception.face.landmarks import HaarEyes, find_dlib68_model
+from edge.perception.geometry import EYE_DISTANCE, eye_points, roi_boxes
 
 N_FRAMES = 60
 
@@ -262,7 +262,7 @@ def test_short_occlusion_keeps_the_id(clips):
 def test_slow_pull_fixes_a_bad_start_without_jumps(clips):
     """Birth from eyes rotated by 10 degrees: once correct eyes are given (retarget), the crop placement
     moves to them by at most pull_step per frame, and the stabilisation is unaffected."""
-    from edge.face.align import Stabiliser
+    from edge.perception.face.align import Stabiliser
 
     frames, truth = clips["one"]
     true_eyes = apply(truth[0][0], ASTRONAUT_EYES)
@@ -298,7 +298,7 @@ def test_small_face_in_hd_frame_is_detected():
 
 
 def test_tracker_takes_a_config_and_keywords_over_it():
-    from edge.face import FaceTrackerConfig
+    from edge.perception.face import FaceTrackerConfig
 
     cfg = FaceTrackerConfig(landmarks="eyes", detect_every=3)
     tracker = FaceTracker(cfg, min_hits=1)

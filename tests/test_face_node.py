@@ -1,5 +1,5 @@
 """The face node: frames of a real video file in, `crops` messages out that match the contract and cross
-the wire (edge.transport pack/unpack) intact."""
+the wire (edge.runtime.transport pack/unpack) intact."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
+from edge.bench.faceclips import write_clip
 from edge.errors import UserError
-from edge.face.clip import write_clip
-from edge.messages import Message, validate
-from edge.node import get_node_class
-from edge.transport import pack, unpack
+from edge.runtime.messages import Message, validate
+from edge.runtime.node import get_node_class
+from edge.runtime.transport import pack, unpack
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_face_node_as_a_process_streams_one_still_track(tmp_path):
 
     import zmq
 
-    from edge.face.clip import crop_shift
+    from edge.bench.faceclips import crop_shift
 
     clip = tmp_path / "one.avi"
     write_clip(clip, 40, 1)

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.bench.faceclips import write_clip
 from edge.cli import main
 from edge.debug_view import flow_colour
-from edge.face.clip import write_clip
 
 
 @pytest.fixture(scope="module")

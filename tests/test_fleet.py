@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 
 from edge.data.synth import SyntheticVideo, write_clip
-from edge.eventlog import EventLog
+from edge.events.log import EventLog
 
 pytestmark = pytest.mark.slow
 
@@ -89,8 +89,8 @@ def test_fleet_graph_and_systemd_unit(tmp_path: Path):
 
 def test_classify_batches_intervals_from_several_streams_in_one_call():
     from edge.data.synth import make_samples
-    from edge.messages import Message
-    from edge.node import get_node_class
+    from edge.runtime.messages import Message
+    from edge.runtime.node import get_node_class
 
     node = get_node_class("classify").for_test(params={"runtime": "torch-cpu"})
     node.setup()
@@ -110,7 +110,7 @@ def test_classify_batches_intervals_from_several_streams_in_one_call():
 
 def test_bench_copies_the_per_camera_chain_for_each_stream():
     from edge.bench.pipeline import replicate_streams
-    from edge.graph import load_graph
+    from edge.runtime.graph import load_graph
 
     g = replicate_streams(load_graph(REPO / "configs" / "demo.yaml"), 3)
     caps = [g.nodes[f"capture_s{i}"] for i in range(3)]
@@ -123,7 +123,7 @@ def test_bench_copies_the_per_camera_chain_for_each_stream():
 
 @pytest.mark.parametrize("graph", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_graph_validates(graph: str):
-    from edge.graph import load_graph
+    from edge.runtime.graph import load_graph
 
     g = load_graph(REPO / "configs" / graph)
     assert g.nodes and g.links

@@ -1,4 +1,4 @@
-"""edge.flow: every available backend on a real face photograph warped by known fields."""
+"""edge.perception.flow: every available backend on a real face photograph warped by known fields."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import flow as F
 from edge.bench import flowfields as FF
 from edge.errors import Unavailable, UserError
+from edge.perception import flow as F
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import need, wait_until
 
-from edge.eventlog import EventLog
+from edge.events.log import EventLog
 
 try:
     import paho.mqtt.client as mqtt
@@ -209,7 +209,7 @@ def test_bridge_restart_resends_from_the_last_acknowledged_event(tmp_path, run_g
     broker.start()
     sub = Subscriber(broker.port)
     try:
-        from edge.mqtt import MqttBridge, MqttConfig
+        from edge.events.mqtt import MqttBridge, MqttConfig
 
         with EventLog(db) as log:  # more events while nothing forwards
             for _ in range(3):
@@ -255,7 +255,7 @@ def test_wrong_credentials_are_one_clear_line_not_a_crash(tmp_path, run_graph):
 
 
 def test_a_dead_network_loop_is_restarted_and_nothing_is_lost(broker, tmp_path):
-    from edge.mqtt import MqttBridge, MqttConfig
+    from edge.events.mqtt import MqttBridge, MqttConfig
 
     sub = Subscriber(broker.port)
     db = tmp_path / "ev.db"
@@ -297,7 +297,7 @@ def make_certs(d: Path) -> dict[str, Path]:
 def test_tls_broker_gets_every_event_and_a_wrong_ca_is_one_line(tmp_path, caplog):
     import logging
 
-    from edge.mqtt import MqttBridge, MqttConfig
+    from edge.events.mqtt import MqttBridge, MqttConfig
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed: no certificates for the TLS broker")
@@ -331,13 +331,13 @@ def test_tls_broker_gets_every_event_and_a_wrong_ca_is_one_line(tmp_path, caplog
         other = tmp_path / "other"
         other.mkdir()
         wrong = make_certs(other)["ca"]
-        with caplog.at_level(logging.ERROR, logger="edge.mqtt"):
+        with caplog.at_level(logging.ERROR, logger="edge.events.mqtt"):
             bridge = MqttBridge(MqttConfig(broker=broker.url, device="dev-2", ca_certs=str(wrong), retry_max_s=1),
                                 db, state=tmp_path / "wrong.json")
             bridge.start()
             assert not bridge.flush(3)
             bridge.stop()
-        errors = [r.getMessage() for r in caplog.records if r.name == "edge.mqtt"]
+        errors = [r.getMessage() for r in caplog.records if r.name == "edge.events.mqtt"]
         assert len(errors) == 1 and "TLS handshake" in errors[0], errors
     finally:
         broker.stop()

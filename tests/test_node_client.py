@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import REPO, free_tcp_port, need
 
 from edge.errors import UserError
-from edge.eventlog import EventLog
+from edge.events.log import EventLog
 
 CLIENT = REPO / "examples" / "node" / "client.js"
 

@@ -8,7 +8,7 @@ import pytest
 
 from edge.bench import flowfields as FF
 from edge.errors import UserError
-from edge.messages import Message, validate
+from edge.runtime.messages import Message, validate
 from nodes.capture import CaptureNode
 from nodes.flow import FlowNode
 

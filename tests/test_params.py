@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from edge.errors import UserError
-from edge.node import Node, Param
-from edge.params import knob, node_params, with_set
+from edge.runtime.node import Node, Param
+from edge.runtime.params import knob, node_params, with_set
 
 
 @dataclass

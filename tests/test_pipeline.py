@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.data.synth import SyntheticVideo, write_clip
-from edge.eventlog import EventLog
+from edge.events.log import EventLog
 from nodes.scorecard import score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_small_micro_expressions_under_sensor_noise(tmp_path, amplitude, floor):
     sensitivity targets through the real processes on written video files: F1 >= 0.9 where
     micro movements reach 1 px at apex, >= 0.75 at 0.5 px, both under sigma = 3 sensor noise, among a blink,
     a head movement and a macro expression per clip (the bench's suite: 5 micro-expressions a clip).
-    The job is deterministic (the spot node merges its inputs in frame order), so these files give the same
+    The job is deterministic (the framework merges the spot node's inputs in frame order), so these files give the same
     events on every run; at 0.5 px that is F1 0.75 here (6 of 10 found, no false event): 0.5 px under
     sigma 3 is at the flow's noise limit, where each micro-expression is found or missed on a small margin."""
     from edge.bench.spotting import make_video
@@ -184,7 +184,7 @@ def _pid_of(node: str, run_dir: Path | None) -> int:
 
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if "edge.noderun" in cmd and cmd[-1].endswith(f"/{node}.json") and (
+        if "edge.runtime.noderun" in cmd and cmd[-1].endswith(f"/{node}.json") and (
                 run_dir is None or cmd[-1].startswith(str(run_dir))):
             return p.pid
     raise AssertionError(f"no running {node} node")

@@ -9,7 +9,7 @@ import pytest
 from edge.bench.flowfields import face_crop, known_field, warp_by_flow
 from edge.data.preprocess import FeatureCache, PreprocessSpec, input_key, model_input, precompute
 from edge.errors import UserError
-from edge.geometry import roi_boxes
+from edge.perception.geometry import roi_boxes
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""edge.robust: the robust scale and the Tukey IRLS helper shared by the spotter and the face aligner."""
+"""edge.perception.robust: the robust scale and the Tukey IRLS helper shared by the spotter and the face aligner."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge.robust import MAD_TO_SIGMA, robust_scale, tukey_irls
+from edge.perception.robust import MAD_TO_SIGMA, robust_scale, tukey_irls
 
 
 def test_robust_scale_is_sigma_for_a_gaussian_and_ignores_outliers():

@@ -1,11 +1,11 @@
-"""The control protocol and the stats record (edge.control): the wire maps are what running graphs, the
+"""The control protocol and the stats record (edge.runtime.control): the wire maps are what running graphs, the
 `facesleuth stats` table and the MQTT heartbeat read."""
 
 from __future__ import annotations
 
 import msgpack
 
-from edge.control import NodeRecord, NodeStats, Op, counters, decode, encode
+from edge.runtime.control import NodeRecord, NodeStats, Op, counters, decode, encode
 
 
 def test_a_control_message_is_one_msgpack_map_with_its_op():

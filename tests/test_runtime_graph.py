@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from edge.errors import UserError
-from edge.graph import GraphError, load_graph, parse_overrides, to_dot
+from edge.runtime.graph import GraphError, load_graph, parse_overrides, to_dot
 
 GOOD = """
 name: g

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import zmq
 
-from edge.keys import generate, load_curve
-from edge.messages import Message
-from edge.transport import Curve, Input, Output
+from edge.runtime.keys import generate, load_curve
+from edge.runtime.messages import Message
+from edge.runtime.transport import Curve, Input, Output
 
 
 def _wait_subscribed(out: Output, timeout: float = 3.0) -> bool:

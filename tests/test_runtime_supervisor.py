@@ -15,7 +15,7 @@ import psutil
 import pytest
 from fs_testnodes import digest, make_arrays
 
-from edge.stats import COLUMNS
+from edge.runtime.stats import COLUMNS
 
 
 def _records(path: Path) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Input synchronisation (edge.sync) and the in-process chain runner (edge.inprocess)."""
+"""Input synchronisation (edge.runtime.sync) and the in-process chain runner (edge.runtime.inprocess)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import ClassVar
 
 import pytest
 
-from edge.inprocess import run_chain
-from edge.messages import Message
-from edge.node import Node, Port
-from edge.sync import FrameMerge, InputSync
+from edge.runtime.inprocess import run_chain
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Port
+from edge.runtime.sync import FrameMerge, InputSync
 
 
 def test_frame_merge_releases_a_frame_once_every_input_reached_it():

@@ -13,8 +13,8 @@ import pytest
 import zmq
 from fs_testnodes import digest, make_arrays
 
-from edge.messages import SCHEMA_VERSION, Message
-from edge.transport import ForeignMessage, Input, Output, pack, unpack
+from edge.runtime.messages import SCHEMA_VERSION, Message
+from edge.runtime.transport import ForeignMessage, Input, Output, pack, unpack
 
 
 def _msg(i: int, **arrays: np.ndarray) -> Message:
@@ -173,7 +173,7 @@ def test_foreign_bytes_are_counted_and_dropped_by_an_input(socket, zmq_context, 
 def test_a_running_node_drops_and_counts_foreign_bytes(run_graph, socket, tmp_path):
     """Kill a producer, take over its endpoint with a foreign publisher: the consumer keeps running,
     counts the junk in its stats, and still processes the valid message that follows."""
-    from edge.stats import snapshot
+    from edge.runtime.stats import snapshot
 
     out = tmp_path / "rec.jsonl"
     g = run_graph(f"""

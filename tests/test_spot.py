@@ -1,4 +1,4 @@
-"""Spotting (edge.spot, nodes/spot.py): real flow (edge.flow DIS) on aligned crops of a real face photograph
+"""Spotting (edge.perception.spot, nodes/spot.py): real flow (edge.perception.flow DIS) on aligned crops of a real face photograph
 moved by the synthetic source's action-unit fields (edge.data.aus), with sensor noise."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from edge.data.aus import combo_field, grid
 from edge.data.metrics import f1, iou, match, match_pairs
 from edge.data.synth import profile
 from edge.errors import UserError
-from edge.flow import create_flow
-from edge.messages import Message
-from edge.spot import FrameInfo, RoiFeatures, SpotParams, Spotter
+from edge.perception.flow import create_flow
+from edge.perception.spot import FrameInfo, RoiFeatures, SpotParams, Spotter
+from edge.runtime.messages import Message
 
 FPS = 30.0
 LAG = 3
@@ -117,7 +117,8 @@ def test_plain_baseline_intervals_come_from_threshold_crossings():
     """The bench's baseline: a bump in one ROI's |flow| curve gives one interval from its crossings (onset =
     the frame before the first moving flow, offset = the last moving flow less lag - 1), micro or macro by
     its length; a dip of the lagged flow around the apex does not split it."""
-    from edge.bench.spotting import Clip, TrackSeq, baseline_clip
+    from edge.bench.clips import Clip, TrackSeq
+    from edge.bench.spotting import baseline_clip
 
     rng = np.random.default_rng(0)
     n = 300
@@ -134,7 +135,7 @@ def test_plain_baseline_intervals_come_from_threshold_crossings():
 def test_noise_tail_widens_the_scale_of_heavy_tailed_channels_only():
     """noise_tail: a channel whose tails are heavier than Gaussian (low-texture skin) gets a larger noise
     scale, so its rare large values score lower; a Gaussian channel keeps its scale."""
-    from edge.spot.noise import noise_scale
+    from edge.perception.spot.noise import noise_scale
 
     rng = np.random.default_rng(0)
     a = np.abs(np.stack([rng.normal(0, 1, 4000), rng.standard_t(2, 4000)]))  # (2 channels, samples)
@@ -368,7 +369,7 @@ def test_rigid_motion_limit_is_in_noise_units_of_the_face():
     """The same 10 px/s of rigid motion flags a frame of a steady face but not one of a face whose
     rigid motion jitters at that level all the time (a webcam): the limit follows each face's noise.
     With a lagged flow (lag 3), one flow over the limit is the fit's noise; two in a row are motion."""
-    from edge.spot import RoiFeatures
+    from edge.perception.spot import RoiFeatures
 
     rf = RoiFeatures(128)
     rng = np.random.default_rng(0)
@@ -390,8 +391,8 @@ def test_rigid_motion_limit_is_in_noise_units_of_the_face():
 def test_brow_blocks_within_reach_of_the_lids():
     """Brow blocks within a block of the eye ROIs count as dragged by a lid (the blink test): the spotting
     flow spreads a lid's sweep about a block up. No other ROI's blocks do."""
-    from edge.geometry import ROIS
-    from edge.spot import BLOCK_FRAC
+    from edge.perception.geometry import ROIS
+    from edge.perception.spot import BLOCK_FRAC
 
     for size in (128, 256):
         rf = RoiFeatures(size)
@@ -400,7 +401,7 @@ def test_brow_blocks_within_reach_of_the_lids():
         reach = set(np.flatnonzero(rf.lid_reach))
         eye_top = round(ROIS["eye_left"][1] * size)
         near = {c for c in brows if rf.slices[c][0].stop >= eye_top - size * BLOCK_FRAC}
-        assert reach == near == brows  # edge.geometry's brow ROIs are two blocks tall at any crop size
+        assert reach == near == brows  # edge.perception.geometry's brow ROIs are two blocks tall at any crop size
     assert not rf.lid_reach[[n not in ("brow_left", "brow_right") for n in names] + [False] * len(rf.pairs)].any()
 
 
@@ -543,7 +544,7 @@ def test_spot_node_gives_the_same_intervals_whatever_order_its_two_inputs_arrive
     """ZeroMQ keeps each link in order but not the crops link against the flows link: a frame's flows can be
     read before its crops (head motion, residual). The node merges them back into frame order, so a head
     movement discards the same intervals and a file gives the same events on every run."""
-    from edge.inprocess import run_chain
+    from edge.runtime.inprocess import run_chain
     from nodes.spot import SpotNode
 
     ev, fl = clip_1px

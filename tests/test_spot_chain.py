@@ -1,6 +1,6 @@
-"""Spotting through the in-process library chain on synthetic video: SyntheticVideo frames -> face tracking
-and stabilisation (edge.face) -> flow (edge.flow) -> spotting (edge.spot); and `facesleuth calib spot` on
-a clip written as a real MJPG file with its JSON ground truth."""
+"""Spotting through the face, flow and spot nodes in one process (edge.bench.clips) on synthetic video, the
+replay of the spotter's recorded input, and `facesleuth calib spot` on a clip written as a real MJPG file
+with its JSON ground truth."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from edge.bench.spotting import baseline_clip, extract, label_accuracy, make_video, score, spot_clip
+from edge.bench.clips import extract, spot_clip
+from edge.bench.spotting import baseline_clip, label_accuracy, make_video, score
 from edge.cli import main as cli
-from edge.spot import SpotParams
+from edge.perception.spot import SpotParams
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,13 @@ def test_chain_spots_micro_expressions_at_1_5px(micro_clip):
     s = score([micro_clip], [spot_clip(micro_clip, SpotParams())])
     n_micro = sum(1 for t in micro_clip.truth if t["kind"] == "micro")
     assert n_micro >= 3 and s["f1"] >= 0.9, s
+
+
+def test_the_replay_of_the_recorded_input_is_what_the_spot_node_sent(micro_clip):
+    """One data path: the bench and calibration replay exactly what the spot node's spotter was given, so
+    with the node's params the replay gives the intervals the node itself sent."""
+    replayed = [(i.kind, i.onset, i.apex, i.offset) for i in spot_clip(micro_clip, SpotParams()) if not i.discarded]
+    assert len(micro_clip.published) >= 3 and replayed == micro_clip.published
 
 
 def test_chain_beats_the_plain_baseline(micro_clip):

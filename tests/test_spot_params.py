@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from edge.errors import UserError
-from edge.spot import SpotParams
+from edge.perception.spot import SpotParams
 from nodes.spot import SpotNode
 
 

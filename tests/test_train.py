@@ -168,7 +168,7 @@ def test_real_dataset_source_gives_aligned_crops(tmp_path):
     assert len(s) == 1 and s.subjects == ["sub01"] and s.domains == ["casme2"]
     assert s.classes[s.labels[0]] == "surprise" and s.onset.shape == (1, 128, 128)
     x = precompute(s.onset, s.apex, PreprocessSpec(size=64).resolved(), workers=0, progress=False)
-    from edge.geometry import roi_boxes
+    from edge.perception.geometry import roi_boxes
 
     x0, y0, x1, y1 = roi_boxes(64)["brow_left"]
     assert x[0, 1, y0:y1, x0:x1].mean() < -0.2  # the brows moved up in the aligned crop

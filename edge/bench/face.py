@@ -1,7 +1,7 @@
 """`facesleuth bench face`: detection + tracking + alignment fps on 640x480 video with one and three faces,
 and how still the aligned crops of a rigidly moving face are.
 
-Clips are real MJPG files of a real face photograph moving rigidly (edge.face.clip), decoded before
+Clips are real MJPG files of a real face photograph moving rigidly (edge.bench.faceclips), decoded before
 timing, so the numbers are the face stage alone. Stillness: `true_drift_max_px` is how far points of the
 photograph move inside the crop, from the true transforms (exact); `shift_*_px` is the phase-correlation
 shift of every crop against the track's first crop (image-based, so JPEG and noise add to it). The baseline `per-frame eyes` re-detects the
@@ -20,14 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.bench.faceclips import crop_shift, read_frames, write_clip
 from edge.bench.report import emit
 from edge.errors import Unavailable
-from edge.face import FaceTracker, TrackedFaces
-from edge.face.align import apply, compose
-from edge.face.clip import crop_shift, read_frames, write_clip
-from edge.face.detect import HaarDetector
-from edge.face.landmarks import HaarEyes
-from edge.geometry import CROP_SIZE, align_from_eyes
+from edge.perception.face import FaceTracker, TrackedFaces
+from edge.perception.face.align import apply, compose
+from edge.perception.face.detect import HaarDetector
+from edge.perception.face.landmarks import HaarEyes
+from edge.perception.geometry import CROP_SIZE, align_from_eyes
 from edge.progress import Progress
 
 TARGET_FPS = 60.0
@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     configs = []  # (faces, label, tracker kwargs)
     landmark_kinds = ["eyes"]
     try:
-        from edge.face.landmarks import Dlib68
+        from edge.perception.face.landmarks import Dlib68
 
         Dlib68()
         landmark_kinds.append("dlib68")

@@ -6,7 +6,7 @@ sigma = 2 grey levels of Gaussian noise on both frames. EPE = mean end-point err
 field's ROIs (the inner crop for the shift); gain = the share of the true motion the estimate sees
 (edge.bench.flowfields.motion_gain). The baseline is TV-L1, the MER literature's standard, at OpenCV's
 defaults (`tvl1 cv-defaults`), and the tuned TV-L1 default; each row gives its ratio to both. The
-measurements behind edge.flow's defaults are in docs/flow.md.
+measurements behind edge.perception.flow's defaults are in docs/flow.md.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import logging
 import cv2
 import numpy as np
 
-from edge import flow as F
 from edge.bench import flowfields as FF
 from edge.bench.report import emit
 from edge.errors import Unavailable
+from edge.perception import flow as F
 from edge.progress import Progress
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 `facesleuth bench flow` (edge.bench.flow) and of the flow tests.
 
     img = face_crop(128)                           # aligned grey crop (128, 128) uint8
-    truth = known_field("brow_raise", 128)         # (128, 128, 2) float32 px, edge.flow's convention
+    truth = known_field("brow_raise", 128)         # (128, 128, 2) float32 px, edge.perception.flow's convention
     nxt = warp_by_flow(img, truth)                 # the next frame: true flow img -> nxt is `truth`
     epe = end_point_error(flow.calc(img, nxt), truth, region_mask("brow_raise"))
 """
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
-from edge.flow import FlowBackend
+from edge.perception.flow import FlowBackend
 
 
 def warp_by_flow(img: np.ndarray, flow: np.ndarray, iterations: int = 5) -> np.ndarray:
@@ -47,13 +47,13 @@ def gaussian_bump(size: int, centre: tuple[float, float], sigma: tuple[float, fl
 
 
 def known_field(kind: str, size: int = 128, amplitude: float = 1.0) -> np.ndarray:
-    """A known flow field (size, size, 2) float32 px on the canonical aligned crop (edge.geometry).
+    """A known flow field (size, size, 2) float32 px on the canonical aligned crop (edge.perception.geometry).
 
     kind: "brow_raise" (both brows up by `amplitude` px at their centre), "lip_corner_pull" (mouth
     corners out and up, |vector| = amplitude), "shift" (rigid translation (0.6, -0.4) * amplitude px),
     "rotation" (rigid 1 degree * amplitude about the crop centre).
     """
-    from edge.geometry import ROIS
+    from edge.perception.geometry import ROIS
 
     def centre(roi: str) -> tuple[float, float]:
         x0, y0, x1, y1 = ROIS[roi]
@@ -87,7 +87,7 @@ FIELD_ROIS = {"brow_raise": ("brow_left", "brow_right"), "lip_corner_pull": ("mo
 
 def region_mask(kind: str, size: int = 128) -> np.ndarray:
     """(size, size) bool: where EPE is measured for a field: its ROIs, or the inner crop (8-px margin)."""
-    from edge.geometry import roi_boxes
+    from edge.perception.geometry import roi_boxes
 
     m = np.zeros((size, size), bool)
     rois = FIELD_ROIS.get(kind)
@@ -124,11 +124,11 @@ def face_crop(size: int = 128) -> np.ndarray:
     """A real face photograph as an aligned grey crop (size, size) uint8: skimage's astronaut (public domain).
 
     The eye centres (201.5, 100.5) and (246.5, 103.5) px were located once with OpenCV's Haar eye
-    cascade; the crop is aligned with edge.geometry.align_from_eyes like the face node's crops.
+    cascade; the crop is aligned with edge.perception.geometry.align_from_eyes like the face node's crops.
     """
     from skimage import data
 
-    from edge.geometry import align_from_eyes
+    from edge.perception.geometry import align_from_eyes
 
     rgb = data.astronaut()
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

@@ -27,9 +27,9 @@ import psutil
 
 from edge.bench.report import emit
 from edge.errors import UserError
-from edge.eventlog import EventLog
-from edge.graph import Graph, load_graph
-from edge.supervisor import Supervisor
+from edge.events.log import EventLog
+from edge.runtime.graph import Graph, load_graph
+from edge.runtime.supervisor import Supervisor
 
 DEFAULT_GRAPH = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 

@@ -3,9 +3,9 @@
 Suite: synthetic videos (edge.data.synth.SyntheticVideo) at three apex amplitudes and two sensor noise
 levels (the edge60 preset at 30 fps), micro-expressions among a blink, a head movement and a macro expression;
 distractor-only videos (blinks, head movements, macro expressions); and a held-out suite never used for
-tuning: the webcam30 preset as it comes (small faces, JPEG, drift). Every video runs through the library chain in one
-process: face tracking + stabilisation (edge.face) -> flow against the frame `lag` back (edge.flow) ->
-spotting (edge.spot).
+tuning: the webcam30 preset as it comes (small faces, JPEG, drift). Every video runs once through the
+product's own face, flow and spot nodes in one process (edge.bench.clips.extract: the same code and input
+synchronisation as a running graph); the spotter's recorded input is then replayed (spot_clip).
 
 Baseline, in the same run on the same frames (the issue's "plain baseline"): the crop fixed at the track's
 first alignment (no tracking, no stabilisation), no rigid compensation (only the crop's median flow, its
@@ -29,18 +29,16 @@ import argparse
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
+from edge.bench.clips import Clip, extract, spot_clip
 from edge.bench.report import emit
 from edge.data.metrics import f1, match, match_pairs
 from edge.errors import UserError
-from edge.geometry import roi_boxes
+from edge.perception.robust import robust_scale
+from edge.perception.spot import Interval, SpotParams
 from edge.progress import Progress
-from edge.robust import robust_scale
-from edge.spot import FrameInfo, Interval, RoiFeatures, SpotParams, Spotter
 
 log = logging.getLogger(__name__)
 
@@ -51,33 +49,6 @@ NOISE = (1.0, 3.0)             # sensor noise sigma, grey levels
 WEBCAM_AMPLITUDES = (1.5, 1.0)
 BASELINE_K = 4.0               # median + k * MAD (the best of 3-6 on this suite: see add_arguments)
 LABELS = ("negative", "positive", "surprise")  # edge.data.emotions.COMPOSITE_CLASSES
-
-
-@dataclass
-class TrackSeq:
-    """One track's per-frame record of a video (what spotting needs, cached for calibration)."""
-
-    frames: list[int] = field(default_factory=list)
-    t_ns: list[int] = field(default_factory=list)
-    refs: list[int] = field(default_factory=list)
-    feats: list[np.ndarray] = field(default_factory=list)
-    rigid: list[float] = field(default_factory=list)
-    info: list[FrameInfo] = field(default_factory=list)
-    base: list[np.ndarray] = field(default_factory=list)  # baseline: (R,) mean |flow| per ROI, fixed crop
-    crops: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> aligned crop (label accuracy)
-    ended: bool = False
-
-
-@dataclass
-class Clip:
-    """A video's cached chain output and its ground truth."""
-
-    fps: float
-    n_frames: int
-    truth: list[dict]
-    tracks: dict[int, TrackSeq]
-    roi_of: np.ndarray
-    lag: int
 
 
 def make_video(amplitude: float | None, noise: float | None, seed: int, duration_s: float, fps: float = 30.0,
@@ -113,81 +84,6 @@ def make_video(amplitude: float | None, noise: float | None, seed: int, duration
         overrides["noise_sigma"] = noise
     return SyntheticVideo(preset, seed=seed, duration_s=duration_s, fps=fps, script=script, overrides=overrides,
                           random_events=False)
-
-
-def extract(video, lag: int = 3, backend: str = "auto", baseline: bool = True, progress: Progress | None = None,
-            keep_crops: bool = False) -> Clip:
-    """Run face -> flow -> ROI features over every frame of `video` (anything with fps, truth, iteration)."""
-    from edge.face import FaceTracker
-    from edge.flow import LagBuffer, create_flow
-
-    tracker = FaceTracker(detector="haar", landmarks="auto")  # as the face node: dlib68 where installed
-    flow = create_flow(backend)
-    lags, base_lags = LagBuffer(lag), LagBuffer(lag)
-    tracks: dict[int, TrackSeq] = {}
-    fixed: dict[int, np.ndarray] = {}  # baseline: each track's first alignment, kept for ever
-    layout: RoiFeatures | None = None
-    boxes = None
-    n = 0
-    for k, frame in enumerate(video):
-        n += 1
-        t_ns = int(round(k / video.fps * 1e9))
-        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-        faces = tracker.update(grey)
-        for i, tid in enumerate(faces.track_ids.tolist()):
-            crop = faces.crops[i]
-            if layout is None:
-                layout = RoiFeatures(crop.shape[0])
-                boxes = list(roi_boxes(crop.shape[0]).values())
-            seq = tracks.setdefault(tid, TrackSeq())
-            if keep_crops:
-                seq.crops[k] = crop.copy()
-            M = faces.transforms[i].astype(np.float64)
-            ref = lags.push(tid, k, crop)
-            if baseline:
-                M0 = fixed.setdefault(tid, M)
-                bcrop = cv2.warpAffine(grey, M0, crop.shape[::-1], flags=cv2.INTER_LINEAR)
-                bref = base_lags.push(tid, k, bcrop)
-            if ref is None:
-                continue
-            uv = flow.calc(ref[1], crop).transpose(2, 0, 1)
-            feats, rigid = layout(uv)
-            seq.frames.append(k)
-            seq.t_ns.append(t_ns)
-            seq.refs.append(ref[0])
-            seq.feats.append(feats)
-            seq.rigid.append(rigid)
-            motion = faces.head_motion[i] if i < len(faces.head_motion) else 0.0
-            seq.info.append(FrameInfo.from_transform(motion, faces.residual[i], M))
-            if baseline and bref is not None:
-                uvb = flow.calc(bref[1], bcrop).transpose(2, 0, 1)
-                # The crop's median flow (its global translation) off: without even that, the fixed crop's
-                # frame-to-frame jitter swamps every ROI and the baseline finds nothing at any amplitude.
-                mag = np.hypot(*(uvb - np.median(uvb.reshape(2, -1), axis=1)[:, None, None]))
-                seq.base.append(np.array([mag[y0:y1, x0:x1].mean() for x0, y0, x1, y1 in boxes]))
-            elif baseline:
-                seq.base.append(np.zeros(len(boxes)))
-        for tid in faces.ended:
-            if tid in tracks:
-                tracks[tid].ended = True
-        if progress is not None:
-            progress.update(1)
-    roi_of = layout.roi_of if layout is not None else np.zeros(0, int)
-    return Clip(float(video.fps), n, list(video.truth), tracks, roi_of, lag)
-
-
-def spot_clip(clip: Clip, params: SpotParams) -> list[Interval]:
-    """Replay a clip's cached features through the spotter (cheap: calibration calls this many times)."""
-    sp = Spotter(params)
-    out: list[Interval] = []
-    for tid, seq in clip.tracks.items():
-        for j, frame in enumerate(seq.frames):
-            sp.note_frame(frame, tid, seq.info[j])
-            out += sp.push_features(frame, seq.t_ns[j], seq.t_ns[j], tid, seq.refs[j], seq.feats[j],
-                                    seq.rigid[j], clip.roi_of)
-        out += sp.end_track(tid, "track lost") if seq.ended else []
-    out += sp.finish()
-    return out
 
 
 def baseline_clip(clip: Clip, k: float = BASELINE_K, micro_max_s: float = 0.5) -> list[Interval]:

@@ -5,17 +5,17 @@ Runs, in one invocation on the same machine:
 - flood: the producer (this process) sends as fast as it can for `--flood-s` seconds; the consumer (a
   second process) counts what it receives. MB/s and msgs/s are measured at the consumer, between its
   first and last message; the best of `--repeats` runs is reported, since other load on the machine
-  only ever slows a run down. Through edge.transport (msgpack header + zero-copy buffers) over ipc and tcp,
+  only ever slows a run down. Through edge.runtime.transport (msgpack header + zero-copy buffers) over ipc and tcp,
   both delivery modes: lossless (PUSH/PULL, backpressure) and latest-wins (XPUB/SUB, drops counted: loss_%).
 - paced: one frame every 1/30 s for `--paced-s` seconds (a camera); per-message latency = receive time
   minus the monotonic timestamp in the header taken just before sending (one host, one clock), p50/p99.
 - baseline: the same frames through a multiprocessing.Queue (pickle through a pipe), flood and paced.
 - reference: a raw in-process memcpy of the same bytes (np.copyto), the physical ceiling, and bare
   pyzmq over ipc (one raw frame plus an 8-byte timestamp, no header, no checks) to show what the
-  project's layers cost on top of ZeroMQ. This is the one place outside edge.transport that touches zmq
+  project's layers cost on top of ZeroMQ. This is the one place outside edge.runtime.transport that touches zmq
   for frames, and only to measure it.
 
-The consumer takes each frame as it arrives and does nothing with it: edge.transport hands it a
+The consumer takes each frame as it arrives and does nothing with it: edge.runtime.transport hands it a
 read-only view on the received buffer (no copy), the Queue an unpickled copy. The producer re-sends one
 unchanging array, which zero-copy sending allows as long as nobody writes to it.
 """
@@ -35,8 +35,8 @@ import numpy as np
 
 from edge.bench.report import emit
 from edge.errors import UserError
-from edge.messages import Message
-from edge.transport import Input, Output, context, new_poller, poll_inputs
+from edge.runtime.messages import Message
+from edge.runtime.transport import Input, Output, context, new_poller, poll_inputs
 
 SHAPE = (480, 640, 3)
 FRAME_BYTES = int(np.prod(SHAPE))

@@ -1,7 +1,7 @@
 """FACS action units as smooth displacement fields on the canonical aligned crop.
 
 Each AU is a sum of anisotropic Gaussian "skin patches", each moving in one direction, anchored to the
-face by the eye centres of `edge.geometry`: a patch centre is given in eye units (u, v) =
+face by the eye centres of `edge.perception.geometry`: a patch centre is given in eye units (u, v) =
 ((x - eye midpoint x) / inter-ocular distance, (y - eye line y) / inter-ocular distance), so the layout
 follows any face that is aligned by its eyes. Bilateral AUs list the image-left patch and are mirrored.
 
@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from edge import geometry
+from edge.perception import geometry
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,11 @@ class ActionUnit:
     number: int
     name: str
     patches: tuple[Patch, ...]
-    regions: tuple[str, ...]  # edge.geometry.ROIS (or CHEEK_ROIS) names where the motion lies
+    regions: tuple[str, ...]  # edge.perception.geometry.ROIS (or CHEEK_ROIS) names where the motion lies
     bilateral: bool = True
 
 
-# Cheeks are not a spotting ROI in edge.geometry, but AU6 moves them (fractions of the crop side).
+# Cheeks are not a spotting ROI in edge.perception.geometry, but AU6 moves them (fractions of the crop side).
 CHEEK_ROIS = {"cheek_left": (0.14, 0.40, 0.42, 0.62), "cheek_right": (0.58, 0.40, 0.86, 0.62)}
 
 _S = 0.5 ** 0.5
@@ -142,7 +142,7 @@ def grid(size: int = geometry.CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
 
 
 def region_mask(au: ActionUnit | int, size: int = geometry.CROP_SIZE) -> np.ndarray:
-    """(size, size) bool: union of the AU's named regions (edge.geometry.ROIS or CHEEK_ROIS)."""
+    """(size, size) bool: union of the AU's named regions (edge.perception.geometry.ROIS or CHEEK_ROIS)."""
     au = AUS[au] if isinstance(au, int) else au
     boxes = geometry.roi_boxes(size, {**geometry.ROIS, **CHEEK_ROIS})
     m = np.zeros((size, size), bool)

@@ -1,7 +1,7 @@
-"""Face photographs for the synthetic source, brought into the canonical layout of `edge.geometry`.
+"""Face photographs for the synthetic source, brought into the canonical layout of `edge.perception.geometry`.
 
 A `FaceTemplate` is a photograph resampled so that crop coordinates (px of the 128-px aligned crop,
-see edge.geometry) map linearly onto it, with a margin of `MARGIN` crop px on every side so that the
+see edge.perception.geometry) map linearly onto it, with a margin of `MARGIN` crop px on every side so that the
 head, hair and some background exist around the crop: template px = (crop px + MARGIN) * scale.
 
 Faces come from scikit-image's sample data (the astronaut photograph ships inside the wheel) or from a
@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import geometry
 from edge.errors import UserError
+from edge.perception import geometry
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,14 @@ classify node, so what the network sees when deployed is what it saw in training
     x = model_input(onset_crop, apex_crop, spec)          # (C, size, size) float32
     xs = precompute(onsets, apexes, spec, cache_dir=...)  # (N, C, size, size), parallel, cached on disk
 
-Steps, all at the crop scale (the canonical aligned crop of edge.geometry, 128 px) until the resize:
+Steps, all at the crop scale (the canonical aligned crop of edge.perception.geometry, 128 px) until the resize:
 
-1. optical flow onset -> apex with the spec's backend and parameters (edge.flow; u, v in crop px;
+1. optical flow onset -> apex with the spec's backend and parameters (edge.perception.flow; u, v in crop px;
    prev(x, y) ~= next(x + u, y + v));
 2. global motion: the median flow over the crop is subtracted (`global_motion="median"`), so a residual
    mis-alignment of a fraction of a pixel (which the face node's stabilisation leaves, and which is as
    large as a micro-expression) does not read as facial motion;
-3. optical strain magnitude sqrt(u_x^2 + v_y^2 + (u_y + v_x)^2 / 2) (edge.flow.optical_strain);
+3. optical strain magnitude sqrt(u_x^2 + v_y^2 + (u_y + v_x)^2 / 2) (edge.perception.flow.optical_strain);
 4. resize to `size` (vectors rescaled, so u, v stay in px of the resized map; strain is dimensionless);
 5. normalisation (`norm`):
    - "robust" (default): u, v divided by the sample's 99th-percentile motion magnitude and strain by its
@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
-from edge.flow import create_flow, optical_strain, resize_flow
+from edge.perception.flow import create_flow, optical_strain, resize_flow
 from edge.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -195,16 +195,16 @@ def _minmax(c: np.ndarray) -> np.ndarray:
 def align_pair(onset: np.ndarray, apex: np.ndarray, detector: Any, landmarker: Any,
                size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Aligned crops of a dataset's onset and apex frames, both cut with ONE transform found on the onset
-    (the largest face, its eyes at the canonical places of edge.geometry), as the face node does for a
+    (the largest face, its eyes at the canonical places of edge.perception.geometry), as the face node does for a
     track and as the MER literature crops a clip (one box for all frames), so head pose alone adds no flow.
 
     Args:
-        onset, apex: (H, W) uint8 grey frames; detector/landmarker: edge.face make_detector() and
+        onset, apex: (H, W) uint8 grey frames; detector/landmarker: edge.perception.face make_detector() and
             make_landmarker() objects.
     Returns:
         (onset crop, apex crop), each (size, size) uint8.
     """
-    from edge.geometry import align_from_eyes
+    from edge.perception.geometry import align_from_eyes
 
     faces = detector.detect(onset)
     if not faces:

@@ -53,8 +53,8 @@ def load_real(source: str, class_set: str = "composite", progress: bool = True) 
     from edge.data.datasets import DATASETS, load
     from edge.data.emotions import CLASS_SETS
     from edge.data.preprocess import align_pair
-    from edge.face.detect import make_detector
-    from edge.face.landmarks import make_landmarker
+    from edge.perception.face.detect import make_detector
+    from edge.perception.face.landmarks import make_landmarker
     from edge.progress import track
 
     classes = list(CLASS_SETS[class_set])

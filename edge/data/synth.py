@@ -5,7 +5,7 @@ Faces are real photographs (edge.data.faces) moved by FACS action-unit displacem
 with smooth onset -> apex -> offset profiles, under the nuisances of a capture domain (edge.data.domains).
 
 Three outputs:
-- `make_samples()`: onset/apex pairs of aligned grey 128-px crops (edge.geometry layout) + metadata;
+- `make_samples()`: onset/apex pairs of aligned grey 128-px crops (edge.perception.geometry layout) + metadata;
 - `SyntheticVideo`: BGR frames of one or more faces with events, and `truth` (every interval);
 - `write_clip()`: a SyntheticVideo written as MJPG .avi plus a JSON ground truth.
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import geometry
 from edge.data import aus, emotions
 from edge.data.domains import Domain, get_domain
 from edge.data.faces import MARGIN, FaceTemplate, Subject, head_mask, load_faces, make_subject
 from edge.errors import UserError
+from edge.perception import geometry
 from edge.progress import Progress, track
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.messages import Message
-from edge.node import Node, Param, Port, register_node
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, Param, Port, register_node
 
 
 def make_arrays(i: int, h: int = 48, w: int = 64) -> dict[str, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Events: the durable log, the `facesleuth events` command, the MQTT bridge."""

@@ -1,0 +1,70 @@
+"""`facesleuth events tail|query`: follow the live event stream (with gap repair) or query the event log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from edge.errors import UserError
+from edge.events.log import EventLog
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = sub.add_parser("tail", help="print live events; gaps are repaired through the replay endpoint")
+    t.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5571", help="mer.event PUB endpoint")
+    t.add_argument("--replay", default="tcp://127.0.0.1:5572", help="replay endpoint")
+    t.add_argument("--since", type=int, help="first replay every event after this sequence number")
+    t.add_argument("--count", type=int, help="exit after this many events")
+    t.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
+    t.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    t.add_argument("--keys", help="CURVE key dir (for a non-loopback endpoint)")
+    q = sub.add_parser("query", help="query the SQLite event log")
+    q.add_argument("db", help="event log file (the events node's `db`)")
+    q.add_argument("--since", type=int, default=0, help="events after this sequence number")
+    q.add_argument("--track", type=int, help="only this track id")
+    q.add_argument("--label", help="only this label")
+    q.add_argument("--stream", help="only this stream id")
+    q.add_argument("--limit", type=int, help="at most this many events")
+    q.add_argument("--json", action="store_true", help="JSON lines instead of text")
+
+
+def _show(ev: dict, as_json: bool) -> None:
+    from nodes.events import format_event
+
+    print(json.dumps(ev, default=str) if as_json else format_event(ev), flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "query":
+        with EventLog(args.db, readonly=True) as log:
+            n = 0
+            for ev in log.query(args.since, args.track, args.label, args.stream, args.limit):
+                _show(ev, args.json)
+                n += 1
+        if not args.json:
+            print(f"{n} event(s)")
+        return 0
+
+    from edge.runtime.transport import EventClient, context
+
+    curve = None
+    if args.keys:
+        from edge.runtime.keys import load_curve
+
+        curve = load_curve(args.keys)
+    ctx = context()
+    client = EventClient(ctx, args.endpoint, args.replay, since=args.since, curve=curve)
+    n = 0
+    try:
+        for ev in client.events(timeout_s=args.timeout):
+            _show(ev, args.json)
+            n += 1
+            if args.count and n >= args.count:
+                break
+    except TimeoutError as e:
+        raise UserError(str(e)) from None
+    finally:
+        client.close()
+        ctx.term()
+    return 0

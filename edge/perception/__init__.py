@@ -1,0 +1,1 @@
+"""Perception: frame sources, face tracking and alignment, optical flow, spotting."""

@@ -1,0 +1,11 @@
+"""Face detection, tracking, alignment and rigid stabilisation (the library behind the face node).
+
+    from edge.perception.face import FaceTracker, FaceTrackerConfig
+    tracker = FaceTracker(FaceTrackerConfig(landmarks="auto", detect_every=5))   # or the fields as keywords
+    faces = tracker.update(frame)   # TrackedFaces: crops (N, 128, 128), track_ids, boxes, points, ...
+"""
+
+from edge.perception.face.config import FaceTrackerConfig
+from edge.perception.face.track import FaceTracker, TrackedFaces
+
+__all__ = ["FaceTracker", "FaceTrackerConfig", "TrackedFaces"]

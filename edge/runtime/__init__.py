@@ -1,0 +1,1 @@
+"""The runtime: graphs, nodes and their processes, transport, messages, supervision."""

@@ -1,0 +1,308 @@
+"""The process that hosts one node: `python -m edge.runtime.noderun SPEC.json` (started by edge.runtime.supervisor).
+
+It builds the node, binds its outputs and connects its inputs, reports `ready` to the supervisor once
+every expected subscriber is attached (so no message is lost to a slow joiner), waits for `start`
+(sources only), then runs the node's loop and reports stats every second. Messages reach `process()` in
+the order the node's input policy gives (edge.runtime.sync). End of stream: a source that returns, or a node whose
+every input link delivered `eos`, flushes (what the input policy holds back, then `end_of_stream()`),
+sends `eos` on its outputs and exits 0. SIGTERM/SIGINT stop it; `teardown()` always runs.
+
+The control protocol (a DEALER to the supervisor's ROUTER) and the stats record are in edge.runtime.control.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edge.errors import FacesleuthError
+from edge.runtime.control import NodeStats, Op, decode, encode
+from edge.runtime.messages import Message
+from edge.runtime.node import Node, get_node_class
+from edge.runtime.sync import InputSync, deliver
+from edge.runtime.transport import LATEST_HWM, Curve, Input, Output, context, new_poller
+
+STATS_PERIOD_S = 1.0
+READY_TIMEOUT_S = 20.0
+BATCH_MAX = 64  # messages handed to process_batch() at once (lossless inputs)
+DRAIN_QUIET_S = 0.2  # after every input ended: stop once nothing arrived for this long
+
+
+class _Latency:
+    """Processing time per message, last 1024 samples, reported as p50/p99 in ms."""
+
+    def __init__(self) -> None:
+        self.samples: deque[float] = deque(maxlen=1024)
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self.samples:
+            return 0.0, 0.0
+        a = np.fromiter(self.samples, float) * 1e3
+        return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+class NodeProcess:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.name = spec["name"]
+        self.log = logging.getLogger(f"node.{self.name}")
+        self.stop_requested = False
+        self.in_setup = False  # a stop signal during setup (model loading, camera opening) exits at once
+        self.ctx = context()
+        self.control = self.ctx.socket(zmq.DEALER)
+        self.control.linger = 1000
+        self.control.identity = self.name.encode()
+        self.control.connect(spec["control"])
+        curve = Curve(**{k: v.encode() if isinstance(v, str) else v for k, v in spec["curve"].items()}) \
+            if spec.get("curve") else None  # keys travel in the 0600 spec file of the private run dir
+        self.outputs = {
+            port: Output(self.ctx, o["topic"], o["pub"], [tuple(x) for x in o.get("push", [])],
+                         hwm=o.get("hwm", LATEST_HWM), max_msg_bytes=spec["max_msg_bytes"], curve=curve)
+            for port, o in spec["outputs"].items()
+        }
+        self.inputs: list[tuple[str, Input]] = []
+        self.input_src: list[str] = []  # producer node of each input link
+        for port, links in spec["inputs"].items():
+            for link in links:
+                hwm = link.get("queue", LATEST_HWM) if not link["latest"] else LATEST_HWM
+                self.inputs.append((port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"], hwm=hwm,
+                                                max_msg_bytes=spec["max_msg_bytes"], curve=curve)))
+                self.input_src.append(link.get("src", ""))
+        self.links_ended: set[int] = set()  # in-band eos received
+        self.producers_ended: set[str] = set()  # relayed by the supervisor
+        self.processed = 0
+        self.errors = 0
+        self.latency = _Latency()
+        self.t_start = time.monotonic()
+        self._last_stats = 0.0
+        self._template = Message("eos", stream=spec.get("stream", "cam0"))
+        cls = get_node_class(spec["type"])
+        self.node: Node = cls(self.name, spec["params"], self._emit, lambda: self.stop_requested)
+        self.node.run_info = {"graph": spec.get("graph", ""), "stats": spec.get("stats"),
+                              "inputs": sorted({port for port, _ in self.inputs})}  # the connected ones
+        self.sync = InputSync(self.node)
+
+    # -- control channel ------------------------------------------------------------------------------
+    def _send_control(self, op: Op, **kw: Any) -> None:
+        self.control.send(encode(op, **kw))
+
+    def _read_control(self) -> None:
+        while self.control.poll(0):
+            got = decode(self.control.recv())
+            if got is None:
+                continue
+            op, msg = got
+            if op is Op.STOP:
+                self.stop_requested = True
+            elif op is Op.UPSTREAM_EOS:
+                self.producers_ended.add(msg.get("node", ""))
+            elif op is Op.START:
+                self.started = True
+
+    def _emit(self, port: str, msg: Message) -> None:
+        self._template = msg
+        self.outputs[port].send(msg, stop=lambda: self.stop_requested)
+        self._maybe_stats()
+
+    def stats(self) -> dict[str, Any]:
+        """This node's NodeStats as its wire map."""
+        p50, p99 = self.latency.percentiles()
+        elapsed = max(1e-9, time.monotonic() - self.t_start)
+        sent = sum(o.sent for o in self.outputs.values())
+        return NodeStats(
+            node=self.name, type=self.spec["type"],
+            messages_in=sum(i.received for _, i in self.inputs), messages_out=sent,
+            fps=(self.processed if self.inputs else sent) / elapsed, p50_ms=p50, p99_ms=p99,
+            dropped_in=sum(i.dropped + i.gaps for _, i in self.inputs),
+            dropped_out=sum(o.dropped for o in self.outputs.values()),
+            foreign=sum(i.foreign for _, i in self.inputs), errors=self.errors,
+        ).to_dict()
+
+    def _maybe_stats(self) -> None:
+        now = time.monotonic()
+        if now - self._last_stats >= STATS_PERIOD_S:
+            self._last_stats = now
+            self._send_control(Op.STATS, stats=self.stats())
+            self._read_control()
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def wait_ready(self) -> None:
+        expected = self.spec.get("expected_subs", {})
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self.stop_requested:
+            missing = {p: n for p, n in expected.items() if self.outputs[p].poll_subscriptions() < n}
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                self.log.warning("subscribers missing after %.0f s on %s; starting anyway",
+                                 READY_TIMEOUT_S, ", ".join(missing))
+                break
+            time.sleep(0.005)
+        self.started = False
+        self._send_control(Op.READY)
+        if self.node.is_source():
+            while not self.started and not self.stop_requested:
+                if self.control.poll(100):
+                    self._read_control()
+
+    def run(self) -> int:
+        try:
+            self.in_setup = True
+            self.node.setup()
+            self.in_setup = False
+        except FacesleuthError as e:
+            self.log.error("setup failed: %s", e)
+            self._send_control(Op.FAILED, reason=str(e))
+            return 2
+        except Exception as e:  # a bug or an unexpected OS error: one line (the traceback with -v)
+            self.log.error("setup failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
+            self._send_control(Op.FAILED, reason=f"{type(e).__name__}: {e}")
+            return 1
+        try:
+            self.wait_ready()
+            if self.node.is_source():
+                self.node.run_source()
+                ended = not self.stop_requested
+            else:
+                ended = self._loop()
+            if ended:
+                for stage, batch in self.sync.flush():
+                    self._deliver(stage, batch)
+                self.node.end_of_stream()
+                for out in self.outputs.values():
+                    out.send_eos(self._template, "end of stream")
+                self._send_control(Op.EOS, stats=self.stats())
+            return 0
+        except FacesleuthError as e:
+            self.log.error("%s", e)
+            self._send_control(Op.FAILED, reason=str(e))
+            return 1
+        except Exception as e:
+            self.log.error("failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
+            self._send_control(Op.FAILED, reason=f"{type(e).__name__}: {e}")
+            return 1
+        finally:
+            try:
+                self.node.teardown()
+            finally:
+                self._send_control(Op.STATS, stats=self.stats())
+                for o in self.outputs.values():
+                    o.close()
+                for _, i in self.inputs:
+                    i.close()
+                self.control.close()
+                self.ctx.term()
+
+    def _all_inputs_ended(self) -> bool:
+        return all(i in self.links_ended or src in self.producers_ended
+                   for i, src in enumerate(self.input_src))
+
+    def _loop(self) -> bool:
+        """Process messages until stopped (False) or every input has ended and is drained (True)."""
+        by_sock = {inp.sock: (k, port, inp) for k, (port, inp) in enumerate(self.inputs)}
+        poller = new_poller([i for _, i in self.inputs])
+        poller.register(self.control, zmq.POLLIN)
+        quiet_since: float | None = None
+        while not self.stop_requested:
+            ready = dict(poller.poll(50))
+            if self.control in ready:
+                self._read_control()
+            got = False
+            for sock in ready:
+                if sock is self.control:
+                    continue
+                k, port, inp = by_sock[sock]
+                msgs = [inp.receive()] if inp.latest else inp.receive_many(BATCH_MAX)
+                msgs = [m for m in msgs if m is not None]
+                got = got or bool(msgs)
+                if msgs and msgs[-1].type == "eos":
+                    self.links_ended.add(k)
+                    msgs.pop()
+                if msgs:
+                    self._process(port, msgs)
+            self._maybe_stats()
+            if self._all_inputs_ended():
+                # Drain: what the producers sent before ending may still be in flight.
+                if got or quiet_since is None:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > DRAIN_QUIET_S:
+                    return True
+        return False
+
+    def _process(self, port: str, msgs: list[Message]) -> None:
+        t0 = time.perf_counter()
+        for stage, batch in self.sync.add(port, msgs):
+            self._deliver(stage, batch)
+        dt = (time.perf_counter() - t0) / len(msgs)
+        for _ in msgs:
+            self.latency.add(dt)
+        self.processed += len(msgs)
+
+    def _deliver(self, stage: str, msgs: list[Message]) -> None:
+        try:
+            deliver(self.node, stage, msgs)
+        except FacesleuthError as e:
+            self.errors += 1
+            self.log.error("%s", e)
+        except Exception as e:  # a bug in one message must not take the stream down
+            self.errors += 1
+            self.log.error("process() failed on %s: %s: %s", stage, type(e).__name__, e,
+                           exc_info=self.log.isEnabledFor(logging.DEBUG))
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM if the supervisor dies, so a killed runner leaves no orphans."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text())
+    logging.basicConfig(
+        level=spec.get("log_level", "INFO"),
+        format=f"%(asctime)s {spec['name']} %(levelname)s %(message)s", datefmt="%H:%M:%S",
+    )
+    _die_with_parent()
+    proc: NodeProcess | None = None
+
+    def on_signal(signum: int, frame: object) -> None:
+        if proc is None or proc.in_setup:  # still importing / setting up: nothing to flush, exit now
+            raise SystemExit(0)
+        proc.stop_requested = True
+
+    # Installed before the node's (possibly heavy: torch) imports, so a stop is never ignored.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        proc = NodeProcess(spec)
+    except FacesleuthError as e:
+        logging.getLogger(f"node.{spec['name']}").error("%s", e)
+        return e.exit_code
+    rc = proc.run()
+    # The work is done; interpreter shutdown (torch's is slow) resets Python-level handlers to the default,
+    # and the supervisor's SIGINT, sent with `stop`, would then kill the exiting process (exit -2). Ignored
+    # handlers are left alone by the shutdown; SIGKILL still ends a process that hangs here.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""`facesleuth run GRAPH`: one OS process per node, wired, supervised, restarted, stopped.
+
+- Wiring: every output port binds an XPUB (latest-wins links, taps such as `facesleuth subscribe`) and one
+  PUSH per lossless link; inputs connect. Endpoints are ipc files in a private run directory (or
+  loopback tcp); `RUN_DIR/endpoints.json` lists them, and `/tmp/facesleuth-UID/latest` points at the
+  newest run directory so `facesleuth stats` and `facesleuth subscribe NODE.PORT` find a running graph.
+- Control: the protocol with each node and the stats record are in edge.runtime.control.
+- Readiness: a node reports `ready` once all its expected subscribers are attached; sources get `start`
+  only when every node is ready, so nothing is lost to slow joiners.
+- Restart: per node, `never` or `on-failure` (max_restarts, backoff_s). Waiting for a restart never blocks
+  shutdown: it is a deadline checked by the main loop.
+- Stop (SIGINT/SIGTERM, --duration, or every stream ended): `stop` on the control channel and SIGINT,
+  then SIGTERM after 2 s, SIGKILL after 3.5 s: done within 5 s. Each exit is logged with node, pid, code.
+  The run directory (ipc files) is removed. Nodes also die with the runner (PR_SET_PDEATHSIG).
+- Exit code: 0 when every node ended cleanly, 1 when a node failed for good, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from edge.runtime.control import STATS_TOPIC, NodeRecord, NodeStats, Op, decode, encode
+from edge.runtime.graph import Graph, load_graph
+from edge.runtime.keys import load_curve
+from edge.runtime.transport import ipc_endpoint
+from edge.table import format_table
+
+log = logging.getLogger("supervisor")
+
+STOP_SIGINT_S = 2.0
+STOP_SIGTERM_S = 1.5
+
+
+def runs_root() -> Path:
+    return Path(tempfile.gettempdir()) / f"facesleuth-{os.getuid()}"
+
+
+def _free_tcp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Child:
+    name: str
+    spec_path: Path
+    restart_policy: str
+    max_restarts: int
+    backoff_s: float
+    is_source: bool
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    restart_at: float | None = None
+    ready: bool = False
+    ended: bool = False  # reported end of stream
+    failed: bool = False  # failed for good
+    exit_codes: list[int] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)  # its last report (a NodeStats wire map)
+
+
+class Supervisor:
+    def __init__(self, graph: Graph, log_level: str = "INFO", run_dir: Path | None = None) -> None:
+        self.graph = graph
+        self.log_level = log_level
+        root = runs_root()
+        root.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"{graph.name[:16]}-", dir=root))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ctx = zmq.Context()
+        self.control_ep = ipc_endpoint(self.run_dir, "control")
+        self.stats_ep = ipc_endpoint(self.run_dir, "stats")
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.linger = 0
+        self.control.bind(self.control_ep)
+        self.stats_pub = self.ctx.socket(zmq.PUB)
+        self.stats_pub.linger = 0
+        self.stats_pub.bind(self.stats_ep)
+        self.children: dict[str, Child] = {}
+        self.endpoints: dict[str, str] = {}
+        self.stop_reason = ""
+        self.started_sources = False
+        self._write_specs()
+
+    # -- wiring -----------------------------------------------------------------------------------------
+    def _endpoint(self, name: str, pinned: str | None = None) -> str:
+        if pinned:
+            return pinned
+        if self.graph.endpoints == "tcp":
+            return f"tcp://{self.graph.bind}:{_free_tcp_port(self.graph.bind)}"
+        return ipc_endpoint(self.run_dir, name)
+
+    def _write_specs(self) -> None:
+        g = self.graph
+        curve = load_curve(g.keys) if g.keys else None
+        outputs: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in g.nodes}
+        for n in g.nodes.values():
+            for port in n.cls.outputs:
+                ep = self._endpoint(f"{n.name}.{port}", n.endpoints.get(port))
+                outputs[n.name][port] = {"topic": f"{n.name}.{port}", "pub": ep, "push": []}
+                self.endpoints[f"{n.name}.{port}"] = ep
+        inputs: dict[str, dict[str, list]] = {n: {p: [] for p in g.nodes[n].cls.inputs} for n in g.nodes}
+        expected: dict[str, dict[str, int]] = {n: {} for n in g.nodes}
+        for i, lk in enumerate(g.links):
+            out = outputs[lk.src][lk.src_port]
+            if lk.delivery == "latest":
+                inputs[lk.dst][lk.dst_port].append({"endpoint": out["pub"], "topic": out["topic"], "latest": True,
+                                                    "src": lk.src})
+                expected[lk.src][lk.src_port] = expected[lk.src].get(lk.src_port, 0) + 1
+            else:
+                ep = self._endpoint(f"{lk.src}.{lk.src_port}.{i}")
+                out["push"].append([ep, lk.queue])
+                inputs[lk.dst][lk.dst_port].append({"endpoint": ep, "topic": out["topic"], "latest": False,
+                                                    "src": lk.src, "queue": lk.queue})
+        for n in g.nodes.values():
+            spec = {
+                "name": n.name, "type": n.type, "params": n.params, "control": self.control_ep,
+                "graph": g.name, "stats": self.stats_ep,
+                "outputs": outputs[n.name], "inputs": inputs[n.name], "expected_subs": expected[n.name],
+                "max_msg_bytes": g.max_msg_bytes, "log_level": self.log_level,
+                "curve": {k: v.decode() if isinstance(v, bytes) else v for k, v in vars(curve).items()}
+                if curve else None,
+            }
+            path = self.run_dir / f"{n.name}.json"
+            path.write_text(json.dumps(spec, indent=1, default=str))
+            self.children[n.name] = Child(n.name, path, n.restart.policy, n.restart.max_restarts,
+                                          n.restart.backoff_s, n.cls.is_source())
+        (self.run_dir / "endpoints.json").write_text(json.dumps(
+            {"graph": g.name, "pid": os.getpid(), "control": self.control_ep, "stats": self.stats_ep,
+             "ports": self.endpoints, "keys": str(g.keys) if g.keys else None}, indent=1))
+        latest = runs_root() / "latest"
+        try:
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(self.run_dir)
+        except OSError:
+            pass
+
+    # -- processes ----------------------------------------------------------------------------------------
+    def _spawn(self, c: Child) -> None:
+        c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)], start_new_session=True)
+        c.ready = False
+        c.restart_at = None
+        log.info("started %s (pid %d)", c.name, c.proc.pid)
+
+    def _send(self, name: str, op: Op, **kw: Any) -> None:
+        try:
+            self.control.send_multipart([name.encode(), encode(op, **kw)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _handle_control(self) -> None:
+        while self.control.poll(0):
+            ident, payload = self.control.recv_multipart()[:2]
+            c = self.children.get(ident.decode(errors="replace"))
+            if c is None:
+                continue
+            got = decode(payload)
+            if got is None:
+                continue
+            op, msg = got
+            if op is Op.READY:
+                c.ready = True
+                if c.is_source and self.started_sources:
+                    self._send(c.name, Op.START)  # a restarted source
+            elif op in (Op.STATS, Op.EOS):
+                c.stats.update(msg.get("stats") or {})
+                if op is Op.EOS and not c.ended:
+                    c.ended = True
+                    log.info("%s: end of stream", c.name)
+                    self._relay_eos(c.name)
+            elif op is Op.FAILED:
+                log.error("%s: %s", c.name, msg.get("reason", "failed"))
+
+    def _relay_eos(self, name: str) -> None:
+        """Tell every consumer of `name` that it has ended: an in-band eos on a latest-wins link can be
+        dropped by a full queue, this notice cannot."""
+        for dst in sorted({lk.dst for lk in self.graph.links if lk.src == name}):
+            self._send(dst, Op.UPSTREAM_EOS, node=name)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for c in self.children.values():
+            if c.proc is None:
+                if c.restart_at is not None and now >= c.restart_at and not self.stop_reason:
+                    self._spawn(c)
+                continue
+            code = c.proc.poll()
+            if code is None:
+                continue
+            c.exit_codes.append(code)
+            log.log(logging.INFO if code == 0 else logging.WARNING, "%s (pid %d) exited with code %d",
+                    c.name, c.proc.pid, code)
+            c.proc = None
+            if code == 0:
+                if not c.ended:
+                    c.ended = True
+                    self._relay_eos(c.name)
+            elif self.stop_reason:
+                pass  # stopping: an exit forced by the shutdown is no failure
+            elif c.restart_policy == "on-failure" and c.restarts < c.max_restarts:
+                c.restarts += 1
+                delay = c.backoff_s * (2 ** (c.restarts - 1))
+                c.restart_at = now + delay
+                log.warning("%s: restart %d/%d in %.1f s", c.name, c.restarts, c.max_restarts, delay)
+            else:
+                c.failed = True
+                self.stop_reason = self.stop_reason or f"{c.name} failed for good (exit code {code})"
+
+    def _publish_stats(self) -> None:
+        nodes = {}
+        for c in self.children.values():
+            state = ("failed" if c.failed else "ended" if c.ended and c.proc is None else
+                     "running" if c.proc else "restarting" if c.restart_at else "stopped")
+            nodes[c.name] = NodeRecord.wire_map(c.stats, restarts=c.restarts, state=state,
+                                                pid=c.proc.pid if c.proc else None)
+        self.stats_pub.send_multipart([STATS_TOPIC, msgpack.packb(
+            {"graph": self.graph.name, "t_wall_ns": time.time_ns(), "nodes": nodes}, use_bin_type=True)])
+
+    def run(self, duration: float | None = None) -> int:
+        interrupted = False
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal interrupted
+            interrupted = signum == signal.SIGINT
+            self.stop_reason = self.stop_reason or signal.Signals(signum).name
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        t0 = time.monotonic()
+        last_stats = 0.0
+        try:
+            for c in self.children.values():
+                self._spawn(c)
+            while not self.stop_reason:
+                if self.control.poll(50):
+                    self._handle_control()
+                self._reap()
+                if not self.started_sources and all(c.ready for c in self.children.values()):
+                    self.started_sources = True
+                    log.info("all %d nodes connected: starting sources", len(self.children))
+                    for c in self.children.values():
+                        if c.is_source:
+                            self._send(c.name, Op.START)
+                if all(c.ended and c.proc is None for c in self.children.values()):
+                    self.stop_reason = "every stream ended"
+                if duration is not None and time.monotonic() - t0 >= duration:
+                    self.stop_reason = f"duration {duration:g} s reached"
+                if time.monotonic() - last_stats >= 1.0:
+                    last_stats = time.monotonic()
+                    self._publish_stats()
+            log.info("stopping: %s", self.stop_reason)
+            self.stop()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.close()
+        print(self.summary(), flush=True)
+        if any(c.failed for c in self.children.values()):
+            return 1
+        return 130 if interrupted else 0
+
+    def stop(self) -> None:
+        """stop + SIGINT, then SIGTERM, then SIGKILL: every child is gone within ~5 s."""
+        live = [c for c in self.children.values() if c.proc is not None]
+        for c in live:
+            self._send(c.name, Op.STOP)
+            _signal(c.proc, signal.SIGINT)
+        for sig, wait_s in ((signal.SIGTERM, STOP_SIGINT_S), (signal.SIGKILL, STOP_SIGTERM_S)):
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and any(c.proc.poll() is None for c in live):
+                if self.control.poll(20):
+                    self._handle_control()
+            for c in live:
+                if c.proc.poll() is None:
+                    log.warning("%s (pid %d) did not stop: %s", c.name, c.proc.pid, sig.name)
+                    _signal(c.proc, sig)
+        for c in live:
+            c.proc.wait()
+        self._handle_control()  # final stats
+        self._reap()
+
+    def close(self) -> None:
+        self.control.close(0)
+        self.stats_pub.close(0)
+        self.ctx.term()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        latest = runs_root() / "latest"
+        try:
+            if latest.is_symlink() and Path(os.readlink(latest)) == self.run_dir:
+                latest.unlink()
+        except OSError:
+            pass
+
+    def summary(self) -> str:
+        rows = []
+        for c in self.children.values():
+            s = NodeStats.from_dict(c.stats)
+            rows.append({
+                "node": c.name, "state": "FAILED" if c.failed else "ok",
+                "exit": ",".join(map(str, c.exit_codes)) or "-", "restarts": c.restarts,
+                "in": s.messages_in, "out": s.messages_out, "fps": s.fps, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
+                "dropped": s.dropped_in + s.dropped_out, "foreign": s.foreign, "errors": s.errors,
+            })
+        return f"graph {self.graph.name}: {self.stop_reason}\n" + format_table(rows)
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the node and anything it started
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ------------------------------------------------------------------------------------------- command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("graph", help="graph YAML file")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE",
+                        help="override a node param (repeatable; last wins)")
+
+
+def main(args: argparse.Namespace) -> int:
+    graph = load_graph(args.graph, args.set)
+    sup = Supervisor(graph, log_level="DEBUG" if args.verbose else "INFO")
+    return sup.run(args.duration)

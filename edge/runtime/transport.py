@@ -1,0 +1,510 @@
+"""Where frames cross a process boundary: pack/unpack and the socket wrappers. Nothing else imports zmq
+for data.
+
+Wire format: multipart `[topic, header, *buffers]`; the header is msgpack (edge.runtime.messages describes it),
+each buffer the raw bytes of one C-contiguous ndarray. Nothing is pickled, so any language with ZeroMQ
+and msgpack reads every stream.
+
+Zero copy: `pack()` returns the arrays themselves (made C-contiguous) and `send_multipart(copy=False)`
+hands their memory to libzmq, which holds a reference until the bytes are sent. A sender must therefore
+not modify an array after emitting it: every node builds a fresh array per message (pooled buffers would
+need `track=True` and waiting on the tracker). Parts under ~64 KiB are copied by pyzmq anyway, which is
+cheaper for small messages. Received arrays are read-only `np.frombuffer` views on the zmq frames.
+
+Two delivery modes per link:
+
+- latest-wins (frames, crops, flows): the producer's XPUB keeps a small queue (SNDHWM) per subscriber
+  and drops for that subscriber alone when it is full, so the producer's memory never grows. The consumer
+  drains its socket and keeps only the newest message; it counts what it skipped and what never arrived
+  (sequence gaps). We do NOT use ZMQ_CONFLATE: it keeps one *part* of a multipart message, so it would cut our
+  `[topic, header, buffers]` messages apart.
+- lossless (intervals, events): a PUSH socket per link with SNDHWM = the link's queue size; a full queue
+  blocks the producer (backpressure) instead of dropping. Every event is also in the SQLite log.
+
+Endpoints: producers bind, consumers connect. `ipc://` paths live in the run directory (Linux limits them
+to 107 bytes); `tcp://127.0.0.1:*` otherwise. A non-loopback tcp bind needs CURVE keys (edge.runtime.keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from edge.runtime.messages import SCHEMA_VERSION, Message
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MSG_BYTES = 64 * 1024 * 1024
+LATEST_HWM = 4  # per-subscriber queue of a latest-wins link; libzmq learns of reads ~1 ms late, so
+# a queue of 2 dropped bursts even behind an idle consumer
+IPC_PATH_MAX = 107
+
+
+class ForeignMessage(ValueError):
+    """Bytes on a socket that are not a valid FaceSleuth message (counted and dropped by receivers)."""
+
+
+# ---------------------------------------------------------------------------------------------- codec
+
+
+def pack(topic: str, msg: Message) -> list[Any]:
+    """Message -> multipart parts `[topic, header, *buffers]` (buffers are the arrays, not copies)."""
+    bufs, arrays = [], []
+    for name, arr in msg.arrays.items():
+        arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray alone would turn a 0-d array into 1-d)
+            arr = np.ascontiguousarray(arr)
+        bufs.append([name, arr.dtype.str, list(arr.shape)])
+        arrays.append(arr)
+    header = {
+        "v": SCHEMA_VERSION, "type": msg.type, "stream": msg.stream, "seq": int(msg.seq),
+        "frame": int(msg.frame), "t_mono_ns": int(msg.t_mono_ns), "t_wall_ns": int(msg.t_wall_ns),
+        "meta": msg.meta, "bufs": bufs,
+    }
+    return [topic.encode(), msgpack.packb(header, use_bin_type=True), *arrays]
+
+
+_HEADER_KEYS = ("v", "type", "stream", "seq", "frame", "t_mono_ns", "t_wall_ns", "meta", "bufs")
+
+
+def unpack(parts: Sequence[zmq.Frame | bytes | memoryview]) -> tuple[str, Message]:
+    """Multipart parts -> (topic, Message). Raises ForeignMessage on anything malformed."""
+    if len(parts) < 2:
+        raise ForeignMessage(f"{len(parts)} part(s), expected [topic, header, *buffers]")
+    raw = [p.buffer if isinstance(p, zmq.Frame) else memoryview(p) for p in parts]
+    try:
+        topic = bytes(raw[0]).decode()
+        header = msgpack.unpackb(raw[1], raw=False, strict_map_key=False)  # meta may map ints (track ids)
+    except Exception as e:  # msgpack raises several types for garbage
+        raise ForeignMessage(f"undecodable header ({type(e).__name__})") from None
+    if not isinstance(header, dict) or any(k not in header for k in _HEADER_KEYS):
+        raise ForeignMessage("header is not a FaceSleuth header map")
+    if header["v"] != SCHEMA_VERSION:
+        raise ForeignMessage(f"schema version {header['v']!r}, this build speaks {SCHEMA_VERSION}")
+    specs = header["bufs"]
+    if not isinstance(specs, list) or len(specs) != len(raw) - 2:
+        raise ForeignMessage("buffer list does not match the message parts")
+    arrays = {}
+    for spec, buf in zip(specs, raw[2:], strict=True):
+        try:
+            name, dtype, shape = spec
+            dt = np.dtype(dtype)
+            if dt.hasobject:
+                raise TypeError("object dtype")
+            shape = tuple(int(s) for s in shape)
+            if any(s < 0 for s in shape):
+                raise ValueError("negative dimension")
+            expected = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        except Exception as e:
+            raise ForeignMessage(f"bad buffer spec {spec!r} ({e})") from None
+        if expected != buf.nbytes:
+            raise ForeignMessage(f"buffer {name!r}: {buf.nbytes} bytes for {dtype}{list(shape)}")
+        arr = np.frombuffer(buf, dtype=dt).reshape(shape)
+        arr.flags.writeable = False  # a view on the zmq frame: copy before writing
+        arrays[str(name)] = arr
+    meta = header["meta"]
+    if not isinstance(meta, dict):
+        raise ForeignMessage("header meta is not a map")
+    try:
+        msg = Message(str(header["type"]), str(header["stream"]), int(header["seq"]), int(header["frame"]),
+                      int(header["t_mono_ns"]), int(header["t_wall_ns"]), meta, arrays)
+    except (TypeError, ValueError) as e:
+        raise ForeignMessage(f"bad header field ({e})") from None
+    return topic, msg
+
+
+# ------------------------------------------------------------------------------------------ endpoints
+
+
+def ipc_endpoint(run_dir: str | Path, name: str) -> str:
+    """`ipc://RUN_DIR/NAME.ipc`, checked against the Linux path limit."""
+    path = str(Path(run_dir) / f"{name}.ipc")
+    if len(path) > IPC_PATH_MAX:
+        raise ValueError(f"ipc path too long ({len(path)} > {IPC_PATH_MAX} bytes): {path}")
+    return f"ipc://{path}"
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc/inproc endpoints and tcp on 127.0.0.0/8, ::1 or localhost."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+
+
+@dataclass
+class Curve:
+    """CURVE key material (Z85 bytes). Binding sockets are servers, connecting ones clients."""
+
+    server_public: bytes
+    server_secret: bytes | None
+    client_public: bytes
+    client_secret: bytes
+
+    def apply(self, sock: zmq.Socket, server: bool) -> None:
+        if server:
+            if self.server_secret is None:
+                raise ValueError("a CURVE server needs the server secret key")
+            sock.curve_secretkey = self.server_secret
+            sock.curve_publickey = self.server_public
+            sock.curve_server = True
+        else:
+            sock.curve_secretkey = self.client_secret
+            sock.curve_publickey = self.client_public
+            sock.curve_serverkey = self.server_public
+
+
+def _socket(ctx: zmq.Context, kind: int, max_msg_bytes: int, curve: Curve | None, server: bool) -> zmq.Socket:
+    s = ctx.socket(kind)
+    s.linger = 0
+    s.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
+    if curve is not None:
+        curve.apply(s, server)
+    return s
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+class Output:
+    """One output port: an XPUB (latest-wins subscribers and taps) plus one PUSH per lossless link.
+
+    Args:
+        ctx: the process's zmq context.
+        topic: topic frame for every message of this port.
+        pub_endpoint: where the XPUB binds.
+        push_endpoints: one bind endpoint per lossless link, with its queue size.
+    """
+
+    def __init__(self, ctx: zmq.Context, topic: str, pub_endpoint: str,
+                 push_endpoints: Sequence[tuple[str, int]] = (), hwm: int = LATEST_HWM,
+                 max_msg_bytes: int = DEFAULT_MAX_MSG_BYTES, curve: Curve | None = None) -> None:
+        self.topic = topic
+        self.pub = _socket(ctx, zmq.XPUB, max_msg_bytes, curve, server=True)
+        self.pub.sndhwm = hwm
+        # No XPUB_NODROP: with it, one slow subscriber (a debugging tap, say) would make the producer
+        # drop for every subscriber. Without it each subscriber has its own small queue; what a slow
+        # one misses shows up as sequence gaps it counts (Input.gaps).
+        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every (re)subscription, for readiness
+        self.pub.bind(pub_endpoint)
+        self.pushes = []
+        for ep, queue in push_endpoints:
+            s = _socket(ctx, zmq.PUSH, max_msg_bytes, curve, server=True)
+            s.sndhwm = max(1, int(queue))
+            s.bind(ep)
+            self.pushes.append(s)
+        self.max_msg_bytes = max_msg_bytes
+        self.subscriptions = 0
+        self.sent = 0
+        self.dropped = 0
+        self.oversize = 0
+        self._seq: dict[str, int] = {}
+
+    def poll_subscriptions(self) -> int:
+        """Read pending (un)subscribe notices; returns the number of subscriptions seen so far."""
+        while True:
+            try:
+                note = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return self.subscriptions
+            if note[:1] == b"\x01":
+                self.subscriptions += 1
+
+    def send(self, msg: Message, stop: Any = None, block_timeout_s: float | None = None) -> bool:
+        """Send on every link. Latest-wins links never block (a full queue is a counted drop);
+        lossless links block until queued or until `stop()` is true. Returns False if dropped anywhere."""
+        msg.seq = self._seq.get(msg.stream, 0)
+        self._seq[msg.stream] = msg.seq + 1
+        parts = pack(self.topic, msg)
+        size = sum(p.nbytes if isinstance(p, np.ndarray) else len(p) for p in parts)
+        if size > self.max_msg_bytes:
+            # Receivers would disconnect us (MAXMSGSIZE) and lose the stream: refuse here, loudly.
+            self.oversize += 1
+            self.dropped += 1
+            if self.oversize == 1 or self.oversize % 100 == 0:
+                log.error("%s: message of %d bytes exceeds max_msg_bytes %d: dropped (%d so far)",
+                          self.topic, size, self.max_msg_bytes, self.oversize)
+            return False
+        ok = True
+        try:
+            self.pub.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # cannot happen on a PUB without NODROP; kept for other socket options
+            ok = False
+        for s in self.pushes:
+            t0 = time.monotonic()
+            while True:
+                try:
+                    s.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                    break
+                except zmq.Again:
+                    if (stop is not None and stop()) or (
+                            block_timeout_s is not None and time.monotonic() - t0 > block_timeout_s):
+                        ok = False
+                        break
+                    s.poll(50, zmq.POLLOUT)
+        if ok:
+            self.sent += 1
+        else:
+            self.dropped += 1
+        if self.sent % 64 == 0:
+            self.poll_subscriptions()
+        return ok
+
+    def send_eos(self, template: Message, reason: str, timeout_s: float = 2.0) -> None:
+        """End of stream on every link. A latest-wins subscriber whose queue is full can miss it; the
+        supervisor therefore also relays end of stream on the control channel (edge.runtime.noderun)."""
+        eos = template.derive("eos", {"reason": reason})
+        eos.seq = self._seq.get(eos.stream, 0)
+        parts = pack(self.topic, eos)
+        self.pub.send_multipart(parts, flags=zmq.NOBLOCK)
+        for s in self.pushes:
+            if s.poll(int(timeout_s * 1000), zmq.POLLOUT):
+                s.send_multipart(parts, flags=zmq.NOBLOCK)
+
+    def close(self, linger_ms: int = 1000) -> None:
+        """Close, giving queued messages `linger_ms` to leave (so a finished source's tail arrives)."""
+        for s in (self.pub, *self.pushes):
+            s.close(linger=linger_ms)
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+
+class Input:
+    """One input port: a SUB (latest-wins) or PULL (lossless) socket connected to a producer.
+
+    `receive()` returns the next message to process: for latest-wins the newest one queued (the older
+    ones are counted in `dropped`), for lossless the oldest. Foreign bytes are counted in `foreign`
+    and dropped; the last reason is kept in `last_error`.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, topic: str, latest: bool,
+                 hwm: int = LATEST_HWM, max_msg_bytes: int = DEFAULT_MAX_MSG_BYTES,
+                 curve: Curve | None = None) -> None:
+        self.latest = latest
+        self.sock = _socket(ctx, zmq.SUB if latest else zmq.PULL, max_msg_bytes, curve, server=False)
+        # Latest-wins: a small queue; lossless: the link's queue (else libzmq's default 1000 messages
+        # would sit on top of the sender's queue).
+        self.sock.rcvhwm = max(1, int(hwm))
+        if latest:
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.sock.connect(endpoint)
+        self.received = 0
+        self.dropped = 0
+        self.foreign = 0
+        self.gaps = 0
+        self.last_error = ""
+        self.last_topic = ""
+        self._last_seq: dict[str, int] = {}
+
+    def _recv_one(self) -> Message | None:
+        """One message without blocking; None when nothing is queued. Foreign bytes -> counted, skipped."""
+        while True:
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
+            try:
+                self.last_topic, msg = unpack(parts)
+            except ForeignMessage as e:
+                self.foreign += 1
+                self.last_error = str(e)
+                continue
+            prev = self._last_seq.get(msg.stream)
+            if prev is not None and msg.seq > prev + 1:
+                self.gaps += msg.seq - prev - 1  # dropped upstream (producer HWM)
+            self._last_seq[msg.stream] = msg.seq
+            self.received += msg.type != "eos"
+            return msg
+
+    def receive(self) -> Message | None:
+        msg = self._recv_one()
+        if msg is None or not self.latest or msg.type == "eos":
+            return msg
+        while True:  # drain: latest wins, but never skip past an end-of-stream
+            nxt = self._recv_one()
+            if nxt is None:
+                return msg
+            self.dropped += 1
+            msg = nxt
+            if msg.type == "eos":
+                return msg
+
+    def receive_many(self, limit: int) -> list[Message]:
+        """Every queued message in order, up to `limit`, stopping after an end-of-stream (lossless
+        inputs; also taps on a latest-wins link that must show each message, e.g. `facesleuth subscribe`)."""
+        out: list[Message] = []
+        while len(out) < limit:
+            msg = self._recv_one()
+            if msg is None:
+                break
+            out.append(msg)
+            if msg.type == "eos":
+                break
+        return out
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def poll_inputs(poller: zmq.Poller, timeout_ms: int) -> list[zmq.Socket]:
+    """Sockets with a message ready (thin wrapper so nodes need not import zmq)."""
+    return [s for s, _ in poller.poll(timeout_ms)]
+
+
+def new_poller(inputs: Sequence[Input]) -> zmq.Poller:
+    p = zmq.Poller()
+    for i in inputs:
+        p.register(i.sock, zmq.POLLIN)
+    return p
+
+
+def context() -> zmq.Context:
+    """A fresh zmq context for this process (call after fork/spawn)."""
+    return zmq.Context()
+
+
+# -------------------------------------------------------------------------------- the public event stream
+
+
+class EventServer:
+    """The public `mer.event` stream: a PUB socket sending `[b"mer.event", msgpack(event)]` and a replay
+    endpoint (ROUTER) answering `msgpack({"since": N, "limit": M})` with
+    `msgpack({"events": [...], "last_seq": L})`, or `{"error": "..."}` for anything else.
+
+    Two frames and plain msgpack maps, so any language with ZeroMQ and msgpack reads it. The replay
+    endpoint is served by a thread reading the durable event log (`since(seq, limit)` callable).
+    """
+
+    def __init__(self, ctx: zmq.Context, pub_endpoint: str, replay_endpoint: str,
+                 since: Any, last_seq: Any, curve: Curve | None = None, max_request_bytes: int = 4096) -> None:
+        import threading
+
+        self.pub = _socket(ctx, zmq.PUB, DEFAULT_MAX_MSG_BYTES, curve, server=True)
+        self.pub.sndhwm = 10000
+        self.pub.bind(pub_endpoint)
+        self._since, self._last_seq = since, last_seq
+        self._replay = _socket(ctx, zmq.ROUTER, max_request_bytes, curve, server=True)
+        self._replay.bind(replay_endpoint)
+        self.requests = 0
+        self.bad_requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="replay", daemon=True)
+        self._thread.start()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.pub.send_multipart([EVENT_TOPIC_BYTES, msgpack.packb(event, use_bin_type=True)])
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self._replay.poll(100):
+                continue
+            try:
+                parts = self._replay.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                continue
+            ident, body = parts[0], parts[-1]
+            try:
+                req = msgpack.unpackb(body, raw=False) if len(parts) >= 2 else None
+                if not isinstance(req, dict) or not isinstance(req.get("since", 0), int):
+                    raise ValueError("expected a map {since: int, limit: int}")
+                limit = min(int(req.get("limit", 1000)), 10000)
+                reply = {"events": self._since(int(req.get("since", 0)), limit), "last_seq": self._last_seq()}
+                self.requests += 1
+            except Exception as e:
+                self.bad_requests += 1
+                reply = {"error": f"bad replay request: {type(e).__name__}: {e}"}
+            try:
+                self._replay.send_multipart([ident, msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def close(self, linger_ms: int = 1000) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._replay.close(0)
+        self.pub.close(linger=linger_ms)
+
+
+EVENT_TOPIC_BYTES = b"mer.event"
+
+
+class EventClient:
+    """Subscriber to the public event stream with gap repair through the replay endpoint.
+
+    `events()` yields every event exactly once, in sequence order: on a gap (or on start with
+    `since`), it asks the replay endpoint for what it missed.
+    """
+
+    def __init__(self, ctx: zmq.Context, pub_endpoint: str, replay_endpoint: str, since: int | None = None,
+                 curve: Curve | None = None) -> None:
+        self.ctx, self.replay_endpoint, self.curve = ctx, replay_endpoint, curve
+        self.sub = _socket(ctx, zmq.SUB, DEFAULT_MAX_MSG_BYTES, curve, server=False)
+        self.sub.setsockopt(zmq.SUBSCRIBE, EVENT_TOPIC_BYTES)
+        self.sub.connect(pub_endpoint)
+        self.last_seq = since
+        self.repaired = 0
+        self.foreign = 0
+
+    def replay(self, since: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """Events with seq > since from the replay endpoint (raises TimeoutError, RuntimeError)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            req = _socket(self.ctx, zmq.DEALER, DEFAULT_MAX_MSG_BYTES, self.curve, server=False)
+            try:
+                req.connect(self.replay_endpoint)
+                req.send(msgpack.packb({"since": since, "limit": 1000}))
+                if not req.poll(int(timeout_s * 1000)):
+                    raise TimeoutError(f"no answer from replay endpoint {self.replay_endpoint}")
+                reply = msgpack.unpackb(req.recv(), raw=False)
+            finally:
+                req.close(0)
+            if "error" in reply:
+                raise RuntimeError(reply["error"])
+            batch = reply["events"]
+            out.extend(batch)
+            if not batch or batch[-1]["seq"] >= reply["last_seq"]:
+                return out
+            since = batch[-1]["seq"]
+
+    def events(self, timeout_s: float | None = None):  # -> Iterator[dict]
+        """Yield events in order, repairing gaps; stop after `timeout_s` without any event."""
+        if self.last_seq is not None:
+            for ev in self.replay(self.last_seq):
+                self.last_seq = ev["seq"]
+                yield ev
+        while True:
+            if not self.sub.poll(None if timeout_s is None else int(timeout_s * 1000)):
+                return
+            parts = self.sub.recv_multipart()
+            try:
+                ev = msgpack.unpackb(parts[1], raw=False)
+                seq = int(ev["seq"])
+            except Exception:
+                self.foreign += 1
+                continue
+            if self.last_seq is not None and seq <= self.last_seq:
+                continue  # already delivered (replayed)
+            if self.last_seq is not None and seq > self.last_seq + 1:
+                for missed in self.replay(self.last_seq):
+                    if missed["seq"] < seq:
+                        self.repaired += 1
+                        self.last_seq = missed["seq"]
+                        yield missed
+            self.last_seq = seq
+            yield ev
+
+    def close(self) -> None:
+        self.sub.close(0)
