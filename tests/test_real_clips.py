@@ -24,6 +24,7 @@ def test_annotation_schema(ann):
     assert set(ann) >= {"clip", "source", "fps", "n_frames", "width", "height", "held_out", "people",
                         "notes", "events"}
     src = ann["source"]
+    assert src.get("registry", "pypi") in ("pypi", "npm")
     assert src["package"] and src["version"] and src["path"]
     assert re.fullmatch(r"[0-9a-f]{64}", src["sha256"])
     assert isinstance(src["licence"], str) and src["licence"].strip(), "licence must be stated"

