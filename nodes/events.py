@@ -8,22 +8,11 @@ import json
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.events.format import format_event
 from edge.events.log import EventLog
 from edge.runtime.messages import EVENT_SCHEMA_VERSION, Message
 from edge.runtime.node import Node, Param, Port, register_node
 from edge.runtime.transport import EventServer, context, is_loopback
-
-
-def format_event(ev: dict) -> str:
-    """One human line per event (the demo prints these live)."""
-    onset, apex, offset = (ev.get(k) or {} for k in ("onset", "apex", "offset"))
-    scores = ev.get("scores") or {}
-    latency = "" if ev.get("latency_ms") is None else f" latency {ev['latency_ms']:.0f} ms"
-    top = " ".join(f"{k}={v:.2f}" for k, v in sorted(scores.items(), key=lambda kv: -kv[1]))
-    return (f"event #{ev.get('seq')} {ev.get('stream')}/track {ev.get('track_id')}: {ev.get('kind')} "
-            f"{ev.get('label')} ({ev.get('confidence', 0):.2f}) frames {onset.get('frame')}-{apex.get('frame')}"
-            f"-{offset.get('frame')} ({ev.get('duration_s', 0) * 1000:.0f} ms) intensity "
-            f"{ev.get('intensity', 0):.2f} px{latency} [{top}]")
 
 
 @register_node("events")

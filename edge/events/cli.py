@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(ev: dict, as_json: bool) -> None:
-    from nodes.events import format_event
+    from edge.events.format import format_event
 
     print(json.dumps(ev, default=str) if as_json else format_event(ev), flush=True)
 
