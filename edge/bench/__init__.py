@@ -16,6 +16,7 @@ TARGETS: dict[str, str] = {
     "face": "face detection + tracking + alignment fps",
     "pipeline": "end-to-end pipeline: fps, drops, event latency, CPU and memory per node",
     "spotting": "spotting F1 and false events vs a plain baseline",
+    "real": "spotting on annotated real footage: false micro events on blinks, speech, occlusion; blinks recognised",
     "synth": "synthetic source: training samples/s and live frame render time per preset",
 }
 
