@@ -19,7 +19,7 @@ reads it; the mqtt node's heartbeat carries part of it).
 from __future__ import annotations
 
 from dataclasses import Field, dataclass, field, fields
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 import msgpack
@@ -27,7 +27,7 @@ import msgpack
 STATS_TOPIC = b"stats"
 
 
-class Op(StrEnum):
+class Op(str, Enum):  # not StrEnum: Python 3.10 (JetPack 6) has none
     READY = "ready"
     STATS = "stats"
     EOS = "eos"
