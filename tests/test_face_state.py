@@ -121,3 +121,20 @@ def test_a_synthetic_blink_lowers_eye_open():
     before = [v for k, v in opens.items() if k < 44]
     assert np.median(before) > 0.85
     assert min(during) < 0.8 and min(during) < min(before) - 0.05
+
+
+def test_view_draws_the_state():
+    from edge.debug_view import draw_state_bars, state_text
+    from edge.perception.face import TrackedFaces
+
+    faces = TrackedFaces.zeros(1, 128, 2)
+    faces.head_pose[0] = (np.nan, np.nan, 4.0)
+    faces.speech[0] = 0.5
+    assert state_text(faces, 0) == "roll 4 mouth 0.00 speech 0.50"
+    faces.head_pose[0] = (12.0, -3.0, 4.0)
+    assert state_text(faces, 0).startswith("yaw 12 pitch -3 roll 4")
+    crop = np.zeros((128, 128, 3), np.uint8)
+    draw_state_bars(crop, np.array([1.0, 0.2]), 0.5)
+    left, right = (crop[:, :5].max(2) > 0).sum(0)[0], (crop[:, -5:].max(2) > 0).sum(0)[-1]
+    assert left > 3 * right > 0, "an open eye's bar stands taller than a closing one's"
+    assert (crop[-1].max(1) > 0).sum() == 64, "speech 0.5: half the bottom edge"
