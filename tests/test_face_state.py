@@ -67,6 +67,10 @@ def test_head_pose_recovers_a_projected_model(yaw, pitch, roll):
     if yaw > 0:  # the sign convention: yaw > 0 moves the nose tip to the image's right of the eyes' middle
         nose, mid = pts[30, 0], (pts[39, 0] + pts[42, 0]) / 2
         assert nose > mid
+    # Landmarks that no rigid face fits (each point off by ~15 % of the eye-corner spacing): no pose.
+    bad = pts.copy()
+    bad[PNP_POINTS] += np.random.default_rng(1).normal(0, 0.15 * np.hypot(*(pts[45] - pts[36])), (len(PNP_POINTS), 2))
+    assert np.isnan(head_pose(bad, (640, 480))[:3]).all()
 
 
 def test_speech_band_passes_syllable_rate_not_slow_movement():

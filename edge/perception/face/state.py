@@ -6,12 +6,15 @@ What the spotter needs to tell a micro-expression from the movements around it t
 
 Sources, by the landmarks the tracker has:
 - dlib68 (searched every frame for this): eye aspect ratio of the 6 points per eye, inner-lip gap of
-  points 60-67 over the inter-ocular distance, head pose by cv2.solvePnP of 10 rigid points against
+  points 60-67 over the inter-ocular distance, head pose by cv2.solvePnP of 9 rigid points (eye corners, nose) against
   FACE_MODEL_MM (pose_source "pnp68").
-- eyes (eye cascade, no lid or lip points): appearance on the aligned crop. Eye openness is the RMS
-  vertical grey gradient in each eye ROI (an open eye's lid, iris and sclera edges; a shut eye shows one
-  lash line), mouth opening the same in the mouth band, both relative to the track's usual level; pose is
-  roll from the eye line only, yaw and pitch nan (pose_source "eye_line").
+- eyes (eye cascade, no lid or lip points): appearance on the aligned crop. Eye openness is the dark
+  area in each eye ROI (iris and pupil; a shut eye shows only its lash line), mouth opening the RMS
+  vertical grey gradient in the lips' band, both relative to the track's usual level; pose is roll from
+  the eye line only, yaw and pitch nan (pose_source "eye_line"). These appearance measures
+  do not separate blinks on the real clips (edge.data.real): dlib68 is the usable source.
+
+Not here yet: per-ROI occlusion (a hand, hair or glare).
 
 Angles: degrees. yaw > 0: the face turns towards the image's right (the nose moves right); pitch > 0: the
 face tilts up; roll > 0: clockwise in the image (the image-right eye lower), the eye line's angle.
@@ -30,19 +33,26 @@ from edge.perception.face.align import apply, invert
 from edge.perception.geometry import roi_boxes
 
 # A generic adult face in mm, camera axes for a frontal face (x to the image's right, y down, z away from
-# the camera; origin between the inner eye corners). Widths are adult anthropometric means (Farkas): outer
-# canthi 90 mm apart, mouth corners ~50. Heights are where dlib's points lie on a frontal face (its nose
-# "tip" 30 is half-way down the nose, not the pronasale), the median of frontal frames of clm_cap12 and
-# feat_wolfganglanger scaled to that 90 mm: anthropometric heights put pitch 20-30 degrees off there.
+# the camera; origin between the inner eye corners): the eye corners and the nose only, the points that
+# move with the skull (the jaw drops the chin and the mouth corners by 10-30 mm when the mouth opens or
+# smiles, which read as 30 degrees of pitch). Widths are adult anthropometric means (Farkas): outer canthi
+# 90 mm apart, nose wings ~30. Heights are where dlib's points lie on a frontal face (its nose "tip" 30 is
+# half-way down the nose, not the pronasale): the median of frontal frames of clm_cap12 and
+# feat_wolfganglanger scaled to that 90 mm (anthropometric heights put pitch 20-30 degrees off there).
 # Depths from the profile's means: nose tip 22 mm ahead of the inner canthi's plane, outer canthi 12
-# behind it, mouth corners and chin set back as the face curves.
+# behind it.
 FACE_MODEL_MM: dict[int, tuple[float, float, float]] = {
     36: (-45.0, 1.0, 12.0), 39: (-18.0, 0.0, 0.0), 42: (18.0, 0.0, 0.0), 45: (45.0, 1.0, 12.0),  # canthi
     27: (0.0, -7.0, -6.0), 30: (0.0, 21.0, -22.0), 33: (0.0, 40.0, -12.0),  # sellion, nose, subnasale
-    48: (-26.0, 69.0, 2.0), 54: (26.0, 69.0, 2.0), 8: (0.0, 121.0, 0.0),  # cheilion, menton
+    31: (-14.0, 37.0, -6.0), 35: (14.0, 37.0, -6.0),  # nose wings
 }
 PNP_POINTS = np.array(list(FACE_MODEL_MM))
 PNP_MODEL = np.array(list(FACE_MODEL_MM.values()), np.float64)
+PNP_MARGIN = 1.15  # the previous frame's pose is kept over the frontal start only if it reprojects this much
+# better (a ratio of RMS px)
+PNP_MAX_ERROR = 0.05  # RMS reprojection error, in outer eye-corner spacings, above which there is no pose:
+# landmarks that fit the rigid model (frontal or turned) reproject to ~1.5 %; a hand on the face or a
+# landmark fit gone astray gives 8-11 % with a pose 25 degrees off in yaw and pitch
 DLIB_EYES = (np.arange(36, 42), np.arange(42, 48))  # 6 points each, corner, 2 upper lid, corner, 2 lower
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper / lower inner-lip points facing each other
 
@@ -152,22 +162,37 @@ def euler_deg(rvec: np.ndarray) -> tuple[float, float, float]:
 
 
 def head_pose(points68: np.ndarray, frame_size: tuple[int, int],
-              guess: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float, float, tuple]:
+              guess: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float, float, tuple | None]:
     """Head pose of (68, 2) frame-px landmarks in a frame of (width, height) px: (yaw, pitch, roll) degrees
-    and (rvec, tvec) to pass back as the next frame's `guess` (steadier, and no flip to the mirror
-    solution). solvePnP of PNP_POINTS against FACE_MODEL_MM with camera_matrix(); nan angles if it fails."""
+    and (rvec, tvec) to pass back as the next frame's `guess`; nan angles and None if no pose is found.
+
+    solvePnP (iterative) of PNP_POINTS against FACE_MODEL_MM with camera_matrix(), started from the guess
+    and from a frontal face at the distance the eye corners' spacing gives. A face's rigid points are
+    nearly flat, so a mirrored pose (yaw and pitch both flipped) fits them almost as well: started from the
+    guess alone a track can lock onto it for seconds. The start whose solution reprojects better wins, and
+    the frontal one unless the other is better by PNP_MARGIN. No pose when the winner's RMS error exceeds
+    PNP_MAX_ERROR eye-corner spacings."""
     img = np.ascontiguousarray(np.asarray(points68, np.float64)[PNP_POINTS])
     K = camera_matrix(*frame_size)
-    if guess is None:
-        ok, rvec, tvec = cv2.solvePnP(PNP_MODEL, img, K, None, flags=cv2.SOLVEPNP_EPNP)
-        if ok:
-            ok, rvec, tvec = cv2.solvePnP(PNP_MODEL, img, K, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
-    else:
-        ok, rvec, tvec = cv2.solvePnP(PNP_MODEL, img, K, None, guess[0].copy(), guess[1].copy(), True,
-                                      cv2.SOLVEPNP_ITERATIVE)
-    if not ok or tvec[2, 0] <= 0:
+    spacing = float(np.hypot(*(points68[45] - points68[36])))
+    if spacing < 1e-6:
         return float("nan"), float("nan"), float("nan"), None
-    return (*euler_deg(rvec), (rvec, tvec))
+    z = K[0, 0] * (FACE_MODEL_MM[45][0] - FACE_MODEL_MM[36][0]) / spacing
+    centre = img.mean(0)
+    frontal = (np.zeros((3, 1)), np.array([[(centre[0] - K[0, 2]) * z / K[0, 0]],
+                                           [(centre[1] - K[1, 2]) * z / K[1, 1]], [z]]))
+    best, best_err = None, float("inf")
+    for k, (r0, t0) in enumerate([frontal] + ([guess] if guess is not None else [])):
+        ok, rvec, tvec = cv2.solvePnP(PNP_MODEL, img, K, None, r0.copy(), t0.copy(), True, cv2.SOLVEPNP_ITERATIVE)
+        if not ok or tvec[2, 0] <= 0:
+            continue
+        proj, _ = cv2.projectPoints(PNP_MODEL, rvec, tvec, K, None)
+        err = float(np.sqrt(np.mean(np.sum((proj.reshape(-1, 2) - img) ** 2, 1)))) * (PNP_MARGIN if k else 1.0)
+        if err < best_err:
+            best, best_err = (rvec, tvec), err
+    if best is None or best_err > PNP_MAX_ERROR * spacing:
+        return float("nan"), float("nan"), float("nan"), None
+    return (*euler_deg(best[0]), best)
 
 
 class RunningLevel:
