@@ -142,3 +142,17 @@ def test_view_draws_the_state():
     left, right = (crop[:, :5].max(2) > 0).sum(0)[0], (crop[:, -5:].max(2) > 0).sum(0)[-1]
     assert left > 3 * right > 0, "an open eye's bar stands taller than a closing one's"
     assert (crop[-1].max(1) > 0).sum() == 64, "speech 0.5: half the bottom edge"
+
+
+def test_eye_likeness_drops_while_a_lid_covers_the_eye():
+    from edge.perception.face.state import EyeLikeness
+
+    rng = np.random.default_rng(3)
+    crop = rng.integers(60, 200, (128, 128)).astype(np.uint8)
+    like = EyeLikeness((26, 40, 55, 54), tau_frames=60)
+    assert [round(like.update(crop), 3) for _ in range(5)] == [1.0] * 5
+    shut = crop.copy()
+    shut[40:54, 26:55] = 150  # the lid's flat skin over the ROI, a lash line below
+    shut[52, 26:55] = 40
+    assert like.update(shut) < 0.3
+    assert like.update(crop) > 0.95, "one shut frame barely moves the template"

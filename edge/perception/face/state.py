@@ -8,11 +8,13 @@ Sources, by the landmarks the tracker has:
 - dlib68 (searched every frame for this): eye aspect ratio of the 6 points per eye, inner-lip gap of
   points 60-67 over the inter-ocular distance, head pose by cv2.solvePnP of 9 rigid points (eye corners, nose) against
   FACE_MODEL_MM (pose_source "pnp68").
-- eyes (eye cascade, no lid or lip points): appearance on the aligned crop. Eye openness is the dark
-  area in each eye ROI (iris and pupil; a shut eye shows only its lash line), mouth opening the RMS
-  vertical grey gradient in the lips' band, both relative to the track's usual level; pose is roll from
-  the eye line only, yaw and pitch nan (pose_source "eye_line"). These appearance measures
-  do not separate blinks on the real clips (edge.data.real): dlib68 is the usable source.
+- eyes (eye cascade, no lid or lip points): appearance on the aligned crop. Eye openness is how much
+  each eye ROI still looks like the track's usual eye (EyeLikeness: a blink's lid is not in the running
+  template), mouth opening the RMS vertical grey gradient in the lips' band, both relative to the track's
+  usual level; pose is roll from the eye line only, yaw and pitch nan (pose_source "eye_line"). On the
+  real clips (edge.data.real) this eye measure also drops in head turns and misses some blinks (the
+  vertical gradient and a dark-pupil area, tried first, did not separate blinks at all): dlib68 is the
+  usable source.
 
 Not here yet: per-ROI occlusion (a hand, hair or glare).
 
@@ -60,6 +62,8 @@ LEVEL_WINDOW_S = 10.0  # the track's usual open level: a high quantile over this
 LEVEL_QUANTILE = 80.0  # percent: eyes are open most of the time, blinks (< 5 % of frames) do not reach it
 EAR_FLOOR = 0.18  # the open level is at least this EAR (a shut eye's EAR is ~0.1): a track born with its
 # eyes shut does not take them for its open level
+LIKENESS_FLOOR = 0.2  # the usual eye likeness (NCC) is at least this: below it the eye ROI holds no eye
+LIKENESS_TAU_S = 2.0  # the eye template's time constant: ten blinks' length
 SPEECH_BAND_HZ = (2.0, 8.0)  # syllable rate
 SPEECH_WINDOW_S = 1.0
 # Band RMS of mouth_open that reads as full speech activity: inter-ocular fractions for the lip gap
@@ -125,16 +129,28 @@ def vertical_gradient(crop: np.ndarray, box: tuple[int, int, int, int]) -> float
     return float(np.sqrt(np.mean(gy * gy)))
 
 
-def dark_area(crop: np.ndarray, box: tuple[int, int, int, int]) -> float:
-    """Fraction (0..1) of the pixels inside `box` (x0, y0, x1, y1 crop px) darker than half-way from the
-    box's median grey down to its 2nd percentile: an open eye's iris and pupil, where a shut eye has only
-    its lash line. Independent of the light's gain."""
-    x0, y0, x1, y1 = box
-    patch = crop[y0:y1, x0:x1]
-    if patch.size == 0:
-        return 0.0
-    lo, mid = np.percentile(patch, (2.0, 50.0))
-    return float(np.mean(patch < (lo + mid) / 2.0)) if mid - lo > 1.0 else 0.0
+class EyeLikeness:
+    """How much an eye ROI looks like this track's usual open eye: the normalised cross-correlation
+    (-1..1) of the ROI with a running mean of the ROI (time constant `tau_frames`, far longer than a
+    blink), so a blink's lid, which the open eye's template does not show, lowers it for the blink's
+    frames while slow changes (light, gaze, a new pose) are followed."""
+
+    def __init__(self, box: tuple[int, int, int, int], tau_frames: float) -> None:
+        self.box, self.rate = box, 1.0 / max(1.0, tau_frames)
+        self.template: np.ndarray | None = None
+
+    def update(self, crop: np.ndarray) -> float:
+        """NCC of this frame's ROI of the (S, S) grey crop with the template (1.0 on the first frame)."""
+        x0, y0, x1, y1 = self.box
+        patch = crop[y0:y1, x0:x1].astype(np.float32)
+        if self.template is None:
+            self.template = patch
+            return 1.0
+        a, b = patch - patch.mean(), self.template - self.template.mean()
+        den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        ncc = float((a * b).sum() / den) if den > 1e-6 else 0.0
+        self.template += self.rate * (patch - self.template)
+        return ncc
 
 
 def roll_deg(left: np.ndarray, right: np.ndarray) -> float:
@@ -243,13 +259,13 @@ class FaceStateTracker:
     def __init__(self, landmarks: str, fps: float, crop_size: int) -> None:
         self.landmarks = landmarks
         window = round(LEVEL_WINDOW_S * fps)
-        floor = EAR_FLOOR if landmarks == "dlib68" else 1e-3
+        floor = EAR_FLOOR if landmarks == "dlib68" else LIKENESS_FLOOR
         self.eye_levels = (RunningLevel(window, floor), RunningLevel(window, floor))
         self.mouth_level = RunningLevel(window, 1e-3)
         self.speech = BandEnergy(fps)
         self.speech_full = SPEECH_FULL[landmarks]
         boxes = roi_boxes(crop_size)
-        self.eye_boxes = (boxes["eye_left"], boxes["eye_right"])
+        self.eye_looks = tuple(EyeLikeness(boxes[k], LIKENESS_TAU_S * fps) for k in ("eye_left", "eye_right"))
         self.mouth_box = roi_boxes(crop_size, {"mouth": MOUTH_BAND})["mouth"]
         self.pose: tuple | None = None
 
@@ -265,7 +281,7 @@ class FaceStateTracker:
             yaw, pitch, roll, self.pose = head_pose(frame_pts, frame_size, self.pose)
             source = "pnp68"
         else:
-            ears = [dark_area(crop, b) for b in self.eye_boxes]
+            ears = [max(0.0, e.update(crop)) for e in self.eye_looks]
             grad = vertical_gradient(crop, self.mouth_box)
             mouth = grad / self.mouth_level.update(grad)
             frame_eyes = apply(invert(M), points_crop)
