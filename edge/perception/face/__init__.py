@@ -7,6 +7,7 @@
 """
 
 from edge.perception.face.config import FaceTrackerConfig
+from edge.perception.face.state import FaceState
 from edge.perception.face.track import FaceTracker, TrackedFaces
 
-__all__ = ["FaceTracker", "FaceTrackerConfig", "TrackedFaces"]
+__all__ = ["FaceState", "FaceTracker", "FaceTrackerConfig", "TrackedFaces"]

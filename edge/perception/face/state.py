@@ -6,15 +6,14 @@ What the spotter needs to tell a micro-expression from the movements around it t
 
 Sources, by the landmarks the tracker has:
 - dlib68 (searched every frame for this): eye aspect ratio of the 6 points per eye, inner-lip gap of
-  points 60-67 over the inter-ocular distance, head pose by cv2.solvePnP of 9 rigid points (eye corners, nose) against
-  FACE_MODEL_MM (pose_source "pnp68").
+  points 60-67 over the inter-ocular distance, head pose by cv2.solvePnP of 9 rigid points (eye corners,
+  nose) against FACE_MODEL_MM (pose_source "pnp68").
 - eyes (eye cascade, no lid or lip points): appearance on the aligned crop. Eye openness is how much
   each eye ROI still looks like the track's usual eye (EyeLikeness: a blink's lid is not in the running
   template), mouth opening the RMS vertical grey gradient in the lips' band, both relative to the track's
   usual level; pose is roll from the eye line only, yaw and pitch nan (pose_source "eye_line"). On the
-  real clips (edge.data.real) this eye measure also drops in head turns and misses some blinks (the
-  vertical gradient and a dark-pupil area, tried first, did not separate blinks at all): dlib68 is the
-  usable source.
+  real clips (edge.data.real) this eye measure also drops in head turns and misses some blinks: dlib68
+  is the usable source.
 
 Not here yet: per-ROI occlusion (a hand, hair or glare).
 
@@ -77,11 +76,13 @@ class FaceState:
     """One track's state in one frame.
 
     eye_open: (image-left, image-right) openness, 1 = this track's usual open level, ~0 = shut
-        (the left eye is the subject's right, as in edge.perception.geometry).
+        (the left eye is the subject's right, as in edge.perception.geometry); dlib68: eye aspect ratio
+        over its usual level; eyes: likeness to the usual eye over its usual level.
     mouth_open: dlib68: inner-lip gap over the inter-ocular distance (0 = lips together, ~0.5 wide open);
         eyes: the mouth band's vertical gradient relative to the track's usual level (1 = as usual).
     speech: 0..1, band energy of mouth_open at 2-8 Hz over the last ~1 s (SPEECH_FULL is 1).
-    yaw, pitch, roll: degrees (module docstring); yaw and pitch are nan with pose_source "eye_line".
+    yaw, pitch, roll: degrees (module docstring); yaw and pitch are nan with pose_source "eye_line", all
+        three with "pnp68" in a frame whose landmarks fit no rigid pose (head_pose).
     pose_source: "pnp68" (solvePnP on dlib points) or "eye_line" (roll from the eyes only).
     """
 
