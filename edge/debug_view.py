@@ -3,8 +3,10 @@
 Runs the face library (edge.perception.face) and the flow library (edge.perception.flow) in-process on a video file and writes
 either an annotated video (OUT ends in .avi or .mp4) or a PNG strip of sampled frames (OUT ends in .png).
 Each frame shows the face boxes with track id, stabilisation residual (crop px) and head motion
-(frame px/frame), and on the right, per track, its aligned crop next to the flow against the crop `lag`
-frames back as colour (hue = direction, brightness = magnitude, full at `--flow-max` px).
+(frame px/frame) and its facial state (edge.perception.face.state: head pose in degrees, mouth opening,
+speech activity), and on the right, per track, its aligned crop, with bars for the eyes' openness (left
+and right edges, full height = the usual open level) and speech (bottom), next to the flow against the
+crop `lag` frames back as colour (hue = direction, brightness = magnitude, full at `--flow-max` px).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from edge.progress import Progress
 log = logging.getLogger(__name__)
 
 PANEL_ROWS = 3  # tracks shown beside the frame
-GREEN, YELLOW, WHITE = (80, 220, 80), (0, 220, 255), (255, 255, 255)
+GREEN, YELLOW, WHITE, CYAN = (80, 220, 80), (0, 220, 255), (255, 255, 255), (255, 220, 0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +51,25 @@ def flow_colour(flow: np.ndarray, max_px: float = 1.0) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
 
+def state_text(faces, i: int) -> str:
+    """One line of face i's state: head pose degrees (pose source), mouth opening, speech activity."""
+    yaw, pitch, roll = faces.head_pose[i]
+    pose = f"roll {roll:.0f}" if np.isnan(yaw) else f"yaw {yaw:.0f} pitch {pitch:.0f} roll {roll:.0f}"
+    return f"{pose} mouth {faces.mouth_open[i]:.2f} speech {faces.speech[i]:.2f}"
+
+
+def draw_state_bars(crop: np.ndarray, eye_open: np.ndarray, speech: float) -> None:
+    """Bars on a (S, S, 3) crop: the eyes' openness up its left and right edges (full height at 1.2, the
+    usual level at 5/6 of it) and speech activity along its bottom, in place."""
+    s = crop.shape[0]
+    for x, v in ((0, eye_open[0]), (s - 5, eye_open[1])):
+        top = s - int(round(np.clip(v / 1.2, 0, 1) * (s - 8)))
+        cv2.rectangle(crop, (x, top), (x + 4, s - 6), YELLOW if v < 0.6 else GREEN, -1)
+    width = int(round(np.clip(speech, 0, 1) * s))
+    if width:
+        cv2.rectangle(crop, (0, s - 4), (width - 1, s - 1), CYAN, -1)
+
+
 def compose_view(frame: np.ndarray, faces, flows: dict[int, np.ndarray], flow_max: float,
                  frame_index: int) -> np.ndarray:
     """The annotated frame (BGR) with a panel of [crop | flow colour] rows, one per track, on the right."""
@@ -61,11 +82,14 @@ def compose_view(frame: np.ndarray, faces, flows: dict[int, np.ndarray], flow_ma
         cv2.rectangle(img, (int(x), int(y)), (int(x + w), int(y + bh)), GREEN, 2)
         label = f"#{tid} res {faces.residual[i]:.2f} mot {faces.head_motion[i]:.1f}"
         cv2.putText(img, label, (int(x), max(12, int(y) - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, YELLOW, 1)
+        cv2.putText(img, state_text(faces, i), (int(x), min(h - 24, int(y + bh) + 14)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, CYAN, 1)
         if i >= PANEL_ROWS:
             continue
         crop = cv2.cvtColor(faces.crops[i], cv2.COLOR_GRAY2BGR)
         for px, py in faces.points[i]:
             cv2.circle(crop, (int(round(px)), int(round(py))), 1, GREEN, -1)
+        draw_state_bars(crop, faces.eye_open[i], float(faces.speech[i]))
         panel[i * s:(i + 1) * s, :s] = crop
         if tid in flows:
             panel[i * s:(i + 1) * s, s:] = flow_colour(flows[tid], flow_max)

@@ -1,4 +1,5 @@
-"""`face`: detect, track, align and stabilise faces; frames in, aligned grey crops out (edge.perception.face)."""
+"""`face`: detect, track, align and stabilise faces; frames in, aligned grey crops and each face's state
+(eye and mouth opening, speech activity, head pose: edge.perception.face.state) out (edge.perception.face)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class FaceNode(Node):
         if tracker is None:
             tracker = self.trackers[msg.stream] = self._first or self._tracker()
             self._first = None
+            tracker.fps = float(msg.meta.get("fps") or tracker.fps)  # times the facial state's filters
         faces = tracker.track(msg.arrays["image"])
         self.last[msg.stream] = msg
         self.emit("crops", msg.derive("crops", self._meta(tracker, faces.head_motion, faces.ended), faces.arrays()))
@@ -38,7 +40,7 @@ class FaceNode(Node):
 
     def _meta(self, tracker: FaceTracker, head_motion: list[float], ended: list[int]) -> dict:
         return {"crop_size": tracker.size, "landmarks": tracker.landmarks, "ended": ended,
-                "head_motion": head_motion}
+                "head_motion": head_motion, "pose_source": tracker.pose_source}
 
     def end_of_stream(self) -> None:
         """Close every track: one last empty `crops` message per stream lists the ids that ended."""

@@ -170,3 +170,32 @@ connections:
     ids = {int(t) for m in msgs for t in m.arrays["track_ids"]}
     assert ids == {0} and len(crops) >= 25
     assert max(np.hypot(*crop_shift(crops[0], c)) for c in crops) < 0.3
+
+
+def test_face_node_crops_carry_the_facial_state(clip_frames):
+    """Each crops message carries the faces' state (edge.perception.face.state) as the contract's optional
+    arrays, one row per track; the frames' fps times its filters."""
+    node = get_node_class("face").for_test(params={"landmarks": "eyes", "detect_every": 3})
+    node.setup()
+    for k, f in enumerate(clip_frames[:12]):
+        node.process("frames", Message("frame", "cam0", k, k, time.monotonic_ns(), time.time_ns(),
+                                       {"source": "test", "fps": 25.0}, {"image": f}))
+    node.end_of_stream()
+    msgs = [m for port, m in node.emitted if port == "crops"]
+    assert node.trackers["cam0"].fps == 25.0
+    for m in msgs:
+        validate(m)
+        n = len(m.arrays["track_ids"])
+        a = m.arrays
+        assert a["eye_open"].shape == (n, 2) and a["mouth_open"].shape == (n,)
+        assert a["head_pose"].shape == (n, 3) and a["speech"].shape == (n,)
+        assert all(a[k].dtype == np.float32 for k in ("eye_open", "mouth_open", "head_pose", "speech"))
+        assert m.meta["pose_source"] == "eye_line"
+    faced = [m for m in msgs if len(m.arrays["track_ids"])]
+    assert faced, "the clip's faces are tracked"
+    for m in faced:
+        assert np.isfinite(m.arrays["eye_open"]).all() and ((m.arrays["speech"] >= 0) & (m.arrays["speech"] <= 1)).all()
+        assert np.isnan(m.arrays["head_pose"][:, :2]).all() and np.isfinite(m.arrays["head_pose"][:, 2]).all()
+    old = Message("crops", arrays={k: v for k, v in faced[0].arrays.items()
+                                   if k not in ("eye_open", "mouth_open", "head_pose", "speech")})
+    validate(old)  # a producer without the state still meets the contract

@@ -106,9 +106,20 @@ TYPES: dict[str, tuple[dict[str, ArraySpec], dict[str, str]]] = {
             "points": ArraySpec("<f4", 3, "(N, K, 2) landmarks in crop px (dlib68: as of the last detection round)"),
             "residual": ArraySpec("<f4", 1, "(N,) rigid stabilisation residual, px"),
             "transforms": ArraySpec("<f4", 3, "(N, 2, 3) frame -> crop affine"),
+            # The facial state per face (edge.perception.face.state.FaceState); optional: a producer may
+            # leave it out and no consumer may need it.
+            "eye_open": ArraySpec("<f4", 2, "(N, 2) image-left, image-right eye openness, 1 = the track's usual "
+                                  "open level, ~0 shut", optional=True),
+            "mouth_open": ArraySpec("<f4", 1, "(N,) dlib68: inner-lip gap / inter-ocular distance; eyes: mouth "
+                                    "appearance relative to the track's usual level", optional=True),
+            "head_pose": ArraySpec("<f4", 2, "(N, 3) yaw, pitch, roll deg (yaw > 0 towards image right, pitch > 0 "
+                                   "up, roll > 0 clockwise); nan where not estimated", optional=True),
+            "speech": ArraySpec("<f4", 1, "(N,) 0..1 speech activity: mouth_open energy at 2-8 Hz over ~1 s",
+                                optional=True),
         },
         {"crop_size": "S, px", "landmarks": "'eyes' or 'dlib68'", "ended": "track ids ended here",
-         "head_motion": "per track, px/frame"},
+         "head_motion": "per track, px/frame",
+         "pose_source": "'pnp68' (solvePnP on dlib points) or 'eye_line' (roll only; yaw, pitch nan)"},
     ),
     "flows": (
         {

@@ -100,6 +100,14 @@ class Dlib68:
 
     def points(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray:
         """(68, 2) float64 landmarks frame px for the face in `box` (x, y, w, h)."""
+        return self._predict(grey, box)
+
+    def crop_points(self, crop: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(68, 2) float64 landmarks crop px for the face of an aligned crop, `box` (x, y, w, h) its detection
+        box in crop px: the facial state's lids and lips, searched every frame (~3 ms a face)."""
+        return self._predict(crop, box)
+
+    def _predict(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray:
         x, y, w, h = box
         shape = self.predictor(grey, self._rect(int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h))))
         return np.array([[p.x, p.y] for p in shape.parts()], np.float64)

@@ -33,6 +33,7 @@ from edge.perception.face.align import Stabiliser, apply, invert
 from edge.perception.face.config import FaceTrackerConfig
 from edge.perception.face.detect import Detection, drop_enclosing, make_detector
 from edge.perception.face.landmarks import make_landmarker
+from edge.perception.face.state import FaceState, FaceStateTracker
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Track:
     jump: float = 0.0  # a re-lock's jump, frame px, added to the next output's head motion
     last: object = None  # the latest StabResult
     points_crop: np.ndarray | None = None  # (68, 2) dlib landmarks of the last detection round, crop px
+    state: FaceStateTracker | None = None  # made at the first output, when the stream's fps is known
 
     def box(self) -> np.ndarray:
         """(x, y, w, h) frame px."""
@@ -87,17 +89,27 @@ class TrackedFaces:
     ended: list[int] = field(default_factory=list)          # ids of confirmed tracks that ended here
     detected: bool = False     # whether a detection round ran since the last output (its births, re-locks
     # and ends are in this one; dlib68 landmarks were searched again)
+    # The facial state (edge.perception.face.state.FaceState), as arrays:
+    eye_open: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))  # (N, 2) left, right
+    mouth_open: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))     # (N,)
+    head_pose: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))  # (N, 3) yaw, pitch,
+    # roll degrees (nan: not estimated)
+    speech: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))         # (N,) 0..1
+    states: list[FaceState] = field(default_factory=list)  # the same, per face
 
     @classmethod
     def zeros(cls, n: int, size: int, k: int, ended: list[int] | None = None) -> TrackedFaces:
         """N faces' worth of zeroed arrays (N = 0: an empty frame, still sent so time advances)."""
         return cls(np.zeros((n, size, size), np.uint8), np.zeros(n, np.int32), np.zeros((n, 4), np.float32),
                    np.zeros((n, k, 2), np.float32), np.zeros(n, np.float32), np.zeros((n, 2, 3), np.float32),
-                   [], list(ended or []))
+                   [], list(ended or []), eye_open=np.zeros((n, 2), np.float32),
+                   mouth_open=np.zeros(n, np.float32), head_pose=np.zeros((n, 3), np.float32),
+                   speech=np.zeros(n, np.float32))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"crops": self.crops, "track_ids": self.track_ids, "boxes": self.boxes, "points": self.points,
-                "residual": self.residual, "transforms": self.transforms}
+                "residual": self.residual, "transforms": self.transforms, "eye_open": self.eye_open,
+                "mouth_open": self.mouth_open, "head_pose": self.head_pose, "speech": self.speech}
 
 
 class FaceTracker:
@@ -108,6 +120,9 @@ class FaceTracker:
 
     Settings: a FaceTrackerConfig (edge.perception.face.config), and/or its fields as keywords, which replace the
     config's: FaceTracker(detector="haar", landmarks="eyes", detect_every=5).
+
+    `fps` (frames per second, default 30) times the facial state's filters (edge.perception.face.state);
+    set it before the first frame when the stream's rate is known.
     """
 
     RETARGET_ROUNDS = 4
@@ -130,6 +145,7 @@ class FaceTracker:
         self._round: tuple[Future, np.ndarray, bool] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._next_id = 0
+        self.fps = 30.0
         log.info("face tracker: detector %s, landmarks %s, detect every %d frames",
                  self.detector.name, self.landmarks, cfg.detect_every)
 
@@ -287,10 +303,26 @@ class FaceTracker:
                 if detected or t.points_crop is None:
                     t.points_crop = apply(t.stab.output_M, self.landmarker.points(grey, box))
                 out.points[i] = t.points_crop
+                # The facial state needs the lids and lips of every frame (a blink lasts 4-9 frames): they
+                # are searched on the aligned crop, inside the detection box's place there.
+                corners = apply(t.stab.C, t.box_crop)
+                lo, hi = corners.min(0), corners.max(0)
+                now = self.landmarker.crop_points(t.last.crop, np.array([lo[0], lo[1], *(hi - lo)]))
             else:
-                out.points[i] = apply(t.stab.C, t.eyes_crop)
+                now = out.points[i] = apply(t.stab.C, t.eyes_crop)
             out.head_motion.append(round(float(t.motion), 4))
+            if t.state is None:
+                t.state = FaceStateTracker(self.landmarks, self.fps, self.size)
+            st = t.state.update(t.last.crop, now, t.stab.output_M, (grey.shape[1], grey.shape[0]))
+            out.states.append(st)
+            out.eye_open[i], out.mouth_open[i], out.speech[i] = st.eye_open, st.mouth_open, st.speech
+            out.head_pose[i] = (st.yaw, st.pitch, st.roll)
         return out
+
+    @property
+    def pose_source(self) -> str:
+        """How head_pose is estimated: "pnp68" (dlib points) or "eye_line" (roll only)."""
+        return "pnp68" if self.landmarks == "dlib68" else "eye_line"
 
     @property
     def n_points(self) -> int:
