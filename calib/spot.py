@@ -23,7 +23,6 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge.errors import UserError
@@ -40,36 +39,19 @@ GRID = {
 }
 
 
-class VideoClip:
-    """A recorded clip and its ground truth: iterates BGR frames; `fps`, `truth` (intervals), `n_frames`."""
+def video_clip(avi: Path):
+    """A recorded clip with its ground truth (the JSON next to it) as `extract` reads it."""
+    from edge.bench.clips import VideoFile
 
-    def __init__(self, avi: Path) -> None:
-        truth = avi.with_suffix(".json")
-        if not truth.exists():
-            raise UserError(f"{avi}: no ground truth {truth.name} next to it")
-        try:
-            doc = json.loads(truth.read_text())
-            self.truth = list(doc["intervals"])
-            self.fps = float(doc["fps"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{truth}: not a ground-truth JSON with 'fps' and 'intervals' ({e})") from None
-        self.path = avi
-        cap = cv2.VideoCapture(str(avi))
-        if not cap.isOpened():
-            raise UserError(f"{avi}: cannot open the video")
-        self.n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        cap.release()
-
-    def __iter__(self):
-        cap = cv2.VideoCapture(str(self.path))
-        try:
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    return
-                yield frame
-        finally:
-            cap.release()
+    truth = avi.with_suffix(".json")
+    if not truth.exists():
+        raise UserError(f"{avi}: no ground truth {truth.name} next to it")
+    try:
+        doc = json.loads(truth.read_text())
+        intervals, fps = list(doc["intervals"]), float(doc["fps"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{truth}: not a ground-truth JSON with 'fps' and 'intervals' ({e})") from None
+    return VideoFile(avi, fps, intervals)
 
 
 def find_clips(paths: list[str]) -> list[Path]:
@@ -147,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
     from edge.bench.clips import extract
 
     paths = find_clips(args.clips)
-    videos = [VideoClip(p) for p in paths]
+    videos = [video_clip(p) for p in paths]
     with Progress(sum(v.n_frames for v in videos), "calib spot: face+flow") as prog:
         clips = [extract(v, args.lag, args.backend, baseline=False, progress=prog) for v in videos]
     n_micro = sum(1 for c in clips for t in c.truth if t.get("kind") == "micro")

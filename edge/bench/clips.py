@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge.perception.capture import open_source
 from edge.perception.flow import LagBuffer, create_flow
 from edge.perception.geometry import roi_boxes
 from edge.perception.spot import FrameInfo, Interval, SpotParams, Spotter
@@ -117,6 +119,21 @@ class _RecordingSpotNode(SpotNode):
     def make_spotter(self) -> Spotter:
         self.recorder = RecordingSpotter(self.spot_params, self.calls)
         return self.recorder
+
+
+class VideoFile:
+    """A video file read as the capture node reads it (edge.perception.capture's file source): `fps` (the
+    given rate, else the file's), `truth` (ground-truth intervals, [] when none), `n_frames` (as the file
+    declares it) and its BGR frames in decode order. A missing or undecodable file is a UserError here."""
+
+    def __init__(self, path: str | Path, fps: float = 0.0, truth: list[dict] | None = None) -> None:
+        self.source = open_source("file", str(path), fps=fps)
+        self.path, self.fps, self.truth = Path(path), self.source.fps, list(truth or [])
+        self.n_frames = self.source.declared
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for image, _mono, _wall, _index in self.source:
+            yield image
 
 
 def _frames(video: Iterable[np.ndarray], fps: float, grey_now: list[np.ndarray], counted: list[int],

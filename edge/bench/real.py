@@ -39,14 +39,13 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge.bench.clips import Clip, extract, spot_clip
+from edge.bench.clips import Clip, VideoFile, extract, spot_clip
 from edge.bench.report import emit
 from edge.data.real import KINDS, Event, RealClip, load_clips
 from edge.errors import UserError
@@ -64,26 +63,6 @@ DISCARD_KEYS = (        # (substring of a discard reason, its short name)
     ("dropped", "dropped frames"), ("in progress", "in progress at start"), ("micro_min_s", "too short"),
     ("min_intensity_px", "too weak"),
 )
-
-
-class VideoFrames:
-    """A video file as `extract` reads it: `fps`, an empty `truth` and its BGR frames in decode order."""
-
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path, self.fps, self.truth = Path(path), float(fps), []
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise UserError(f"cannot open video {self.path}")
-        try:
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    return
-                yield frame
-        finally:
-            cap.release()
 
 
 def overlaps(a0: int, a1: int, b0: int, b1: int) -> bool:
@@ -356,7 +335,7 @@ def main(args: argparse.Namespace) -> int:
     scored: list[tuple[RealClip, int, dict[str, Any]]] = []
     with Progress(sum(c.n_frames for c in clips), "bench real") as prog:
         for real in clips:
-            clip = extract(VideoFrames(real.path, real.fps), args.lag, args.backend, baseline=False,
+            clip = extract(VideoFile(real.path, real.fps), args.lag, args.backend, baseline=False,
                            progress=prog, keep_crops=True)
             if clip.n_frames != real.n_frames:
                 log.warning("%s: %d frames decoded, the annotation says %d", real.name, clip.n_frames,
