@@ -204,7 +204,15 @@ class TVL1Flow(FlowBackend):
 
 
 class _CudaFlow(FlowBackend):
-    """Shared upload/download for the cv2.cuda backends."""
+    """Shared for the cv2.cuda backends: the cudaoptflow check (nvof checks its own engine) and
+    upload/download."""
+
+    needs_cudaoptflow = True
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.needs_cudaoptflow and not has_cuda_optflow():
+            raise Unavailable(_no_cuda_reason(self.name))
 
     def _gpu(self, img: np.ndarray):
         g = cv2.cuda_GpuMat()
@@ -221,8 +229,6 @@ class CudaTVL1Flow(_CudaFlow):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        if not has_cuda_optflow():
-            raise Unavailable(_no_cuda_reason(self.name))
         p = self.params
         self._alg = cv2.cuda.OpticalFlowDual_TVL1.create(
             float(p["tau"]), float(p["lambda_"]), float(p["theta"]), int(p["nscales"]), int(p["warps"]),
@@ -240,8 +246,6 @@ class CudaFarnebackFlow(_CudaFlow):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        if not has_cuda_optflow():
-            raise Unavailable(_no_cuda_reason(self.name))
         p = self.params
         self._alg = cv2.cuda.FarnebackOpticalFlow.create(
             int(p["levels"]), float(p["pyr_scale"]), False, int(p["winsize"]), int(p["iterations"]),
@@ -260,6 +264,7 @@ class NvofFlow(_CudaFlow):
 
     name = "nvof"
     defaults = {"perf": "slow", "grid": 1}
+    needs_cudaoptflow = False
     _PERF = {"slow": "NV_OF_PERF_LEVEL_SLOW", "medium": "NV_OF_PERF_LEVEL_MEDIUM",
              "fast": "NV_OF_PERF_LEVEL_FAST"}
     _GRID = {1: "NV_OF_OUTPUT_VECTOR_GRID_SIZE_1", 2: "NV_OF_OUTPUT_VECTOR_GRID_SIZE_2",
