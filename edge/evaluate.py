@@ -33,12 +33,10 @@ import numpy as np
 from edge.data.preprocess import PreprocessSpec, default_cache_dir
 from edge.data.sources import SampleSet, load_source
 from edge.errors import UserError
-from edge.runtime.params import with_set
+from edge.runtime.params import add_config_arguments, config_values, with_set
 from edge.train import (
     DataConfig,
     TrainConfig,
-    add_config_arguments,
-    config_values,
     features,
     fit,
     plot_history,

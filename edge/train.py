@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from torch import nn
 from edge.data.preprocess import PreprocessSpec, default_cache_dir, precompute
 from edge.data.sources import SampleSet, is_real, load_source
 from edge.errors import Unavailable, UserError
-from edge.runtime.params import describe, field_default, knob, with_set
+from edge.runtime.params import add_config_arguments, config_values, knob, with_set
 
 log = logging.getLogger(__name__)
 
@@ -462,51 +462,6 @@ def plot_history(histories: dict[str, list[dict[str, Any]]], path: str | Path, t
 # ---------------------------------------------------------------------------------------------------
 # Command
 # ---------------------------------------------------------------------------------------------------
-
-def _comma_tuple(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
-def _bounded(typ: type, lo: float | None, hi: float | None) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        v = typ(text)
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{v} is outside [{lo if lo is not None else '-inf'}, "
-                                             f"{hi if hi is not None else 'inf'}]")
-        return v
-    parse.__name__ = typ.__name__  # argparse names the type in its error messages
-    return parse
-
-
-def add_config_arguments(p: argparse.ArgumentParser, cls: type, names: Iterable[str] | None = None) -> None:
-    """One `--field-name` flag per field of dataclass `cls` (all when `names` is None; dict fields have no
-    flag), help and bounds from its knob(), default None: an unset flag overrides neither a preset nor the
-    field default (read them back with config_values). Bools get --x/--no-x, tuples a comma list."""
-    by_name = {f.name: f for f in dataclasses.fields(cls)}
-    for name in by_name if names is None else names:
-        f = by_name[name]
-        default, m = field_default(f), f.metadata
-        if isinstance(default, dict):
-            continue
-        flag = "--" + name.replace("_", "-")
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        help_ = (f"{describe(f)} (default {shown})" if shown != "" else describe(f)).replace("%", "%%")
-        if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        elif isinstance(default, tuple):
-            p.add_argument(flag, type=_comma_tuple, default=None, help=help_)
-        else:
-            typ = type(default)
-            if typ in (int, float) and (m.get("min") is not None or m.get("max") is not None):
-                typ = _bounded(typ, m.get("min"), m.get("max"))
-            p.add_argument(flag, type=typ, default=None, choices=m.get("choices"), help=help_)
-
-
-def config_values(args: argparse.Namespace, cls: type, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """The fields of `cls` (those in `names` when given) that were set as flags; unset flags are None."""
-    names = [f.name for f in dataclasses.fields(cls)] if names is None else list(names)
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (flags given as well override it); "

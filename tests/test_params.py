@@ -48,3 +48,17 @@ def test_bounds_and_choices_are_checked_on_the_generated_params():
         KnobNode.resolve_params({"k_on": -1.0})
     with pytest.raises(UserError, match="not one of"):
         KnobNode.resolve_params({"mode": "c"})
+
+
+def test_flags_from_fields_are_unset_unless_given_and_bounded():
+    import argparse
+
+    from edge.runtime.params import add_config_arguments, config_values
+
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_config_arguments(p, Knobs)
+    assert config_values(p.parse_args([]), Knobs) == {}
+    got = config_values(p.parse_args(["--k-on", "7", "--widths-s", "0.1,0.3", "--mode", "b"]), Knobs)
+    assert got == {"k_on": 7.0, "widths_s": (0.1, 0.3), "mode": "b"}
+    with pytest.raises(argparse.ArgumentError, match="outside"):
+        p.parse_args(["--k-on", "-1"])

@@ -9,7 +9,8 @@
 
     sp = with_set(SpotParams.load(file), {"k_on": self.p.k_on})   # a value set in the graph wins
 
-`node_params` turns fields into node `Param`s, so a node never repeats a default. With `unset=True` the
+`node_params` turns fields into node `Param`s and `add_config_arguments` into command-line flags (read back
+with `config_values`), so neither a node nor a command repeats a default. With `unset=True` the
 node param's default is None ("not set"): `with_set` then keeps the base's value (a params file's, or the
 field default) for every param left unset and takes every value that was set, even one equal to the
 default. Comparing with the default instead would let a file override a graph that sets the default
@@ -18,8 +19,9 @@ explicitly.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from edge.runtime.node import Param
@@ -87,3 +89,53 @@ def with_set(base: T, values: Mapping[str, Any]) -> T:
             v = tuple(v)
         changes[k] = v
     return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+
+
+def _comma_tuple(item: type) -> Callable[[str], tuple]:
+    """A parser of "a,b,c" into a tuple of `item`s."""
+    def parse(text: str) -> tuple:
+        return tuple(item(v.strip()) for v in text.split(",") if v.strip())
+    parse.__name__ = f"comma-separated {item.__name__}"
+    return parse
+
+
+def _bounded(typ: type, lo: float | None, hi: float | None) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        v = typ(text)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{v} is outside [{lo if lo is not None else '-inf'}, "
+                                             f"{hi if hi is not None else 'inf'}]")
+        return v
+    parse.__name__ = typ.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def add_config_arguments(p: argparse.ArgumentParser, cls: type, names: Iterable[str] | None = None) -> None:
+    """One `--field-name` flag per field of dataclass `cls` (all when `names` is None; dict fields have no
+    flag), help and bounds from its knob(), default None: an unset flag overrides neither a preset nor the
+    field default (read them back with config_values). Bools get --x/--no-x, tuples a comma list."""
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    for name in by_name if names is None else names:
+        f = by_name[name]
+        default, m = field_default(f), f.metadata
+        if isinstance(default, dict):
+            continue
+        flag = "--" + name.replace("_", "-")
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_ = (f"{describe(f)} (default {shown})" if shown != "" else describe(f)).replace("%", "%%")
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif isinstance(default, tuple):
+            item = type(default[0]) if default else str
+            p.add_argument(flag, type=_comma_tuple(item), default=None, help=help_)
+        else:
+            typ = type(default)
+            if typ in (int, float) and (m.get("min") is not None or m.get("max") is not None):
+                typ = _bounded(typ, m.get("min"), m.get("max"))
+            p.add_argument(flag, type=typ, default=None, choices=m.get("choices"), help=help_)
+
+
+def config_values(args: argparse.Namespace, cls: type, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The fields of `cls` (those in `names` when given) that were set as flags; unset flags are None."""
+    names = [f.name for f in dataclasses.fields(cls)] if names is None else list(names)
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
