@@ -11,6 +11,7 @@ on request, the aligned crops for label accuracy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from edge.perception.capture import open_source
 from edge.perception.flow import LagBuffer, create_flow
 from edge.perception.geometry import roi_boxes
 from edge.perception.spot import FrameInfo, Interval, SpotParams, Spotter
+from edge.perception.spot.track import TrackSpotter
 from edge.progress import Progress
 from edge.runtime.inprocess import run_chain
 from edge.runtime.messages import Message
@@ -204,9 +206,14 @@ def extract(video, lag: int = 3, backend: str = "auto", baseline: bool = True, p
     nodes = (face, flow, spot)
     for node in nodes:
         node.setup()
+    # The replay (spot_clip) logs each interval with its discard reason; here it would be logged twice.
+    interval_log = logging.getLogger(TrackSpotter.__module__)
+    level = interval_log.level
+    interval_log.setLevel(logging.WARNING)
     try:
         run_chain(nodes, _frames(video, fps, grey_now, counted, progress))
     finally:
+        interval_log.setLevel(level)
         for node in nodes:
             node.teardown()
     recorder = getattr(spot, "recorder", None)
