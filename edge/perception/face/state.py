@@ -61,8 +61,6 @@ LEVEL_WINDOW_S = 10.0  # the track's usual open level: a high quantile over this
 LEVEL_QUANTILE = 80.0  # percent: eyes are open most of the time, blinks (< 5 % of frames) do not reach it
 EAR_FLOOR = 0.18  # the open level is at least this EAR (a shut eye's EAR is ~0.1): a track born with its
 # eyes shut does not take them for its open level
-MESH_EAR_SCALE = 0.72  # the mesh's lid points lie inside dlib's: its open-eye EAR is this fraction of dlib's
-# (median over open-eye frames of both tuning clips, docs/face-frontend.md), so its floor is scaled by it
 LIKENESS_FLOOR = 0.2  # the usual eye likeness (NCC) is at least this: below it the eye ROI holds no eye
 LIKENESS_TAU_S = 2.0  # the eye template's time constant: ten blinks' length
 SPEECH_BAND_HZ = (2.0, 8.0)  # syllable rate
@@ -263,7 +261,9 @@ class FaceStateTracker:
     def __init__(self, landmarks: str, fps: float, crop_size: int) -> None:
         self.landmarks = landmarks
         window = round(LEVEL_WINDOW_S * fps)
-        floor = {"dlib68": EAR_FLOOR, "mesh": EAR_FLOOR * MESH_EAR_SCALE}.get(landmarks, LIKENESS_FLOOR)
+        # The mesh's lids (iris model) give open eyes an EAR of ~0.37 where dlib's give ~0.31: the same floor
+        # is below both.
+        floor = EAR_FLOOR if landmarks in ("dlib68", "mesh") else LIKENESS_FLOOR
         self.eye_levels = (RunningLevel(window, floor), RunningLevel(window, floor))
         self.mouth_level = RunningLevel(window, 1e-3)
         self.speech = BandEnergy(fps)

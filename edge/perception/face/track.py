@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
-from edge.perception.face.align import Stabiliser, apply, invert
+from edge.perception.face.align import Stabiliser, apply, compose, invert
 from edge.perception.face.config import FaceTrackerConfig
 from edge.perception.face.detect import Detection, drop_enclosing, make_detector
 from edge.perception.face.landmarks import POINT_LANDMARKS, make_landmarker
@@ -273,15 +273,27 @@ class FaceTracker:
         log.debug("track %d born at frame %d, box %s", t.id, self.frame_index, np.round(d.box, 1).tolist())
 
     def _relock(self, t: Track, grey: np.ndarray, d: Detection) -> None:
-        made = self._new_stab(grey, d)
-        if made is None:
-            return
+        """A lost track found again by detection `d`. First the old template is registered near where the
+        detection box moved (Stabiliser.recover): the crop keeps its placement on the face. Only when that
+        fails is the alignment rebuilt from the landmarks in `d`, as at a birth (a visible jump)."""
         old = t.stab.M
-        t.stab, t.box_crop, t.eyes_crop = made
-        t.last = t.stab.update(grey)
+        x, y, w, h = t.box()
+        dx, dy, dw, dh = d.box
+        k = float(np.sqrt(dw * dh / max(w * h, 1e-9)))  # the face's scale change while lost
+        # frame -> frame similarity moving the tracked box onto the detection: new M = old M o move^-1
+        move = np.array([[k, 0.0, dx + dw / 2 - k * (x + w / 2)], [0.0, k, dy + dh / 2 - k * (y + h / 2)]])
+        found = t.stab.recover(grey, compose(old, invert(move)))
+        if found is not None:
+            t.last, how = found, "recovered"
+        else:
+            made = self._new_stab(grey, d)
+            if made is None:
+                return
+            t.stab, t.box_crop, t.eyes_crop = made
+            t.last, how = t.stab.update(grey), "rebuilt from landmarks"
         t.jump, t.lost = t.stab.motion(old, t.stab.M), 0
         t.relocks += 1
-        log.info("track %d re-locked at frame %d (jump %.1f px)", t.id, self.frame_index, t.jump)
+        log.info("track %d re-locked at frame %d, %s (jump %.1f px)", t.id, self.frame_index, how, t.jump)
 
     def _end(self, t: Track, why: str) -> list[int]:
         self.tracks.remove(t)
