@@ -25,6 +25,21 @@ from edge.runtime.params import node_params, with_set
 _EXPOSED = ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max", "early_close")
 
 
+def _state(arrays: dict[str, np.ndarray], i: int) -> dict[str, object]:
+    """Track i's facial state from a crops message (FrameInfo fields; those the message lacks are left
+    out: an older face node, or a plugin's, sends none)."""
+    out: dict[str, object] = {}
+    if len(arrays.get("eye_open", ())) > i:
+        out["eye_open"] = (float(arrays["eye_open"][i][0]), float(arrays["eye_open"][i][1]))
+    for key in ("mouth_open", "speech"):
+        if len(arrays.get(key, ())) > i:
+            out[key] = float(arrays[key][i])
+    for key in ("head_pose", "occlusion"):
+        if len(arrays.get(key, ())) > i:
+            out[key] = tuple(float(v) for v in arrays[key][i])
+    return out
+
+
 @register_node("spot")
 class SpotNode(Node):
     """Spot micro/macro expressions and blinks on ROI motion curves; emit intervals with onset/apex crops."""
@@ -96,7 +111,7 @@ class SpotNode(Node):
         motion = list(msg.meta.get("head_motion", [])) + [0.0] * n
         for i in range(n):
             sp.note_frame(msg.frame, int(a["track_ids"][i]),
-                          FrameInfo.from_transform(motion[i], a["residual"][i], a["transforms"][i]))
+                          FrameInfo.from_transform(motion[i], a["residual"][i], a["transforms"][i], landmarks=str(msg.meta.get("landmarks", "")), **_state(a, i)))
 
     def _end_tracks(self, msg: Message) -> None:
         sp = self._spotter(msg.stream)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge.perception.spot.describe import Measured
+from edge.perception.spot.describe import Measured, muted_reason
 from edge.perception.spot.noise import NoiseModel
 from edge.perception.spot.params import SpotParams
 from edge.perception.spot.records import FrameRecord, History, Interval
@@ -78,6 +78,12 @@ class ThresholdDetector:
         f.busy = True
         self.event.append(f)
         self._chain(f)
+        if f.muted is not None and f.muted.any():
+            # Talking began (or a ROI got covered): its channels stop carrying the event, and an event
+            # that only they carried ends here, as what it was (describe names it).
+            self.channels &= ~f.muted
+            if not self.channels.any():
+                return self._close(reason=muted_reason([f]))
         # Moving: the event's channels still change over one flow lag (span 1 reacts first). Around a
         # sharp apex the lagged flow is ~0 for up to lag-1 frames (x[t] ~ x[t-lag] on both slopes), so
         # the face must be still for that long, and back, before the event closes.
@@ -138,7 +144,7 @@ class ThresholdDetector:
                 earlier = [k for k in self.displacement if k <= f.ref]
                 ref = self.displacement[max(earlier)] if earlier else 0.0
         self.displacement[f.frame] = f.spans[0] + ref
-        self.channels |= f.best() >= self.p.k_on
+        self.channels |= f.best() >= self.p.k_on  # muted channels score 0
         self.totals.append(self._total(self.displacement[f.frame]))
 
     def _moving(self, f: FrameRecord) -> bool:
