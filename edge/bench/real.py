@@ -61,7 +61,8 @@ TILE = 128              # px: the aligned crop's own size, shown 1:1
 DISCARD_KEYS = (        # (substring of a discard reason, its short name)
     ("head motion", "head motion"), ("rigid motion", "rigid motion"), ("stabilisation residual", "residual"),
     ("dropped", "dropped frames"), ("in progress", "in progress at start"), ("micro_min_s", "too short"),
-    ("min_intensity_px", "too weak"),
+    ("min_intensity_px", "too weak"), ("micro_max_px", "too large"), ("talking:", "talking"),
+    ("occluded:", "occluded"), ("blink:", "blink's motion"),
 )
 
 
@@ -105,6 +106,8 @@ def score_clip(real: RealClip, n_frames: int, intervals: list[Interval]) -> dict
         "on_false": sum(any(k in o for k in FALSE_KINDS) for o in on),
         "blinks": len(counted), "recognised": sum(b["recognised"] for b in counted),
         "macro": sum(iv.kind == "macro" for iv in kept), "blink_iv": len(blinks_iv),
+        "blink_iv_off": sum(not any(overlaps(iv.onset, iv.offset, e.start, e.end) for e in real.spans("blink"))
+                            for iv in blinks_iv),
         "discarded": Counter(discard_key(iv.discarded) for iv in intervals if iv.discarded),
         "micro_events": [_iv_doc(iv) | {"falls_on": o} for iv, o in zip(micro, on, strict=True)],
         "blink_spans": blinks,
@@ -129,16 +132,16 @@ def _row(name: str, held_out: bool, frames: int, s: dict[str, Any]) -> dict[str,
             "on occl": on["occlusion"], "on head turn": on["head_turn"], "on expr": on["expression"],
             "on none": on["none"],
             "blinks recog": f"{s['recognised']}/{s['blinks']}" if s["blinks"] else "-",
-            "macro": s["macro"], "blink iv": s["blink_iv"],
+            "macro": s["macro"], "blink iv": s["blink_iv"], "blink iv off": s["blink_iv_off"],
             "discarded": ", ".join(f"{k} {n}" for k, n in sorted(s["discarded"].items())) or "-"}
 
 
 def total(scores: list[dict[str, Any]]) -> dict[str, Any]:
     """The counts of several clips added up (per-minute rates and recall follow from the sums)."""
     out: dict[str, Any] = {"minutes": 0.0, "micro": 0, "on": Counter(), "on_false": 0, "blinks": 0,
-                           "recognised": 0, "macro": 0, "blink_iv": 0, "discarded": Counter()}
+                           "recognised": 0, "macro": 0, "blink_iv": 0, "blink_iv_off": 0, "discarded": Counter()}
     for s in scores:
-        for k in ("minutes", "micro", "on_false", "blinks", "recognised", "macro", "blink_iv"):
+        for k in ("minutes", "micro", "on_false", "blinks", "recognised", "macro", "blink_iv", "blink_iv_off"):
             out[k] += s[k]
         out["on"].update(s["on"])
         out["discarded"].update(s["discarded"])

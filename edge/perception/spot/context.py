@@ -5,10 +5,12 @@ and each moves some ROIs a lot. Per track and frame, `ContextTracker.update()` r
 facial state (FrameInfo: eye openness, speech activity, head pose, per-ROI occlusion) and the flow
 features, and says which channels cannot carry an event at that frame (`muted`) and why:
 
-- talking (FrameContext.talking): the face node's speech activity at or over `speech_on`, or, from the
-  flow alone (any landmarks), the mouth and chin's mean vertical displacement swinging back and forth by
-  `speech_px` at least `speech_swings` times within `speech_window_s` (syllables come at 2-8 Hz; a
-  micro-expression rises and returns once: two swings). While talking, the mouth, chin and mouth-pair
+- talking (FrameContext.talking): the mouth swinging open and shut at least `speech_swings` times within
+  `speech_window_s`: the lip gap by `speech_gap` eye distances (landmarks with lip points), or, from the
+  flow alone (any landmarks), the mouth and chin's mean vertical displacement by `speech_px` (a
+  micro-expression rises and returns once: two swings). Words open the mouth at 1-2 Hz and syllables at
+  2-8 Hz; the face node's speech activity (the lip gap's 2-8 Hz band energy) missed the slower talking of
+  the real clips, so it is context, not a decision (docs/spotting.md). While talking, the mouth, chin and mouth-pair
   channels are muted: they neither open nor hold an event, and an interval that only they carried is
   speech. Brows, eyes and nose still count; their intervals carry `talking` in their context.
 - eyes shut (FrameContext.shut): both eyes' mean openness under `eye_shut` of its open level over the last
@@ -49,7 +51,7 @@ class FrameContext:
 
     talking: bool = False
     speech: float = math.nan            # the face node's speech activity 0..1 (nan: none sent)
-    swings: int = 0                     # mouth/chin swings of the flow within speech_window_s
+    swings: int = 0                     # mouth swings (lip gap or flow) within speech_window_s
     eye_open: float = math.nan          # both eyes' mean openness over the last second's open level (nan:
     # unknown or not trusted)
     shut: bool = False
@@ -98,7 +100,8 @@ class ContextTracker:
 
     params: SpotParams
     roi_of: np.ndarray  # (C,) RoiFeatures.roi_of
-    speech_swing: SwingCounter = field(default_factory=SwingCounter)
+    speech_swing: SwingCounter = field(default_factory=SwingCounter)  # the mouth and chin's flow
+    lip_swing: SwingCounter = field(default_factory=SwingCounter)     # the lip gap (landmarks)
     closure: Closure | None = None
     closures: deque[Closure] = field(default_factory=lambda: deque(maxlen=16))  # finished, newest last
     pending: list[Closure] = field(default_factory=list)  # finished blinks not yet taken (take_blinks)
@@ -126,8 +129,12 @@ class ContextTracker:
         swings = 0
         if acc is not None and self.speech_blocks.any():
             swings = self.speech_swing.update(frame, float(acc[self.speech_blocks, 1].mean()), p.speech_px, since)
+        lips = 0
+        if info is not None and info.mouth_open is not None and info.landmarks not in NO_LIDS:
+            lips = self.lip_swing.update(frame, float(info.mouth_open), p.speech_gap, since)
         speech = float(info.speech) if info is not None and info.speech is not None else math.nan
-        talking = swings >= p.speech_swings or speech >= p.speech_on
+        swings = max(swings, lips)
+        talking = swings >= p.speech_swings
         eye = math.nan
         if info is not None and info.eye_open is not None and info.landmarks not in NO_LIDS:
             eye = float(np.mean(info.eye_open)) / self._open_level(float(np.mean(info.eye_open)), fps)

@@ -73,13 +73,13 @@ class SpotParams:
                                       "head turn leaves parallax of a micro-expression's size in the crop)",
                                       "crop px/s", min=0.0)
     # Facial context (edge.perception.spot.context; docs/spotting.md has the measurements).
-    speech_on: float = knob(0.5, "the face node's speech activity at or above which the face is talking",
-                            min=0.0, max=1.0)
     speech_px: float = knob(0.5, "a mouth/chin swing of the flow this large counts as a syllable (talking "
                             "without facial state)", "crop px", min=0.0)
-    speech_swings: int = knob(4, "this many swings within speech_window_s are talking (a micro-expression "
-                              "rises and returns: 2)", min=1)
-    speech_window_s: float = knob(1.5, "window of the swing count (also how long talking outlasts speech)",
+    speech_gap: float = knob(0.08, "a lip-gap swing this large counts as a syllable (landmarks with lip "
+                             "points)", "eye distances", min=0.0)
+    speech_swings: int = knob(3, "this many mouth swings within speech_window_s are talking (a "
+                              "micro-expression rises and returns: 2)", min=1)
+    speech_window_s: float = knob(2.0, "window of the swing count (also how long talking outlasts speech)",
                                   "s", min=0.1)
     eye_shut: float = knob(0.7, "mean eye openness, of its open level over the last second, under which the "
                            "eyes are shut",

@@ -81,9 +81,10 @@ class ThresholdDetector:
         if f.muted is not None and f.muted.any():
             # Talking began (or a ROI got covered): its channels stop carrying the event, and an event
             # that only they carried ends here, as what it was (describe names it).
-            self.channels &= ~f.muted
-            if not self.channels.any():
+            left = self.channels & ~f.muted
+            if not left.any():  # measured on the channels it had
                 return self._close(reason=muted_reason([f]))
+            self.channels = left
         # Moving: the event's channels still change over one flow lag (span 1 reacts first). Around a
         # sharp apex the lagged flow is ~0 for up to lag-1 frames (x[t] ~ x[t-lag] on both slopes), so
         # the face must be still for that long, and back, before the event closes.
