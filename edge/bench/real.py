@@ -2,7 +2,7 @@
 blinks, speech and occlusion, and annotated blinks recognised as blinks.
 
 Each clip's video is decoded with OpenCV (frames in decode order: frame k is annotation frame k, at k / fps
-s on the media clock) and run once through the product's own face, flow and spot nodes in one process
+s on the media clock; a clip that is a segment of its video reads only that segment, counted from 0) and run once through the product's own face, flow and spot nodes in one process
 (edge.bench.clips.extract, keeping the aligned crops); the spotter's recorded input is then replayed with
 the params (spot_clip), so `--params` costs no second pass over the video.
 
@@ -338,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
     scored: list[tuple[RealClip, int, dict[str, Any]]] = []
     with Progress(sum(c.n_frames for c in clips), "bench real") as prog:
         for real in clips:
-            clip = extract(VideoFile(real.path, real.fps), args.lag, args.backend, baseline=False,
+            clip = extract(VideoFile(real.path, real.fps, frames=real.frames), args.lag, args.backend, baseline=False,
                            progress=prog, keep_crops=True)
             if clip.n_frames != real.n_frames:
                 log.warning("%s: %d frames decoded, the annotation says %d", real.name, clip.n_frames,
