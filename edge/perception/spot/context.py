@@ -18,10 +18,9 @@ features, and says which channels cannot carry an event at that frame (`muted`) 
   blink interval for it, whatever the brows did, and a motion interval of the eye region over it is that
   blink, not an expression. Only landmarks with lid points give openness worth this (not "eyes": its
   appearance measure also drops in head turns).
-- occluded ROIs: the face node's per-ROI occlusion score (appearance that the ROI's own recent look does
-  not explain: a hand, hair, glare) at or over `occlusion_on`, except the eyes while they are shut and the
-  mouth and chin while talking or opening (a lid over the eye and an open mouth are the face's own).
-  Occluded ROIs' channels are muted.
+- occluded ROIs: the ROI's warp residual (change its own flow cannot explain: edge.perception.spot.occlusion)
+  at or over `occlusion_k` times its usual, except the eyes during a closure and the mouth and chin while
+  talking (a lid over the eye and an open mouth are the face's own). Occluded ROIs' channels are muted.
 """
 
 from __future__ import annotations
@@ -100,7 +99,8 @@ class ContextTracker:
 
     params: SpotParams
     roi_of: np.ndarray  # (C,) RoiFeatures.roi_of
-    speech_swing: SwingCounter = field(default_factory=SwingCounter)  # the mouth and chin's flow
+    flow_swings: tuple[SwingCounter, SwingCounter] = field(
+        default_factory=lambda: (SwingCounter(), SwingCounter()))  # the mouth's and the chin's flow
     lip_swing: SwingCounter = field(default_factory=SwingCounter)     # the lip gap (landmarks)
     closure: Closure | None = None
     closures: deque[Closure] = field(default_factory=lambda: deque(maxlen=16))  # finished, newest last
@@ -114,7 +114,8 @@ class ContextTracker:
         speech = [names.index(r) for r in SPEECH_ROIS]
         pair = [-1 - list(PAIRS).index(p) for p in SPEECH_PAIRS]
         self.speech_channels = np.isin(self.roi_of, speech + pair)
-        self.speech_blocks = np.isin(self.roi_of, speech)  # single blocks: the swing signal
+        # single blocks of the mouth and of the chin: the flow's swing signals
+        self.speech_blocks = (np.isin(self.roi_of, speech[:2]), self.roi_of == speech[2])
         self.roi_channels = {r: self.roi_of == k for k, r in enumerate(names)}
         for k, (a, b) in enumerate(PAIRS.values()):  # a pair channel goes with both its ROIs
             self.roi_channels[a] = self.roi_channels[a] | (self.roi_of == -1 - k)
@@ -127,8 +128,9 @@ class ContextTracker:
         p = self.params
         since = frame - max(1, round(p.speech_window_s * fps))
         swings = 0
-        if acc is not None and self.speech_blocks.any():
-            swings = self.speech_swing.update(frame, float(acc[self.speech_blocks, 1].mean()), p.speech_px, since)
+        if acc is not None:  # the lips and the jaw apart: each ROI's mean vertical displacement
+            swings = max(counter.update(frame, float(acc[blocks, 1].mean()), p.speech_px, since)
+                         for counter, blocks in zip(self.flow_swings, self.speech_blocks, strict=True))
         lips = 0
         if info is not None and info.mouth_open is not None and info.landmarks not in NO_LIDS:
             lips = self.lip_swing.update(frame, float(info.mouth_open), p.speech_gap, since)
@@ -166,7 +168,7 @@ class ContextTracker:
             return ()
         out = []
         for r, score in zip(ROIS, info.occlusion, strict=False):
-            if score < self.params.occlusion_on:
+            if score < self.params.occlusion_k:
                 continue
             if r.startswith("eye") and (shut or self.closure is not None):
                 continue  # the lid over the eye

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.perception.geometry import ROIS
-from edge.perception.spot.context import ContextTracker
+from edge.perception.spot.context import SPEECH_ROIS, ContextTracker
 from edge.perception.spot.features import EYE_ROIS, PAIRS
 from edge.perception.spot.params import SpotParams
 from edge.perception.spot.records import FrameRecord, Interval
@@ -122,7 +122,11 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
     fps = 1e9 * max(1, off.frame - on.frame) / max(1, off.t_mono_ns - on.t_mono_ns)
     closure = None if ctx.context is None else ctx.context.closure_near(
         on.frame, off.frame, round(p.blink_near_s * fps))
-    if closure is not None and not expression:
+    # With the eyes known shut, only the lower face makes it an expression during a blink: real lids also
+    # drag the cheeks, which the nose ROIs see.
+    lower = [names.index(r) for r in SPEECH_ROIS]
+    lower_moved = bool((far[lower] >= p.blink_expr_px).any() and (far[lower] >= p.blink_expr_k * tol_r[lower]).any())
+    if closure is not None and not lower_moved:
         # The eyes shut over it and nothing away from the eyes moved: the blink itself (or eyes closing),
         # whatever the brows did; the blink interval from the eye state stands for it.
         kind = "blink"
@@ -160,6 +164,14 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
         reason = f"{duration * 1000:.0f} ms < micro_min_s {p.micro_min_s}: too short for a facial action"
     if not reason and top < p.min_intensity_px:
         reason = f"peak displacement {top:.3f} px < min_intensity_px {p.min_intensity_px}"
+    # The jaw dropping with nothing else moving is the mouth opening (to speak, at the first syllable,
+    # before talking is known from the swings; or to breathe), not an expression: the action units of
+    # emotions move the chin up (AU17) or the lips, and surprise's jaw drop comes with the brows (FACS).
+    chin = single & (roi_of == names.index("chin"))
+    if not reason and kind == "micro" and rois and set(rois) <= set(SPEECH_ROIS) and chin.any():
+        u, v = D[i_peak][chin].mean(0)
+        if v > max(abs(u), float(ctx.tolerance[chin].min())):
+            reason = f"the jaw opening ({v:.1f} crop px down) and nothing else: the mouth opening, not an expression"
     if not reason and kind == "micro" and top > p.micro_max_px:
         reason = (f"peak displacement {top:.1f} crop px > micro_max_px {p.micro_max_px}: larger than a "
                   "micro-expression moves")

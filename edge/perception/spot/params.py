@@ -91,8 +91,8 @@ class SpotParams:
     micro_max_px: float = knob(4.0, "peak ROI displacement above which an interval is not a micro-expression "
                                "(the eyes are 0.37 of the crop side apart: 4 px of a 128-px crop is 8 % of the eye distance)",
                                "crop px", min=0.0)
-    occlusion_on: float = knob(0.5, "the face node's per-ROI occlusion score at or above which a ROI is "
-                               "occluded (its channels do not count)", min=0.0, max=1.0)
+    occlusion_k: float = knob(4.0, "a ROI whose warp residual is this many times its usual is occluded (a "
+                              "hand or object moving over it: its channels do not count)", "times", min=1.0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpotParams:

@@ -54,7 +54,8 @@ class FrameInfo:
     mouth_open: float | None = None   # dlib68: inner-lip gap / inter-ocular distance
     speech: float | None = None       # 0..1 speech activity (mouth aperture at syllable rate)
     head_pose: tuple[float, float, float] | None = None  # yaw, pitch, roll, degrees (nan: unknown)
-    occlusion: tuple[float, ...] | None = None  # per ROI (edge.perception.geometry.ROIS order), 0..1
+    occlusion: tuple[float, ...] | None = None  # per ROI (geometry.ROIS order): warp residual over its
+    # usual (edge.perception.spot.occlusion; the spot node adds it, from the flow)
     landmarks: str = ""               # the state's source: the face node's landmarks ("dlib68", "eyes")
 
     @classmethod

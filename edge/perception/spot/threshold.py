@@ -37,6 +37,7 @@ class ThresholdDetector:
         self.p, self.history, self.noise, self.describe = params, history, noise, describe
         self.event: list[FrameRecord] | None = None  # frames of the open event, from its first moving frame
         self.channels: np.ndarray | None = None     # (C,) bool: channels that opened / carry the event
+        self.opened_by: np.ndarray | None = None    # (C,) bool: the channels that opened it
         self.displacement: dict[int, np.ndarray] = {}  # frame -> (C, 2) displacement since the onset
         self.totals: list[float] = []               # _total() of each event frame's displacement
         self.still = 0                              # frames in a row the open event has not moved
@@ -55,6 +56,7 @@ class ThresholdDetector:
     def open(self, trigger: FrameRecord) -> None:
         """Open an event at `trigger` (its last frame so far)."""
         self.channels = trigger.best() >= self.p.k_on
+        self.opened_by = self.channels.copy()  # talking muting all of these ends the event
         # Walk back over frames still moving in those channels (their RMS score, not their best: with tens
         # of channels hot, one of them is over k_off on most quiet frames by chance, and the onset would
         # walk back into the noise): the event starts at the first of them.
@@ -82,7 +84,7 @@ class ThresholdDetector:
             # Talking began (or a ROI got covered): its channels stop carrying the event, and an event
             # that only they carried ends here, as what it was (describe names it).
             left = self.channels & ~f.muted
-            if not left.any():  # measured on the channels it had
+            if not (left & self.opened_by).any():  # measured on the channels it had
                 return self._close(reason=muted_reason([f]))
             self.channels = left
         # Moving: the event's channels still change over one flow lag (span 1 reacts first). Around a
