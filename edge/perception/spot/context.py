@@ -142,7 +142,7 @@ class ContextTracker:
             eye = float(np.mean(info.eye_open)) / self._open_level(float(np.mean(info.eye_open)), fps)
         shut = eye < p.eye_shut
         self._closure(frame, fps, eye, shut)
-        occluded = self._occluded(info, shut, talking)
+        occluded = self._occluded(info, eye < OPEN_AGAIN or self.closure is not None, talking)
         muted = np.zeros(len(self.roi_of), bool)
         if talking:
             muted |= self.speech_channels
@@ -163,15 +163,15 @@ class ContextTracker:
             self.level = max(float(np.percentile(self.recent_eye, EYE_LEVEL_Q)), 1e-3)
         return self.level
 
-    def _occluded(self, info: FrameInfo | None, shut: bool, talking: bool) -> tuple[str, ...]:
+    def _occluded(self, info: FrameInfo | None, lids_down: bool, talking: bool) -> tuple[str, ...]:
         if info is None or info.occlusion is None:
             return ()
         out = []
         for r, score in zip(ROIS, info.occlusion, strict=False):
             if score < self.params.occlusion_k:
                 continue
-            if r.startswith("eye") and (shut or self.closure is not None):
-                continue  # the lid over the eye
+            if r.startswith("eye") and lids_down:
+                continue  # the lid over the eye (closing, shut or opening)
             if r in SPEECH_ROIS and talking:
                 continue  # the mouth opening
             out.append(r)
