@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,7 +26,7 @@ import numpy as np
 import zmq
 
 from edge.errors import FacesleuthError
-from edge.runtime.control import NodeStats, Op, decode, encode
+from edge.runtime.control import CONTROL_ID_ENV, ControlError, NodeStats, Op, encode, parse
 from edge.runtime.messages import Message
 from edge.runtime.node import Node, get_node_class
 from edge.runtime.sync import InputSync, deliver
@@ -63,7 +64,8 @@ class NodeProcess:
         self.ctx = context()
         self.control = self.ctx.socket(zmq.DEALER)
         self.control.linger = 1000
-        self.control.identity = self.name.encode()
+        # NAME/TOKEN from the supervisor (a new token per spawn); the bare name when run by hand
+        self.control.identity = os.environ.get(CONTROL_ID_ENV, self.name).encode()
         self.control.connect(spec["control"])
         curve = Curve(**{k: v.encode() if isinstance(v, str) else v for k, v in spec["curve"].items()}) \
             if spec.get("curve") else None  # keys travel in the 0600 spec file of the private run dir
@@ -84,6 +86,7 @@ class NodeProcess:
         self.producers_ended: set[str] = set()  # relayed by the supervisor
         self.processed = 0
         self.errors = 0
+        self.control_dropped = 0
         self.latency = _Latency()
         self.t_start = time.monotonic()
         self._last_stats = 0.0
@@ -100,10 +103,15 @@ class NodeProcess:
 
     def _read_control(self) -> None:
         while self.control.poll(0):
-            got = decode(self.control.recv())
-            if got is None:
+            parts = self.control.recv_multipart()
+            try:
+                if len(parts) != 1:
+                    raise ControlError(f"{len(parts)} frames, expected 1")
+                op, msg = parse(parts[0])
+            except ControlError as e:
+                self.control_dropped += 1
+                self.log.warning("control: dropped a message: %s", e)
                 continue
-            op, msg = got
             if op is Op.STOP:
                 self.stop_requested = True
             elif op is Op.UPSTREAM_EOS:
@@ -127,7 +135,7 @@ class NodeProcess:
             fps=(self.processed if self.inputs else sent) / elapsed, p50_ms=p50, p99_ms=p99,
             dropped_in=sum(i.dropped + i.gaps for _, i in self.inputs),
             dropped_out=sum(o.dropped for o in self.outputs.values()),
-            foreign=sum(i.foreign for _, i in self.inputs), errors=self.errors,
+            foreign=sum(i.foreign for _, i in self.inputs) + self.control_dropped, errors=self.errors,
         ).to_dict()
 
     def _maybe_stats(self) -> None:

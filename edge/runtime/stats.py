@@ -139,7 +139,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _show(snap: dict[str, Any], table: list[dict[str, Any]], as_json: bool, redraw: bool) -> None:
     if as_json:
-        print(json.dumps({"graph": snap.get("graph"), "t_wall_ns": snap["t_wall_ns"], "nodes": table}), flush=True)
+        print(json.dumps({"graph": snap.get("graph"), "t_wall_ns": snap["t_wall_ns"], "nodes": table,
+                          "control_dropped": snap.get("control_dropped", 0)}), flush=True)
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(snap["t_wall_ns"] / 1e9))
     text = f"graph {snap.get('graph')}  {stamp}\n{format_table(table, COLUMNS)}\n"

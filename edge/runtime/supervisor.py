@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,7 +36,17 @@ from typing import Any
 import msgpack
 import zmq
 
-from edge.runtime.control import STATS_TOPIC, NodeRecord, NodeStats, Op, decode, encode
+from edge.runtime.control import (
+    CONTROL_ID_ENV,
+    MAX_CONTROL_BYTES,
+    STATS_TOPIC,
+    ControlError,
+    NodeRecord,
+    NodeStats,
+    Op,
+    encode,
+    parse,
+)
 from edge.runtime.graph import Graph, load_graph
 from edge.runtime.keys import load_curve
 from edge.runtime.transport import ipc_endpoint
@@ -66,6 +77,7 @@ class Child:
     backoff_s: float
     is_source: bool
     proc: subprocess.Popen | None = None
+    ident: bytes = b""  # the control identity of the live process (NAME/TOKEN, new per spawn)
     restarts: int = 0
     restart_at: float | None = None
     ready: bool = False
@@ -88,7 +100,9 @@ class Supervisor:
         self.stats_ep = ipc_endpoint(self.run_dir, "stats")
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.linger = 0
+        self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
         self.control.bind(self.control_ep)
+        self.control_dropped = 0  # malformed or unattributable control messages, counted and dropped
         self.stats_pub = self.ctx.socket(zmq.PUB)
         self.stats_pub.linger = 0
         self.stats_pub.bind(self.stats_ep)
@@ -154,39 +168,62 @@ class Supervisor:
 
     # -- processes ----------------------------------------------------------------------------------------
     def _spawn(self, c: Child) -> None:
-        c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)], start_new_session=True)
+        c.ident = f"{c.name}/{secrets.token_hex(8)}".encode()
+        env = {**os.environ, CONTROL_ID_ENV: c.ident.decode()}
+        c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)],
+                                  start_new_session=True, env=env)
         c.ready = False
         c.restart_at = None
         log.info("started %s (pid %d)", c.name, c.proc.pid)
 
     def _send(self, name: str, op: Op, **kw: Any) -> None:
+        c = self.children.get(name)
+        if c is None or not c.ident:
+            return
         try:
-            self.control.send_multipart([name.encode(), encode(op, **kw)], zmq.NOBLOCK)
+            self.control.send_multipart([c.ident, encode(op, **kw)], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
     def _handle_control(self) -> None:
         while self.control.poll(0):
-            ident, payload = self.control.recv_multipart()[:2]
-            c = self.children.get(ident.decode(errors="replace"))
-            if c is None:
-                continue
-            got = decode(payload)
-            if got is None:
-                continue
-            op, msg = got
-            if op is Op.READY:
-                c.ready = True
-                if c.is_source and self.started_sources:
-                    self._send(c.name, Op.START)  # a restarted source
-            elif op in (Op.STATS, Op.EOS):
-                c.stats.update(msg.get("stats") or {})
-                if op is Op.EOS and not c.ended:
-                    c.ended = True
-                    log.info("%s: end of stream", c.name)
-                    self._relay_eos(c.name)
-            elif op is Op.FAILED:
-                log.error("%s: %s", c.name, msg.get("reason", "failed"))
+            parts = self.control.recv_multipart()
+            try:
+                self._on_control(parts)
+            except ControlError as e:
+                self._drop_control(parts[0], str(e))
+            except Exception as e:  # never fatal: a bug here must not end the graph either
+                self._drop_control(parts[0], f"{type(e).__name__}: {e}")
+
+    def _drop_control(self, ident: bytes, reason: str) -> None:
+        self.control_dropped += 1
+        if self.control_dropped <= 10 or self.control_dropped % 100 == 0:
+            log.warning("control: dropped a message from %r: %s (%d dropped so far)", ident[:64], reason,
+                        self.control_dropped)
+
+    def _on_control(self, parts: list[bytes]) -> None:
+        ident = parts[0]
+        # The newest process of a node keeps its identity after it exits (its last stats come late).
+        c = next((c for c in self.children.values() if c.ident == ident), None)
+        if c is None:
+            raise ControlError("unknown sender (not a node process of this run)")
+        if len(parts) != 2:
+            raise ControlError(f"{len(parts) - 1} frames, expected 1")
+        op, msg = parse(parts[1])
+        if op is Op.READY:
+            c.ready = True
+            if c.is_source and self.started_sources:
+                self._send(c.name, Op.START)  # a restarted source
+        elif op in (Op.STATS, Op.EOS):
+            c.stats.update(msg.get("stats") or {})
+            if op is Op.EOS and not c.ended:
+                c.ended = True
+                log.info("%s: end of stream", c.name)
+                self._relay_eos(c.name)
+        elif op is Op.FAILED:
+            log.error("%s: %s", c.name, msg["reason"])
+        else:
+            raise ControlError(f"{op.value} is not a node -> supervisor op")
 
     def _relay_eos(self, name: str) -> None:
         """Tell every consumer of `name` that it has ended: an in-band eos on a latest-wins link can be
@@ -231,7 +268,8 @@ class Supervisor:
             nodes[c.name] = NodeRecord.wire_map(c.stats, restarts=c.restarts, state=state,
                                                 pid=c.proc.pid if c.proc else None)
         self.stats_pub.send_multipart([STATS_TOPIC, msgpack.packb(
-            {"graph": self.graph.name, "t_wall_ns": time.time_ns(), "nodes": nodes}, use_bin_type=True)])
+            {"graph": self.graph.name, "t_wall_ns": time.time_ns(), "nodes": nodes,
+             "control_dropped": self.control_dropped}, use_bin_type=True)])
 
     def run(self, duration: float | None = None) -> int:
         interrupted = False
@@ -317,7 +355,8 @@ class Supervisor:
                 "in": s.messages_in, "out": s.messages_out, "fps": s.fps, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
                 "dropped": s.dropped_in + s.dropped_out, "foreign": s.foreign, "errors": s.errors,
             })
-        return f"graph {self.graph.name}: {self.stop_reason}\n" + format_table(rows)
+        dropped = f"\ncontrol messages dropped: {self.control_dropped}" if self.control_dropped else ""
+        return f"graph {self.graph.name}: {self.stop_reason}\n" + format_table(rows) + dropped
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
