@@ -72,6 +72,9 @@ class EventsSink(Node):
         if self.p.print:
             print(format_event(ev), flush=True)
 
+    def rejected(self) -> int:
+        return self.server.bad_requests if hasattr(self, "server") else 0
+
     def teardown(self) -> None:
         if hasattr(self, "server"):
             self.server.close()

@@ -13,7 +13,8 @@ import pytest
 import zmq
 
 from edge.runtime.messages import EVENT_FIELDS, Message
-from edge.runtime.transport import EventClient
+from edge.events.log import EventLog
+from edge.runtime.transport import REPLAY_REQUEST_MAX, EventClient, EventServer
 from nodes.events import EventsSink
 
 
@@ -120,7 +121,7 @@ def test_foreign_bytes_at_replay_get_an_error_reply_not_a_crash(sink):
     assert s.poll(3000)
     reply = msgpack.unpackb(s.recv())
     assert [e["seq"] for e in reply["events"]] == [1] and reply["last_seq"] == 1
-    assert node.server.bad_requests == 3
+    assert node.server.bad_requests == 3 and node.rejected() == 3  # the node's `foreign` stat
     s.close()
     ctx.term()
 
@@ -136,3 +137,55 @@ def test_events_query_cli(sink):
     bad = subprocess.run([sys.executable, "-m", "edge", "events", "query", str(tmp / "missing.db")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_replay_checks_every_field_clamps_the_limit_and_answers_req_and_dealer(tmp_path):
+    log = EventLog(tmp_path / "ev.db")
+    for i in range(30):
+        log.append(dict(_event(i).meta))
+    ctx = zmq.Context()
+    pub, rep = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+    server = EventServer(ctx, pub, rep, log.since, lambda: log.last_seq, max_limit=10)
+    clients = {}
+    try:
+        for kind in (zmq.DEALER, zmq.REQ):
+            c = clients[kind] = ctx.socket(kind)
+            c.linger = 0
+            c.connect(rep)
+
+        def ask(kind: int, body: bytes) -> dict:
+            clients[kind].send(body)
+            assert clients[kind].poll(3000), f"no reply to {body[:40]!r}"
+            return msgpack.unpackb(clients[kind].recv(), raw=False)
+
+        def seqs(reply: dict) -> list[int]:
+            assert "error" not in reply, reply
+            return [e["seq"] for e in reply["events"]]
+
+        for kind in (zmq.DEALER, zmq.REQ):
+            assert seqs(ask(kind, msgpack.packb({"since": 0, "limit": -1}))) == [1]  # -1 is not "all"
+            assert seqs(ask(kind, msgpack.packb({"since": 3, "limit": 0}))) == [4]
+            assert seqs(ask(kind, msgpack.packb({"since": 0, "limit": 10**12}))) == list(range(1, 11))  # the cap
+            assert seqs(ask(kind, msgpack.packb({"since": 25}))) == [26, 27, 28, 29, 30]
+            assert ask(kind, msgpack.packb({}))["last_seq"] == 30
+        bad = {
+            "unknown key(s) 'foo'": msgpack.packb({"foo": 1}),
+            "since must be >= 0": msgpack.packb({"since": -1}),
+            "since must be an int, got bool": msgpack.packb({"since": True}),
+            "limit must be an int, got float": msgpack.packb({"limit": 2.5}),
+            f"(at most {REPLAY_REQUEST_MAX})": msgpack.packb({"since": 0, "limit": 5, "x": "y" * 5000}),
+            "not msgpack": b"\xc1",
+        }
+        for kind in (zmq.DEALER, zmq.REQ):
+            for reason, body in bad.items():
+                reply = ask(kind, body)
+                assert reason in reply.get("error", ""), (reason, reply)
+        # A REQ client still gets answers after its bad requests: its envelope was kept every time.
+        assert seqs(ask(zmq.REQ, msgpack.packb({"since": 29}))) == [30]
+        assert server.bad_requests == 2 * len(bad) and server.requests == 11
+    finally:
+        for c in clients.values():
+            c.close(0)
+        server.close(0)
+        ctx.term()
+        log.close()

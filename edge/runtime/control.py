@@ -124,7 +124,8 @@ class NodeStats:
     p99_ms: float = _stat(0.0, "ms of process() per message, over the last 1024")
     dropped_in: int = _stat(unit="messages dropped or missing (seq gaps) on the inputs", counter=True)
     dropped_out: int = _stat(unit="messages dropped by full output queues", counter=True)
-    foreign: int = _stat(unit="messages rejected (other schema, too large, undecodable; inputs and control)")
+    foreign: int = _stat(unit="messages rejected (other schema, too large, undecodable): inputs, control, "
+                              "the node's own endpoints (replay)")
     errors: int = _stat(unit="process() calls that raised", counter=True)
 
     def to_dict(self) -> dict[str, Any]:

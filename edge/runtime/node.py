@@ -159,6 +159,11 @@ class Node:
     def teardown(self) -> None:
         """Release resources; always called, also on SIGTERM."""
 
+    def rejected(self) -> int:
+        """Requests refused outside the graph's links (e.g. bad replay requests), counted in the node's
+        `foreign` stat with what its inputs rejected."""
+        return 0
+
     # -- services -------------------------------------------------------------------------------------
     @property
     def stopping(self) -> bool:

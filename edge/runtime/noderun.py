@@ -135,7 +135,8 @@ class NodeProcess:
             fps=(self.processed if self.inputs else sent) / elapsed, p50_ms=p50, p99_ms=p99,
             dropped_in=sum(i.dropped + i.gaps for _, i in self.inputs),
             dropped_out=sum(o.dropped for o in self.outputs.values()),
-            foreign=sum(i.foreign for _, i in self.inputs) + self.control_dropped, errors=self.errors,
+            foreign=sum(i.foreign for _, i in self.inputs) + self.control_dropped + self.node.rejected(),
+            errors=self.errors,
         ).to_dict()
 
     def _maybe_stats(self) -> None:
