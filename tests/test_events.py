@@ -12,8 +12,8 @@ import msgpack
 import pytest
 import zmq
 
-from edge.runtime.messages import EVENT_FIELDS, Message
 from edge.events.log import EventLog
+from edge.runtime.messages import EVENT_FIELDS, Message
 from edge.runtime.transport import REPLAY_REQUEST_MAX, EventClient, EventServer
 from nodes.events import EventsSink
 
