@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from edge.errors import UserError
 from edge.events.format import format_event
@@ -31,15 +32,20 @@ class EventsSink(Node):
         "keys": Param(Path, None, "CURVE key dir; required to bind a non-loopback address"),
     }
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        for key in ("pub", "replay"):
+            if not is_loopback(params[key]) and not params["keys"]:
+                raise UserError(f"param {key!r}: {params[key]} is not loopback: set the `keys` param "
+                                "(facesleuth keys generate DIR)")
+
     def setup(self) -> None:
+        self.check_params(vars(self.p))
         curve = None
         if self.p.keys:
             from edge.runtime.keys import load_curve
 
             curve = load_curve(self.p.keys)
-        for ep in (self.p.pub, self.p.replay):
-            if not is_loopback(ep) and curve is None:
-                raise UserError(f"{ep} is not loopback: set the `keys` param (facesleuth keys generate DIR)")
         self.log_db = EventLog(self.p.db)
         self.ctx = context()
         self.server = EventServer(self.ctx, self.p.pub, self.p.replay, self.log_db.since,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import psutil
 import pytest
 from fs_testnodes import digest, make_arrays
 
-from edge.runtime.stats import COLUMNS
+from edge.errors import UserError
+from edge.runtime.stats import COLUMNS, find_run_dir
 
 
 def _records(path: Path) -> list[dict]:
@@ -203,3 +205,49 @@ def test_stats_and_subscribe_on_a_running_graph(run_graph, tmp_path, plugin_env)
     for cmd in (["stats", "--once"], ["subscribe", "cam.frames"]):
         r = subprocess.run([*cli, *cmd], capture_output=True, text=True, env=env, timeout=30)
         assert r.returncode == 2 and "no running graph" in r.stderr, r.stderr
+
+
+def test_a_killed_runner_leaves_a_run_that_stats_and_subscribe_refuse_and_the_next_run_removes(
+        run_graph, tmp_path, write_graph):
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: cam, type: test_arrays, params: {{count: 0, fps: 20, height: 8, width: 8}}}}
+      - {{name: rec, type: test_record, params: {{path: {out}}}}}
+    connections: [cam.frames -> rec.messages]
+    """)
+    g.wait_for(lambda: len(_records(out)) >= 2, what="frames")
+    run_dir = g.run_dir()
+    specs = {p.name: p.stat().st_mode & 0o777 for p in run_dir.glob("*.json") if p.name != "endpoints.json"}
+    assert specs == {"cam.json": 0o600, "rec.json": 0o600}
+    assert run_dir.stat().st_mode & 0o077 == 0
+    cli = [sys.executable, "-m", "edge"]
+    tap = subprocess.Popen([*cli, "subscribe", "cam.frames"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=g.env)
+    try:
+        assert select.select([tap.stdout], [], [], 20)[0], "the tap printed nothing"
+        assert tap.stdout.readline().startswith("cam.frames frame")
+        runner = g.proc.pid
+        os.kill(runner, signal.SIGKILL)
+        g.proc.wait(10)
+        _, tap_err = tap.communicate(timeout=15)  # a tap waiting on the dead graph ends by itself
+    finally:
+        tap.kill()
+    assert tap.returncode == 1 and f"its runner (pid {runner}) is gone" in tap_err, tap_err
+    assert run_dir.is_dir() and (g.runs_root / "latest").is_symlink()  # what SIGKILL leaves
+    r = subprocess.run([*cli, "subscribe", "cam.frames"], capture_output=True, text=True, env=g.env, timeout=30)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"is not running (its runner, pid {runner}, is gone)" in r.stderr
+    with pytest.raises(UserError, match="is not running"):  # what `facesleuth stats` resolves the run with
+        find_run_dir(run_dir)
+    short = write_graph(f"""
+    nodes:
+      - {{name: cam, type: test_arrays, params: {{count: 3, height: 8, width: 8}}}}
+      - {{name: rec, type: test_record, params: {{path: {tmp_path / 'second.jsonl'}}}}}
+    connections: [cam.frames -> rec.messages]
+    """, "second.yaml")
+    r = subprocess.run([*cli, "run", str(short)], capture_output=True, text=True, env=g.env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "removed the run directory of a runner that is gone" in r.stderr
+    assert not run_dir.exists() and not (g.runs_root / "latest").is_symlink()
+    assert list(g.runs_root.iterdir()) == []

@@ -196,7 +196,13 @@ class Node:
                 raise UserError(f"missing required param {key!r} ({spec.description})")
             else:
                 out[key] = spec.default
+        cls.check_params(out)
         return out
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Refuse (UserError) a combination of resolved params that setup() would refuse, e.g. a public
+        endpoint without keys, so that `graph validate` refuses it too. setup() calls it as well."""
 
     @classmethod
     def for_test(cls, name: str = "test", params: dict[str, Any] | None = None) -> Node:

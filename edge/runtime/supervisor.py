@@ -12,6 +12,10 @@
 - Stop (SIGINT/SIGTERM, --duration, or every stream ended): `stop` on the control channel and SIGINT,
   then SIGTERM after 2 s, SIGKILL after 3.5 s: done within 5 s. Each exit is logged with node, pid, code.
   The run directory (ipc files) is removed. Nodes also die with the runner (PR_SET_PDEATHSIG).
+- Leftovers: node specs (which may hold CURVE secrets) are written 0600 in the 0700 run directory. A
+  runner killed with SIGKILL cannot clean up: its run directory names its pid and start time
+  (endpoints.json), and the next run removes the directories of runners that are gone (and `latest`
+  if it points at one); `stats` and `subscribe` refuse them with one line.
 - Exit code: 0 when every node ended cleanly, 1 when a node failed for good, 130 on Ctrl-C.
 """
 
@@ -62,6 +66,62 @@ def runs_root() -> Path:
     return Path(tempfile.gettempdir()) / f"facesleuth-{os.getuid()}"
 
 
+def _start_time(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot; Linux), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def supervisor_alive(info: dict[str, Any]) -> bool:
+    """Whether the runner that wrote the endpoints.json map `info` still runs (same pid, same start time)."""
+    pid = info.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process has the pid now; the start time decides
+    started = info.get("started")
+    return started is None or _start_time(pid) in (None, started)
+
+
+def clean_stale_runs(root: Path) -> list[Path]:
+    """Remove the run directories under `root` whose runner is gone, and a `latest` link that points at
+    no run; returns the directories removed."""
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for d in entries:
+        if d.is_symlink() or not d.is_dir():
+            continue
+        try:
+            info = json.loads((d / "endpoints.json").read_text())
+        except (OSError, ValueError):
+            continue  # a runner between mkdtemp and its first write, or not ours: left alone
+        if isinstance(info, dict) and not supervisor_alive(info):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+            log.info("removed the run directory of a runner that is gone: %s (graph %s, pid %s)",
+                     d, info.get("graph"), info.get("pid"))
+    latest = root / "latest"
+    if latest.is_symlink() and not latest.exists():
+        latest.unlink(missing_ok=True)
+    return removed
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable by this user only (0600 from the start: no window at 0644)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def _free_tcp_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -92,7 +152,8 @@ class Supervisor:
         self.graph = graph
         self.log_level = log_level
         root = runs_root()
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        clean_stale_runs(root)
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"{graph.name[:16]}-", dir=root))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
@@ -152,11 +213,12 @@ class Supervisor:
                 if curve else None,
             }
             path = self.run_dir / f"{n.name}.json"
-            path.write_text(json.dumps(spec, indent=1, default=str))
+            _write_private(path, json.dumps(spec, indent=1, default=str))
             self.children[n.name] = Child(n.name, path, n.restart.policy, n.restart.max_restarts,
                                           n.restart.backoff_s, n.cls.is_source())
         (self.run_dir / "endpoints.json").write_text(json.dumps(
-            {"graph": g.name, "pid": os.getpid(), "control": self.control_ep, "stats": self.stats_ep,
+            {"graph": g.name, "pid": os.getpid(), "started": _start_time(os.getpid()),
+             "control": self.control_ep, "stats": self.stats_ep,
              "ports": self.endpoints, "keys": str(g.keys) if g.keys else None}, indent=1))
         latest = runs_root() / "latest"
         try:

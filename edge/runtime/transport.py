@@ -134,9 +134,12 @@ def ipc_endpoint(run_dir: str | Path, name: str) -> str:
 
 
 def is_loopback(endpoint: str) -> bool:
-    """True for ipc/inproc endpoints and tcp on 127.0.0.0/8, ::1 or localhost."""
-    if not endpoint.startswith("tcp://"):
+    """True for ipc/inproc endpoints and tcp on 127.0.0.0/8, ::1 or localhost; False for every other
+    transport (tipc, pgm, epgm, udp, ws, vmci reach other hosts)."""
+    if endpoint.startswith(("ipc://", "inproc://")):
         return True
+    if not endpoint.startswith("tcp://"):
+        return False
     host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
