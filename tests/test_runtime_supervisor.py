@@ -7,6 +7,7 @@ import json
 import os
 import select
 import signal
+import socket as pysocket
 import subprocess
 import sys
 import time
@@ -251,3 +252,53 @@ def test_a_killed_runner_leaves_a_run_that_stats_and_subscribe_refuse_and_the_ne
     assert "removed the run directory of a runner that is gone" in r.stderr
     assert not run_dir.exists() and not (g.runs_root / "latest").is_symlink()
     assert list(g.runs_root.iterdir()) == []
+
+
+def test_bad_input_is_exit_2_in_one_line_and_not_retried(run_graph, tmp_path):
+    """A log that is not SQLite, and a pinned endpoint that another program holds: setup refuses, the
+    node is not restarted (the same input fails the same way), the run exits 2, no traceback."""
+    (tmp_path / "junk.db").write_bytes(b"this is no database\n" * 20)
+    retry = "restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.1}"
+    bad_log = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_events, params: {{count: 3}}}}
+      - {{name: ev, type: events, params: {{db: {tmp_path / 'junk.db'}, print: false, pub: "ipc://{tmp_path}/p",
+          replay: "ipc://{tmp_path}/r"}}, {retry}}}
+    connections: [src.events -> ev.events]
+    """)
+    with pysocket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        pinned = run_graph(f"""
+        nodes:
+          - {{name: src, type: test_arrays, endpoints: {{frames: "tcp://127.0.0.1:{port}"}}, {retry}}}
+          - {{name: rec, type: test_record, params: {{path: {tmp_path / 'r.jsonl'}}}}}
+        connections: [src.frames -> rec.messages]
+        """)
+        codes = (bad_log.wait(30), pinned.wait(30))
+    for g, code, node, reason in ((bad_log, codes[0], "ev", "not an SQLite database"),
+                                  (pinned, codes[1], "src", f"cannot bind tcp://127.0.0.1:{port}")):
+        assert code == 2, g.describe()
+        err = g.stderr()
+        assert err.count(f"started {node} (pid") == 1 and "restart 1/" not in err, g.describe()
+        errors = [line for line in err.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and reason in errors[0] and "Traceback" not in err, g.describe()  # one line
+        first = g.stdout().splitlines()[0]
+        assert first.startswith("graph graph") and reason in first and "not retried" in first, first
+        row = next(line for line in g.stdout().splitlines() if line.strip().startswith(f"{node} "))
+        assert row.split()[1:4] == ["FAILED", "2", "0"], row
+
+
+def test_a_graph_stopped_while_its_nodes_import_stops_without_a_traceback(run_graph, tmp_path):
+    g = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_arrays, params: {{count: 0, fps: 10}}}}
+      - {{name: mid, type: test_relay}}
+      - {{name: rec, type: test_record, params: {{path: {tmp_path / 'r.jsonl'}}}}}
+    connections: [src.frames -> mid.frames, mid.frames -> rec.messages]
+    """)
+    g.wait_for(lambda: "started rec" in g.stderr(), what="the nodes started")  # now importing
+    code, elapsed = g.stop(10)
+    assert code == 0 and elapsed < 5, g.describe()
+    assert "Traceback" not in g.stderr() and "KeyboardInterrupt" not in g.stderr(), g.describe()

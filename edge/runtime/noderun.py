@@ -12,25 +12,36 @@ The control protocol (a DEALER to the supervisor's ROUTER) and the stats record 
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import signal
-import sys
-import time
-from collections import deque
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import zmq
 
-from edge.errors import FacesleuthError
-from edge.runtime.control import CONTROL_ID_ENV, ControlError, NodeStats, Op, encode, parse
-from edge.runtime.messages import Message
-from edge.runtime.node import Node, get_node_class
-from edge.runtime.sync import InputSync, deliver
-from edge.runtime.transport import LATEST_HWM, Curve, Input, Output, context, new_poller
+def _exit_before_main(signum: int, frame: object) -> None:
+    """A stop while this module still imports (numpy, zmq: a second or more on a busy device): nothing is
+    set up yet, so leave at once and quietly (Python's own SIGINT handler would print a traceback)."""
+    os._exit(128 + signum)
+
+
+signal.signal(signal.SIGINT, _exit_before_main)
+signal.signal(signal.SIGTERM, _exit_before_main)
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import zmq  # noqa: E402
+
+from edge.errors import FacesleuthError  # noqa: E402
+from edge.runtime.control import CONTROL_ID_ENV, ControlError, NodeStats, Op, encode, parse  # noqa: E402
+from edge.runtime.messages import Message  # noqa: E402
+from edge.runtime.node import Node, get_node_class  # noqa: E402
+from edge.runtime.sync import InputSync, deliver  # noqa: E402
+from edge.runtime.transport import LATEST_HWM, Curve, Input, Output, context, new_poller  # noqa: E402
 
 STATS_PERIOD_S = 1.0
 READY_TIMEOUT_S = 20.0
@@ -62,6 +73,18 @@ class NodeProcess:
         self.stop_requested = False
         self.in_setup = False  # a stop signal during setup (model loading, camera opening) exits at once
         self.ctx = context()
+        try:
+            self._build(spec)
+        except FacesleuthError as e:  # e.g. a pinned endpoint in use: the supervisor hears why
+            if hasattr(self, "control"):
+                self._send_control(Op.FAILED, reason=str(e))
+            self.ctx.destroy()  # each socket's own linger: the control socket's lets the report out
+            raise
+        except BaseException:
+            self.ctx.destroy(0)
+            raise
+
+    def _build(self, spec: dict[str, Any]) -> None:
         self.control = self.ctx.socket(zmq.DEALER)
         self.control.linger = 1000
         # NAME/TOKEN from the supervisor (a new token per spawn); the bare name when run by hand

@@ -16,7 +16,10 @@
   runner killed with SIGKILL cannot clean up: its run directory names its pid and start time
   (endpoints.json), and the next run removes the directories of runners that are gone (and `latest`
   if it points at one); `stats` and `subscribe` refuse them with one line.
-- Exit code: 0 when every node ended cleanly, 1 when a node failed for good, 130 on Ctrl-C.
+- Bad input: a node whose setup failed with a UserError (missing or corrupt video, model or event log;
+  a pinned endpoint in use) exits 2. It is not restarted: the same input would fail the same way.
+- Exit code: 0 when every node ended cleanly, 2 when a node failed on bad input, 1 when a node failed
+  for good otherwise, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from edge.errors import EXIT_BAD_INPUT
 from edge.runtime.control import (
     CONTROL_ID_ENV,
     MAX_CONTROL_BYTES,
@@ -141,8 +145,11 @@ class Child:
     restarts: int = 0
     restart_at: float | None = None
     ready: bool = False
+    heard: bool = False  # this process has sent a valid control message (it is past Python's start-up)
     ended: bool = False  # reported end of stream
     failed: bool = False  # failed for good
+    bad_input: bool = False  # its setup refused its input (exit 2): never restarted
+    reason: str = ""  # its last `failed` report
     exit_codes: list[int] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # its last report (a NodeStats wire map)
 
@@ -234,7 +241,7 @@ class Supervisor:
         env = {**os.environ, CONTROL_ID_ENV: c.ident.decode()}
         c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)],
                                   start_new_session=True, env=env)
-        c.ready = False
+        c.ready = c.heard = False
         c.restart_at = None
         log.info("started %s (pid %d)", c.name, c.proc.pid)
 
@@ -272,6 +279,7 @@ class Supervisor:
         if len(parts) != 2:
             raise ControlError(f"{len(parts) - 1} frames, expected 1")
         op, msg = parse(parts[1])
+        c.heard = True
         if op is Op.READY:
             c.ready = True
             if c.is_source and self.started_sources:
@@ -283,7 +291,8 @@ class Supervisor:
                 log.info("%s: end of stream", c.name)
                 self._relay_eos(c.name)
         elif op is Op.FAILED:
-            log.error("%s: %s", c.name, msg["reason"])
+            c.reason = msg["reason"]
+            log.debug("%s: %s", c.name, c.reason)  # the node has logged it
         else:
             raise ControlError(f"{op.value} is not a node -> supervisor op")
 
@@ -313,6 +322,9 @@ class Supervisor:
                     self._relay_eos(c.name)
             elif self.stop_reason:
                 pass  # stopping: an exit forced by the shutdown is no failure
+            elif code == EXIT_BAD_INPUT:
+                c.failed = c.bad_input = True
+                self.stop_reason = f"{c.name}: {c.reason or 'bad input'} (exit code 2, not retried)"
             elif c.restart_policy == "on-failure" and c.restarts < c.max_restarts:
                 c.restarts += 1
                 delay = c.backoff_s * (2 ** (c.restarts - 1))
@@ -371,6 +383,8 @@ class Supervisor:
                 signal.signal(s, h)
             self.close()
         print(self.summary(), flush=True)
+        if any(c.bad_input for c in self.children.values()):
+            return EXIT_BAD_INPUT
         if any(c.failed for c in self.children.values()):
             return 1
         return 130 if interrupted else 0
@@ -380,7 +394,9 @@ class Supervisor:
         live = [c for c in self.children.values() if c.proc is not None]
         for c in live:
             self._send(c.name, Op.STOP)
-            _signal(c.proc, signal.SIGINT)
+            # A process not heard from may still be in Python's start-up, where SIGINT prints a
+            # KeyboardInterrupt traceback; SIGTERM ends it quietly there, and later means the same as SIGINT.
+            _signal(c.proc, signal.SIGINT if c.heard else signal.SIGTERM)
         for sig, wait_s in ((signal.SIGTERM, STOP_SIGINT_S), (signal.SIGKILL, STOP_SIGTERM_S)):
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and any(c.proc.poll() is None for c in live):

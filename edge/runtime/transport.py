@@ -179,6 +179,14 @@ def _socket(ctx: zmq.Context, kind: int, max_msg_bytes: int, curve: Curve | None
     return s
 
 
+def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
+    """bind, or a UserError naming the endpoint (e.g. a pinned one that another program holds)."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        raise UserError(f"{what}: cannot bind {endpoint}: {e}") from None
+
+
 # --------------------------------------------------------------------------------------------- output
 
 
@@ -202,13 +210,17 @@ class Output:
         # drop for every subscriber. Without it each subscriber has its own small queue; what a slow
         # one misses shows up as sequence gaps it counts (Input.gaps).
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every (re)subscription, for readiness
-        self.pub.bind(pub_endpoint)
         self.pushes = []
-        for ep, queue in push_endpoints:
-            s = _socket(ctx, zmq.PUSH, max_msg_bytes, curve, server=True)
-            s.sndhwm = max(1, int(queue))
-            s.bind(ep)
-            self.pushes.append(s)
+        try:
+            _bind(self.pub, pub_endpoint, topic)
+            for ep, queue in push_endpoints:
+                s = _socket(ctx, zmq.PUSH, max_msg_bytes, curve, server=True)
+                self.pushes.append(s)
+                s.sndhwm = max(1, int(queue))
+                _bind(s, ep, topic)
+        except UserError:
+            self.close(0)
+            raise
         self.max_msg_bytes = max_msg_bytes
         self.subscriptions = 0
         self.sent = 0
@@ -432,13 +444,13 @@ class EventServer:
         self.pub = _socket(ctx, zmq.PUB, DEFAULT_MAX_MSG_BYTES, curve, server=True)
         self.pub.sndhwm = 10000
         self._replay = _socket(ctx, zmq.ROUTER, max(_REPLAY_HARD_MAX, max_request_bytes + 64), curve, server=True)
-        for sock, ep in ((self.pub, pub_endpoint), (self._replay, replay_endpoint)):
-            try:
-                sock.bind(ep)
-            except zmq.ZMQError as e:
-                self.pub.close(0)
-                self._replay.close(0)
-                raise UserError(f"cannot bind {ep}: {e}") from None
+        try:
+            _bind(self.pub, pub_endpoint, "mer.event")
+            _bind(self._replay, replay_endpoint, "replay")
+        except UserError:
+            self.pub.close(0)
+            self._replay.close(0)
+            raise
         self._since, self._last_seq = since, last_seq
         self.max_request_bytes, self.max_limit = max_request_bytes, max_limit
         self.requests = 0
