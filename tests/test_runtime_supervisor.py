@@ -302,3 +302,35 @@ def test_a_graph_stopped_while_its_nodes_import_stops_without_a_traceback(run_gr
     code, elapsed = g.stop(10)
     assert code == 0 and elapsed < 5, g.describe()
     assert "Traceback" not in g.stderr() and "KeyboardInterrupt" not in g.stderr(), g.describe()
+
+
+def test_a_consumer_restarted_after_its_producer_ended_is_told_and_the_batch_job_ends(run_graph, tmp_path):
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_arrays, params: {{count: 20, height: 8, width: 8}}}}
+      - name: rec
+        type: test_record
+        params: {{path: {out}, delay_s: 0.2}}
+        restart: {{policy: on-failure, max_restarts: 1, backoff_s: 0.2}}
+    connections: [{{from: src.frames, to: rec.messages, delivery: lossless, queue: 50}}]
+    """)
+    g.wait_for(lambda: "src: end of stream" in g.stderr() and _records(out), what="the source's end")
+    first = g.node_pids()["rec"]
+    os.kill(first, signal.SIGKILL)  # busy with the source's tail, which dies with it (issue: acks)
+    assert g.wait(20) == 0, g.describe()  # the new rec heard that src had ended, drained and ended
+    assert "every stream ended" in g.stdout() and "restart 1/1" in g.stderr(), g.describe()
+    assert len({r["pid"] for r in _records(out)}) == 1  # nothing reached the new process: src was gone
+
+
+def test_a_node_failing_the_same_way_on_every_message_fails_instead_of_spinning(run_graph):
+    g = run_graph("""
+    nodes:
+      - {name: src, type: test_arrays, params: {count: 0, fps: 0, height: 8, width: 8}}
+      - {name: bad, type: test_fail}
+    connections: [src.frames -> bad.messages]
+    """)
+    assert g.wait(20) == 1, g.describe()
+    assert "failed on 100 messages in a row, the same way each time (ValueError: cannot handle frame" in g.stderr()
+    row = next(line for line in g.stdout().splitlines() if line.strip().startswith("bad "))
+    assert row.split()[1:3] == ["FAILED", "1"] and int(row.split()[-1]) == 100, row  # the errors column

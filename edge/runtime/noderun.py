@@ -47,6 +47,12 @@ STATS_PERIOD_S = 1.0
 READY_TIMEOUT_S = 20.0
 BATCH_MAX = 64  # messages handed to process_batch() at once (lossless inputs)
 DRAIN_QUIET_S = 0.2  # after every input ended: stop once nothing arrived for this long
+FAILING_STREAK_MAX = 100  # process() raising the same exception type this many times in a row: the node
+# is broken for this input (e.g. an allocation that can never succeed), not unlucky: it fails
+
+
+class Failing(FacesleuthError):
+    """process() failed the same way on every one of the last FAILING_STREAK_MAX messages."""
 
 
 class _Latency:
@@ -110,6 +116,7 @@ class NodeProcess:
         self.processed = 0
         self.errors = 0
         self.control_dropped = 0
+        self._streak: tuple[str, int] = ("", 0)  # exception type raised by the last process() calls, and how often
         self.latency = _Latency()
         self.t_start = time.monotonic()
         self._last_stats = 0.0
@@ -285,13 +292,22 @@ class NodeProcess:
     def _deliver(self, stage: str, msgs: list[Message]) -> None:
         try:
             deliver(self.node, stage, msgs)
+            self._streak = ("", 0)
+            return
         except FacesleuthError as e:
-            self.errors += 1
             self.log.error("%s", e)
+            error = e
         except Exception as e:  # a bug in one message must not take the stream down
-            self.errors += 1
             self.log.error("process() failed on %s: %s: %s", stage, type(e).__name__, e,
                            exc_info=self.log.isEnabledFor(logging.DEBUG))
+            error = e
+        self.errors += 1
+        kind = type(error).__name__
+        n = self._streak[1] + len(msgs) if self._streak[0] == kind else len(msgs)
+        self._streak = (kind, n)
+        if n >= FAILING_STREAK_MAX:
+            raise Failing(f"process() failed on {n} messages in a row, the same way each time "
+                          f"({kind}: {error}): giving up")
 
 
 def _die_with_parent() -> None:

@@ -8,7 +8,8 @@
 - Readiness: a node reports `ready` once all its expected subscribers are attached; sources get `start`
   only when every node is ready, so nothing is lost to slow joiners.
 - Restart: per node, `never` or `on-failure` (max_restarts, backoff_s). Waiting for a restart never blocks
-  shutdown: it is a deadline checked by the main loop.
+  shutdown: it is a deadline checked by the main loop. A node restarted after a producer of its has
+  ended is told so when it is ready (upstream_eos), so it drains and ends instead of waiting forever.
 - Stop (SIGINT/SIGTERM, --duration, or every stream ended): `stop` on the control channel and SIGINT,
   then SIGTERM after 2 s, SIGKILL after 3.5 s: done within 5 s. Each exit is logged with node, pid, code.
   The run directory (ipc files) is removed. Nodes also die with the runner (PR_SET_PDEATHSIG).
@@ -284,6 +285,9 @@ class Supervisor:
             c.ready = True
             if c.is_source and self.started_sources:
                 self._send(c.name, Op.START)  # a restarted source
+            for src in sorted({lk.src for lk in self.graph.links if lk.dst == c.name}):
+                if self.children[src].ended:  # a restarted consumer: its producer ended before it came
+                    self._send(c.name, Op.UPSTREAM_EOS, node=src)
         elif op in (Op.STATS, Op.EOS):
             c.stats.update(msg.get("stats") or {})
             if op is Op.EOS and not c.ended:
