@@ -35,6 +35,7 @@ import msgpack
 STATS_TOPIC = b"stats"
 MAX_CONTROL_BYTES = 64 * 1024  # a stats report is ~300 bytes; larger messages are refused by libzmq
 CONTROL_ID_ENV = "FACESLEUTH_CONTROL_ID"
+RESTARTS_ENV = "FACESLEUTH_RESTARTS"  # how often the supervisor has restarted this node (Node.run_info["restarts"])
 
 
 class Op(str, Enum):  # not StrEnum: Python 3.10 (JetPack 6) has none

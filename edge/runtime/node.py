@@ -117,8 +117,9 @@ class Node:
     # merged into frame order; within a frame, stages ranked by `input_order`, default the inputs' order).
     input_sync: ClassVar[str] = "arrival"
     input_order: ClassVar[tuple[str, ...]] = ()
-    # Set by the runner before setup(): the graph's name, the supervisor's stats endpoint and the input
-    # ports that are connected ("inputs"; absent in tests: take every declared input as connected).
+    # Set by the runner before setup(): the graph's name, the supervisor's stats endpoint, the input
+    # ports that are connected ("inputs"; absent in tests: take every declared input as connected) and
+    # how often this node has been restarted in this run ("restarts"; absent in tests: 0).
     run_info: dict[str, Any] = {}
 
     def __init__(self, name: str, params: dict[str, Any], emit: Callable[[str, Message], None],

@@ -37,7 +37,15 @@ import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
 from edge.errors import FacesleuthError  # noqa: E402
-from edge.runtime.control import CONTROL_ID_ENV, ControlError, NodeStats, Op, encode, parse  # noqa: E402
+from edge.runtime.control import (  # noqa: E402
+    CONTROL_ID_ENV,
+    RESTARTS_ENV,
+    ControlError,
+    NodeStats,
+    Op,
+    encode,
+    parse,
+)
 from edge.runtime.messages import Message  # noqa: E402
 from edge.runtime.node import Node, get_node_class  # noqa: E402
 from edge.runtime.sync import InputSync, deliver  # noqa: E402
@@ -124,7 +132,8 @@ class NodeProcess:
         cls = get_node_class(spec["type"])
         self.node: Node = cls(self.name, spec["params"], self._emit, lambda: self.stop_requested)
         self.node.run_info = {"graph": spec.get("graph", ""), "stats": spec.get("stats"),
-                              "inputs": sorted({port for port, _ in self.inputs})}  # the connected ones
+                              "inputs": sorted({port for port, _ in self.inputs}),  # the connected ones
+                              "restarts": int(os.environ.get(RESTARTS_ENV, "0"))}
         self.sync = InputSync(self.node)
 
     # -- control channel ------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from edge.errors import EXIT_BAD_INPUT
 from edge.runtime.control import (
     CONTROL_ID_ENV,
     MAX_CONTROL_BYTES,
+    RESTARTS_ENV,
     STATS_TOPIC,
     ControlError,
     NodeRecord,
@@ -239,7 +240,7 @@ class Supervisor:
     # -- processes ----------------------------------------------------------------------------------------
     def _spawn(self, c: Child) -> None:
         c.ident = f"{c.name}/{secrets.token_hex(8)}".encode()
-        env = {**os.environ, CONTROL_ID_ENV: c.ident.decode()}
+        env = {**os.environ, CONTROL_ID_ENV: c.ident.decode(), RESTARTS_ENV: str(c.restarts)}
         c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)],
                                   start_new_session=True, env=env)
         c.ready = c.heard = False
