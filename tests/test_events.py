@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import msgpack
 import pytest
 import zmq
+from conftest import need
 
+from edge.errors import NodeFailed
 from edge.events.log import EventLog
 from edge.runtime.messages import EVENT_FIELDS, Message
 from edge.runtime.transport import REPLAY_REQUEST_MAX, EventClient, EventServer
@@ -189,3 +195,75 @@ def test_replay_checks_every_field_clamps_the_limit_and_answers_req_and_dealer(t
         server.close(0)
         ctx.term()
         log.close()
+
+
+def _full_sink(tmp_path, retry_s: float) -> EventsSink:
+    """An events node whose log holds a few events and has no room for another (SQLite's page limit)."""
+    node = EventsSink.for_test("events", {"db": str(tmp_path / "ev.db"), "print": False, "write_retry_s": retry_s,
+                                          "pub": f"ipc://{tmp_path}/pub", "replay": f"ipc://{tmp_path}/replay"})
+    node.setup()
+    db = node.log_db._db
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        for i in range(1000):
+            node.log_db.append(dict(_event(i).meta))
+    return node
+
+
+def test_a_full_log_holds_the_stream_loudly_and_loses_nothing_once_writes_work_again(short_tmp, caplog):
+    node = _full_sink(short_tmp, retry_s=10)
+    stored = node.log_db.last_seq
+
+    def make_room() -> None:
+        time.sleep(0.4)
+        with node.log_db._lock:
+            node.log_db._db.execute("PRAGMA max_page_count = 100000")
+
+    room = threading.Thread(target=make_room)
+    room.start()
+    t0 = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING):
+            node.process("events", _event(99))  # waits for room, then stores it
+    finally:
+        room.join()
+    assert time.monotonic() - t0 >= 0.35
+    assert node.log_db.last_seq == stored + 1 and node.log_db.since(stored)[0]["onset"] == {"frame": 990}
+    assert [e for port, e in node.emitted if port == "stored"][0].meta["seq"] == stored + 1
+    failed = [r for r in caplog.records if "write failed" in r.getMessage()]
+    assert len(failed) == 1 and "full" in failed[0].getMessage()  # one line, not one per attempt
+    assert any("writes work again" in r.getMessage() for r in caplog.records)
+    node.teardown()
+
+
+def test_a_log_that_stays_full_fails_the_node_after_write_retry_s(short_tmp):
+    node = _full_sink(short_tmp, retry_s=0.3)
+    stored = node.log_db.last_seq
+    t0 = time.monotonic()
+    with pytest.raises(NodeFailed, match=r"writes failed for 0\.\d s .*full"):
+        node.process("events", _event(99))
+    assert 0.3 <= time.monotonic() - t0 < 3
+    assert node.log_db.last_seq == stored and not [p for p, _ in node.emitted if p == "stored"]
+    node.teardown()
+
+
+def test_a_run_whose_event_log_cannot_be_written_ends_non_zero(short_tmp, write_graph, plugin_env):
+    """A real graph under a file-size limit (RLIMIT_FSIZE, as a full disk: writes fail): the events node
+    holds the stream, says so once, gives up after write_retry_s; the run exits 1, not 0."""
+    need("prlimit", shutil.which("prlimit") is not None, "prlimit not installed (util-linux)")
+    graph = write_graph(f"""
+    nodes:
+      - {{name: src, type: test_events, params: {{count: 200, rate: 400}}}}
+      - {{name: ev, type: events, params: {{db: {short_tmp}/ev.db, print: false, write_retry_s: 0.5,
+          pub: "ipc://{short_tmp}/pub", replay: "ipc://{short_tmp}/replay"}}}}
+    connections: [src.events -> ev.events]
+    """)
+    r = subprocess.run(["prlimit", "--fsize=300000", sys.executable, "-m", "edge", "run", str(graph)],
+                       capture_output=True, text=True, timeout=60, env={**plugin_env, "TMPDIR": str(short_tmp)})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.count("write failed") == 1 and "holding the stream" in r.stderr, r.stderr
+    assert "ev failed for good (exit code 1): event log" in r.stdout and "writes failed for" in r.stdout
+    assert "Traceback" not in r.stderr
+    with EventLog(short_tmp / "ev.db", readonly=True) as log:
+        seqs = [e["seq"] for e in log.query()]
+    assert 0 < len(seqs) < 200 and seqs == list(range(1, len(seqs) + 1))

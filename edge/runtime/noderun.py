@@ -36,7 +36,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from edge.errors import FacesleuthError  # noqa: E402
+from edge.errors import FacesleuthError, NodeFailed  # noqa: E402
 from edge.runtime.control import (  # noqa: E402
     CONTROL_ID_ENV,
     RESTARTS_ENV,
@@ -59,7 +59,7 @@ FAILING_STREAK_MAX = 100  # process() raising the same exception type this many 
 # is broken for this input (e.g. an allocation that can never succeed), not unlucky: it fails
 
 
-class Failing(FacesleuthError):
+class Failing(NodeFailed):
     """process() failed the same way on every one of the last FAILING_STREAK_MAX messages."""
 
 
@@ -303,6 +303,8 @@ class NodeProcess:
             deliver(self.node, stage, msgs)
             self._streak = ("", 0)
             return
+        except NodeFailed:
+            raise
         except FacesleuthError as e:
             self.log.error("%s", e)
             error = e

@@ -244,6 +244,7 @@ class Supervisor:
         c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)],
                                   start_new_session=True, env=env)
         c.ready = c.heard = False
+        c.reason = ""
         c.restart_at = None
         log.info("started %s (pid %d)", c.name, c.proc.pid)
 
@@ -337,7 +338,8 @@ class Supervisor:
                 log.warning("%s: restart %d/%d in %.1f s", c.name, c.restarts, c.max_restarts, delay)
             else:
                 c.failed = True
-                self.stop_reason = self.stop_reason or f"{c.name} failed for good (exit code {code})"
+                self.stop_reason = self.stop_reason or f"{c.name} failed for good (exit code {code})" + (
+                    f": {c.reason}" if c.reason else "")
 
     def _publish_stats(self) -> None:
         nodes = {}
