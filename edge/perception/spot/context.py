@@ -19,8 +19,8 @@ features, and says which channels cannot carry an event at that frame (`muted`) 
   blink, not an expression. Only landmarks with lid points give openness worth this (not "eyes": its
   appearance measure also drops in head turns).
 - occluded ROIs: the ROI's warp residual (change its own flow cannot explain: edge.perception.spot.occlusion)
-  at or over `occlusion_k` times its usual, except the eyes during a closure and the mouth and chin while
-  talking (a lid over the eye and an open mouth are the face's own). Occluded ROIs' channels are muted.
+  at or over `occlusion_k` times its usual, except the eyes (the lid is the eye's own occluder) and the
+  mouth and chin while talking (an open mouth is the face's own). Occluded ROIs' channels are muted.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class ContextTracker:
             eye = float(np.mean(info.eye_open)) / self._open_level(float(np.mean(info.eye_open)), fps)
         shut = eye < p.eye_shut
         self._closure(frame, fps, eye, shut)
-        occluded = self._occluded(info, eye < OPEN_AGAIN or self.closure is not None, talking)
+        occluded = self._occluded(info, talking)
         muted = np.zeros(len(self.roi_of), bool)
         if talking:
             muted |= self.speech_channels
@@ -163,15 +163,18 @@ class ContextTracker:
             self.level = max(float(np.percentile(self.recent_eye, EYE_LEVEL_Q)), 1e-3)
         return self.level
 
-    def _occluded(self, info: FrameInfo | None, lids_down: bool, talking: bool) -> tuple[str, ...]:
+    def _occluded(self, info: FrameInfo | None, talking: bool) -> tuple[str, ...]:
         if info is None or info.occlusion is None:
             return ()
         out = []
         for r, score in zip(ROIS, info.occlusion, strict=False):
             if score < self.params.occlusion_k:
                 continue
-            if r.startswith("eye") and lids_down:
-                continue  # the lid over the eye (closing, shut or opening)
+            if r.startswith("eye"):
+                # The lid is the eye's own occluder: every blink moves it over the eye, also where the eye
+                # state misses the closure (a partial blink; no lid landmarks), and muting the eyes then
+                # leaves the dragged brows to pass for a micro-expression (docs/spotting.md).
+                continue
             if r in SPEECH_ROIS and talking:
                 continue  # the mouth opening
             out.append(r)
