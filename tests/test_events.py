@@ -100,14 +100,18 @@ def test_event_decodes_with_plain_msgpack_and_has_documented_fields(sink):
     time.sleep(0.3)
     msg = _event(0)
     msg.meta.update({"duration_s": 0.28, "intensity": 1.2, "box": [1.0, 2.0, 3.0, 4.0],
-                     "model": {"id": "m", "angles_deg": [88.0], "runtime": "torch"}, "rois": ["brow_left"]})
+                     "model": {"id": "m", "angles_deg": [88.0], "runtime": "torch"}, "rois": ["brow_left"],
+                     "context": {"talking": True, "blink_near": False, "occluded": ["chin"],
+                                 "muted": ["mouth_left", "mouth_right", "chin"], "head_pose": [3.5, None, -1.0]}})
     node.process("events", msg)
     assert sub.poll(3000)
     topic, body = sub.recv_multipart()
     ev = msgpack.unpackb(body)  # no project code involved
     assert topic == b"mer.event"
     assert set(EVENT_FIELDS) <= set(ev), set(EVENT_FIELDS) - set(ev)
-    assert ev["schema"] == 1 and ev["seq"] == 1 and ev["clock"] == "live" and ev["latency_ms"] >= 0
+    assert ev["schema"] == 2 and ev["seq"] == 1 and ev["clock"] == "live" and ev["latency_ms"] >= 0
+    assert ev["context"] == {"talking": True, "blink_near": False, "occluded": ["chin"],
+                             "muted": ["mouth_left", "mouth_right", "chin"], "head_pose": [3.5, None, -1.0]}
     sub.close()
     ctx.term()
 
