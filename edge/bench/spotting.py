@@ -310,6 +310,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nuisances", action="store_true",
                         help="also the real-face nuisance rows: speech, full blinks, occluders, restless head, small "
                              "faces, video codecs (about as long again as the default run)")
+    parser.add_argument("--nuisances-only", action="store_true",
+                        help="only the nuisance rows (each has its baseline columns), not the plain suite")
     parser.add_argument("--distractor-minutes", type=float, default=0.0, metavar="MIN",
                         help="at least this many minutes of distractor-only clips, over the noise levels "
                              "(the false-event target is per 10 minutes; default: 2 clips per level)")
@@ -329,6 +331,8 @@ def main(args: argparse.Namespace) -> int:
     n_distr = max(n_distr, math.ceil(args.distractor_minutes * 60 / dur / len(NOISE)))
     conds = [(a, s) for s in NOISE for a in AMPLITUDES]
     n_clips = (len(conds) + len(WEBCAM_AMPLITUDES)) * clips_per + n_distr * len(NOISE)
+    if args.nuisances_only:
+        args.nuisances, conds, n_distr, n_clips = True, [], 0, 0
     total_frames = int(round(30 * dur)) * n_clips
     if args.nuisances:
         total_frames += nuisance_frames(clips_per, dur)
@@ -343,11 +347,11 @@ def main(args: argparse.Namespace) -> int:
             clips = [extract(make_video(a, s, args.seed + 100 * c, dur), args.lag, args.backend, progress=prog,
                              keep_crops=labels) for c in range(clips_per)]
             suites.append(("micro+distractors", a, s, clips))
-        for s in NOISE:
+        for s in NOISE if n_distr else ():
             clips = [extract(make_video(None, s, args.seed + 7 + 100 * c, dur, distractors_only=True), args.lag,
                              args.backend, progress=prog) for c in range(n_distr)]
             suites.append(("distractors only", None, s, clips))
-        for a in WEBCAM_AMPLITUDES:
+        for a in WEBCAM_AMPLITUDES if not args.nuisances_only else ():
             clips = [extract(make_video(a, None, args.seed + 13 + 100 * c, dur, preset="webcam30"), args.lag,
                              args.backend, progress=prog, keep_crops=labels) for c in range(clips_per)]
             suites.append(("webcam30 (held out)", a, 4.0, clips))
