@@ -95,3 +95,24 @@ def test_occlusion_scores_mute_their_rois():
     assert not [i for i in out if i.kind == "micro" and not i.discarded]
     clear = {k: dataclasses.replace(v, occlusion=(1.0,) * 9) for k, v in info.items()}
     assert [i.kind for i in spot(fl, info=clear) if not i.discarded] == ["micro"]
+
+
+def test_a_textured_patch_sliding_over_the_mouth_is_discarded_as_occlusion():
+    """The whole path (face, flow and spot nodes in one process): a plain textured object slides over the
+    mouth of a synthetic face, rests and slides out; its motion is no micro event, and the interval it
+    starts is discarded with the occlusion as its reason."""
+    from edge.bench.clips import extract, spot_clip
+    from edge.bench.real import overlaps
+    from edge.data.synth import SyntheticVideo
+
+    video = SyntheticVideo("edge60", seed=5, duration_s=5.0, fps=30.0, random_events=False,
+                           script=[{"t": 1.6, "kind": "occluder", "target": "mouth", "shape": "object",
+                                    "duration_s": 2.0, "rest_s": 0.6}],
+                           overrides={"head_turns_per_min": 0.0, "blinks_per_min": 0.0, "noise_sigma": 1.0})
+    (patch,) = video.truth
+    out = spot_clip(extract(video, baseline=False), SpotParams())
+    assert not [iv for iv in out if iv.kind == "micro" and not iv.discarded
+                and overlaps(iv.onset, iv.offset, patch["onset"], patch["offset"])]
+    occluded = [iv for iv in out if iv.discarded.startswith("occluded:")]
+    assert occluded and overlaps(occluded[0].onset, occluded[0].offset, patch["onset"], patch["offset"])
+    assert occluded[0].context["occluded"]
