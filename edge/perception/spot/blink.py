@@ -7,6 +7,7 @@ knows when the eyes were shut, so the interval comes from the eye openness curve
 from __future__ import annotations
 
 from edge.perception.spot.context import Closure
+from edge.perception.spot.describe import interval_context
 from edge.perception.spot.records import FrameRecord, History, Interval
 
 
@@ -24,12 +25,8 @@ def blink_interval(track_id: int, c: Closure, history: History) -> Interval:
     if on is None or apex is None or off is None:  # the history holds every frame of the last seconds
         return Interval(track_id, "blink", c.start, c.deepest, c.end, 0, 0, 0, discarded="frames not kept")
     reason = "in progress when the track started" if c.start < 0 else ""
-    context = {"talking": any(g.context is not None and g.context.talking for g in history.frames
-                              if on.frame <= g.frame <= off.frame),
-               "eye_open_min": round(c.lowest, 3)}
-    pose = apex.context.head_pose if apex.context is not None else None
-    if pose is not None:
-        context["head_pose"] = [round(v, 1) for v in pose]
+    during = [g for g in history.frames if on.frame <= g.frame <= off.frame]
+    context = {**interval_context(during, apex, [], True), "eye_open_min": round(c.lowest, 3)}
     return Interval(track_id, "blink", on.frame, apex.frame, off.frame, on.t_mono_ns, apex.t_mono_ns,
                     off.t_mono_ns, on.t_wall_ns, apex.t_wall_ns, off.t_wall_ns, 0.0, 0.0,
                     ["eye_left", "eye_right"], reason, context)

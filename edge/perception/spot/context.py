@@ -38,7 +38,6 @@ from edge.perception.spot.records import FrameInfo
 
 SPEECH_ROIS = ("mouth_left", "mouth_right", "chin")  # what the jaw and lips move when talking
 SPEECH_PAIRS = ("mouth",)
-EYE_REGION = ("brow_left", "brow_right", "eye_left", "eye_right")  # what a blink moves (lids drag brows)
 NO_LIDS = ("eyes", "")  # landmark sources whose eye openness cannot tell a blink (module docstring)
 OPEN_AGAIN = 0.85  # eye openness back over this (of the last second's open level): a closure's edges
 EYE_LEVEL_Q = 75.0  # percentile of the last second's openness taken as its open level

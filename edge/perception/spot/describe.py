@@ -175,7 +175,7 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
     if not reason and kind == "micro" and top > p.micro_max_px:
         reason = (f"peak displacement {top:.1f} crop px > micro_max_px {p.micro_max_px}: larger than a "
                   "micro-expression moves")
-    context = _context(during, apex, [names[r] for r in np.flatnonzero(muted)], closure is not None)
+    context = interval_context(during, apex, [names[r] for r in np.flatnonzero(muted)], closure is not None)
     return Interval(ctx.track_id, kind, on.frame, apex.frame, off.frame, on.t_mono_ns, apex.t_mono_ns,
                     off.t_mono_ns, on.t_wall_ns, apex.t_wall_ns, off.t_wall_ns, m.score, top, rois, reason,
                     context)
@@ -189,7 +189,7 @@ def muted_reason(during: Sequence[FrameRecord]) -> str:
     return "talking: only the mouth and chin moved"
 
 
-def _context(during: Sequence[FrameRecord], apex: FrameRecord, muted: list[str], blink_near: bool) -> dict:
+def interval_context(during: Sequence[FrameRecord], apex: FrameRecord, muted: list[str], blink_near: bool) -> dict:
     """An interval's context (Interval.context; plain types, as events carry it)."""
     ctxs = [g.context for g in during if g.context is not None]
     out: dict = {"talking": any(c.talking for c in ctxs), "blink_near": blink_near,
