@@ -24,6 +24,14 @@ class UserError(FacesleuthError):
     exit_code = EXIT_BAD_INPUT
 
 
+class NodeFailed(FacesleuthError):
+    """A node cannot go on (its durable store keeps failing, every message fails it the same way). Raised
+    from process(), it ends the node process (exit 1, then the restart policy), where any other error is
+    counted against one message and the stream goes on."""
+
+    exit_code = EXIT_FAILED
+
+
 class Unavailable(FacesleuthError):
     """A capability this machine lacks (CUDA, NVOF, TensorRT, GStreamer, ...).
 

@@ -80,7 +80,8 @@ class Classify(Node):
         "runtime": Param(str, "auto", "runtime to use",
                          choices=("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")),
         "precision": Param(str, "fp16", "TensorRT precision when an engine is built", choices=("fp32", "fp16", "int8")),
-        "kinds": Param(list, ["micro"], "interval kinds to classify (micro, macro)"),
+        "kinds": Param(list, ["micro"], "interval kinds published as events: micro, macro (both classified), "
+                       "blink (published as it is, label 'blink'); [micro, macro, blink] to see everything seen"),
         "threads": Param(int, 1, "CPU threads for the model and its input flows (0: one per core); the "
                          "per-frame stages need the other cores", min=0),
         "debug_apex_crop": Param(bool, False, "OPT-IN: attach the aligned apex crop (PNG) to events"),
@@ -122,6 +123,8 @@ class Classify(Node):
         for m in msgs:
             if m.meta.get("kind") == "provisional":
                 self._prepare(m)
+            elif m.meta.get("kind") == "blink" and "blink" in self.p.kinds:
+                self.emit("events", self._event(m, None, []))  # a blink has no expression to classify
             elif m.meta.get("kind") in self.p.kinds:
                 todo.append(m)
             else:  # the event closed as something this node does not classify
@@ -154,20 +157,25 @@ class Classify(Node):
             np.array_equal(a, b) for a, b in zip(apexes, crops[1], strict=True))
         return x if same else None
 
-    def _event(self, m: Message, probs: np.ndarray, classes: list[str]) -> Message:
+    def _event(self, m: Message, probs: np.ndarray | None, classes: list[str]) -> Message:
+        """The mer.event of interval m with class probabilities `probs` (None: a blink, not classified)."""
         meta = m.meta
-        k = int(np.argmax(probs))
         onset, apex, offset = (_instant(meta, key) for key in ("onset", "apex", "offset"))
+        kind = meta.get("kind", "micro")
         ev: dict[str, Any] = {
             "schema": EVENT_SCHEMA_VERSION, "stream": m.stream, "track_id": int(meta.get("track_id", -1)),
-            "kind": meta.get("kind", "micro") if meta.get("kind") in ("micro", "macro") else "other",
+            "kind": kind if kind in ("micro", "macro", "blink") else "other",
             "onset": onset, "apex": apex, "offset": offset,
             "duration_s": (offset["t_mono_ns"] - onset["t_mono_ns"]) / 1e9,
-            "label": classes[k], "scores": {c: round(float(p), 4) for c, p in zip(classes, probs, strict=True)},
-            "confidence": round(float(probs[k]), 4), "intensity": round(float(meta.get("intensity", 0.0)), 3),
+            "label": "blink", "scores": {}, "confidence": 1.0,
+            "intensity": round(float(meta.get("intensity", 0.0)), 3),
             "box": [float(v) for v in meta.get("box", [])], "model": self.model_info,
-            "rois": list(meta.get("rois", [])),
+            "rois": list(meta.get("rois", [])), "context": dict(meta.get("context", {})),
         }
+        if probs is not None:
+            k = int(np.argmax(probs))
+            ev.update(label=classes[k], scores={c: round(float(p), 4) for c, p in zip(classes, probs, strict=True)},
+                      confidence=round(float(probs[k]), 4))
         if self.p.debug_apex_crop:
             import cv2
 

@@ -1,13 +1,21 @@
 """`events`: the event sink. Every mer.event is written to the durable SQLite log (which assigns its
 gap-free sequence number), then published on the public PUB socket; a replay endpoint serves
-"events since N"; optionally appended to a JSONL file and printed live."""
+"events since N"; optionally appended to a JSONL file and printed live.
+
+A failing write (disk full, the file system gone read-only) holds the stream: the event is retried with
+backoff for up to `write_retry_s`, which stalls the lossless link, so the producers wait (bounded
+queues) instead of events being dropped. It says so in one line, and once more when writes work again;
+if they never do, the node fails (exit 1: the restart policy, then the run's exit code, say so)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
-from edge.errors import UserError
+from edge.errors import NodeFailed, UserError
 from edge.events.format import format_event
 from edge.events.log import EventLog
 from edge.runtime.messages import EVENT_SCHEMA_VERSION, Message
@@ -29,17 +37,24 @@ class EventsSink(Node):
         "jsonl": Param(Path, None, "also append every event to this JSON-lines file"),
         "print": Param(bool, True, "print each event as one line on stdout"),
         "keys": Param(Path, None, "CURVE key dir; required to bind a non-loopback address"),
+        "write_retry_s": Param(float, 60.0, "retry a failing log write (disk full, read-only) this long, s, "
+                                            "holding the stream, then fail", min=0),
     }
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        for key in ("pub", "replay"):
+            if not is_loopback(params[key]) and not params["keys"]:
+                raise UserError(f"param {key!r}: {params[key]} is not loopback: set the `keys` param "
+                                "(facesleuth keys generate DIR)")
+
     def setup(self) -> None:
+        self.check_params(vars(self.p))
         curve = None
         if self.p.keys:
             from edge.runtime.keys import load_curve
 
             curve = load_curve(self.p.keys)
-        for ep in (self.p.pub, self.p.replay):
-            if not is_loopback(ep) and curve is None:
-                raise UserError(f"{ep} is not loopback: set the `keys` param (facesleuth keys generate DIR)")
         self.log_db = EventLog(self.p.db)
         self.ctx = context()
         self.server = EventServer(self.ctx, self.p.pub, self.p.replay, self.log_db.since,
@@ -64,13 +79,40 @@ class EventsSink(Node):
             stages = ev.setdefault("stages_ms", None)
             if stages and ev["latency_ms"] is not None:
                 ev["stages_ms"] = {**stages, "events": round(ev["latency_ms"] - sum(stages.values()), 2)}
-        self.log_db.append(ev)  # durable first: assigns ev["seq"]
+        self._append_durably(ev)  # durable first: assigns ev["seq"]
         self.server.publish(ev)
         self.emit("stored", msg.derive("event", ev))
         if self.jsonl:
             self.jsonl.write(json.dumps(ev, default=str) + "\n")
         if self.p.print:
             print(format_event(ev), flush=True)
+
+    def _append_durably(self, ev: dict[str, Any]) -> None:
+        t0, delay, failures = time.monotonic(), 0.05, 0
+        while True:
+            try:
+                self.log_db.append(ev)
+                break
+            except sqlite3.Error as e:
+                failures += 1
+                waited = time.monotonic() - t0
+                if failures == 1:
+                    self.log.error("event log %s: write failed (%s): holding the stream, retrying for up to "
+                                   "%g s", self.p.db, e, self.p.write_retry_s)
+                if waited >= self.p.write_retry_s:
+                    raise NodeFailed(f"event log {self.p.db}: writes failed for {waited:.1f} s ({e}); "
+                                     "the event in hand is not stored") from None
+                if self.stopping:
+                    raise NodeFailed(f"event log {self.p.db}: stopped while writes failed ({e}); the event "
+                                     "in hand is not stored") from None
+                time.sleep(min(delay, max(0.0, self.p.write_retry_s - waited)))
+                delay = min(2 * delay, 2.0)
+        if failures:
+            self.log.warning("event log %s: writes work again after %.1f s (%d failed attempts); nothing lost",
+                             self.p.db, time.monotonic() - t0, failures)
+
+    def rejected(self) -> int:
+        return self.server.bad_requests if hasattr(self, "server") else 0
 
     def teardown(self) -> None:
         if hasattr(self, "server"):

@@ -11,18 +11,34 @@ intervals (head motion, track loss, dropped frames) are logged with their reason
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 
 import numpy as np
 
 from edge.perception.spot import FrameInfo, Interval, SpotParams, Spotter
+from edge.perception.spot.occlusion import WarpResidual
 from edge.runtime.messages import Message
 from edge.runtime.node import Node, Param, Port, register_node
 from edge.runtime.params import node_params, with_set
 
 # SpotParams fields a graph can set on the node (the rest: a params file from `facesleuth calib spot`).
 _EXPOSED = ("k_on", "k_off", "k_bump", "micro_max_s", "head_speed_max", "residual_max", "early_close")
+
+
+def _state(arrays: dict[str, np.ndarray], i: int) -> dict[str, object]:
+    """Track i's facial state from a crops message (FrameInfo fields; those the message lacks are left
+    out: an older face node, or a plugin's, sends none)."""
+    out: dict[str, object] = {}
+    if len(arrays.get("eye_open", ())) > i:
+        out["eye_open"] = (float(arrays["eye_open"][i][0]), float(arrays["eye_open"][i][1]))
+    for key in ("mouth_open", "speech"):
+        if len(arrays.get(key, ())) > i:
+            out[key] = float(arrays[key][i])
+    if len(arrays.get("head_pose", ())) > i:
+        out["head_pose"] = tuple(float(v) for v in arrays["head_pose"][i])
+    return out
 
 
 @register_node("spot")
@@ -54,6 +70,7 @@ class SpotNode(Node):
         # (stream, track) -> ring of (frame, crop, box); per stream, the last crops message seen
         self.crops: dict[tuple[str, int], deque[tuple[int, np.ndarray, list[float]]]] = {}
         self.provisional_sent: dict[tuple[str, int], tuple[int, int]] = {}  # (stream, track) -> (onset, apex)
+        self.residuals: dict[tuple[str, int], WarpResidual] = {}  # per-ROI occlusion (from the flow)
         self.log.info("spot params %s", sp)
 
     def make_spotter(self) -> Spotter:
@@ -96,7 +113,7 @@ class SpotNode(Node):
         motion = list(msg.meta.get("head_motion", [])) + [0.0] * n
         for i in range(n):
             sp.note_frame(msg.frame, int(a["track_ids"][i]),
-                          FrameInfo.from_transform(motion[i], a["residual"][i], a["transforms"][i]))
+                          FrameInfo.from_transform(motion[i], a["residual"][i], a["transforms"][i], landmarks=str(msg.meta.get("landmarks", "")), **_state(a, i)))
 
     def _end_tracks(self, msg: Message) -> None:
         sp = self._spotter(msg.stream)
@@ -105,19 +122,40 @@ class SpotNode(Node):
                 self._send(msg, iv)
             self.crops.pop((msg.stream, int(tid)), None)
             self.provisional_sent.pop((msg.stream, int(tid)), None)
+            self.residuals.pop((msg.stream, int(tid)), None)
 
     def _keep(self, sp: Spotter, tid: int) -> float:
+        return self.p.crop_history_s * self._fps(sp, tid)
+
+    @staticmethod
+    def _fps(sp: Spotter, tid: int) -> float:
         t = sp.tracks.get(tid)
-        fps = t.fps() if t is not None else 30.0
-        return self.p.crop_history_s * fps
+        return t.fps() if t is not None else 30.0
 
     def _flows(self, msg: Message) -> None:
         sp = self._spotter(msg.stream)
         a = msg.arrays
         for flow, tid, ref in zip(a["flows"], a["track_ids"], a["ref_frames"], strict=True):
+            self._occlusion(msg, sp, int(tid), int(ref), flow)
             for iv in sp.push(msg.frame, msg.t_mono_ns, msg.t_wall_ns, int(tid), int(ref), flow):
                 self._send(msg, iv)
             self._provisional(msg, sp, int(tid))
+
+    def _occlusion(self, msg: Message, sp: Spotter, tid: int, ref: int, flow: np.ndarray) -> None:
+        """Add the per-ROI occlusion scores (edge.perception.spot.occlusion) of this flow to the frame's
+        face-node info: they need the flow and both crops, which only meet here."""
+        info = sp.info.get((msg.frame, tid))
+        ring = self.crops.get((msg.stream, tid))
+        if info is None or not ring or ring[-1][0] != msg.frame:
+            return
+        ref_crop = next((c for f, c, _ in ring if f == ref), None)
+        if ref_crop is None:
+            return
+        key = (msg.stream, tid)
+        if key not in self.residuals:
+            self.residuals[key] = WarpResidual(ring[-1][1].shape[0], self._fps(sp, tid))
+        scores = self.residuals[key].update(ref_crop, ring[-1][1], flow)
+        sp.note_frame(msg.frame, tid, dataclasses.replace(info, occlusion=tuple(round(float(v), 2) for v in scores)))
 
     def _provisional(self, msg: Message, sp: Spotter, tid: int) -> None:
         """Send an open event's onset and apex crops once it is past its apex (again if they move), kind
@@ -171,6 +209,7 @@ class SpotNode(Node):
                 "wall_onset_ns": iv.wall_onset_ns, "wall_apex_ns": iv.wall_apex_ns,
                 "wall_offset_ns": iv.wall_offset_ns, "duration_s": round(iv.duration_s, 4),
                 "score": round(iv.score, 2), "intensity": round(iv.intensity, 3), "rois": iv.rois, "box": box,
+                "context": iv.context,
                 # for the event's latency breakdown: capture time of the frame that closed the interval,
                 # and when it left here
                 "t_close_ns": msg.t_mono_ns, "t_sent_ns": time.monotonic_ns()}

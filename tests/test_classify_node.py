@@ -71,3 +71,21 @@ def test_apex_near_of_the_wrong_shape_is_a_schema_error():
                   meta={"kind": "micro"})
     with pytest.raises(SchemaError, match="apex_near"):
         validate(msg)
+
+
+def test_blinks_are_published_only_when_asked_for_and_carry_their_context():
+    onset, apex, _ = make_samples(1, "lab200", seed=3)
+    context = {"talking": True, "blink_near": False, "occluded": [], "muted": ["chin"], "head_pose": [1.0, 2.0, 3.0]}
+    blink = Message("intervals", "cam0", frame=40, arrays={"onset": onset[0], "apex": apex[0]},
+                    meta={"kind": "blink", "track_id": 2, "onset": 30, "apex": 33, "offset": 36, "context": context})
+    micro = Message("intervals", "cam0", frame=40, arrays={"onset": onset[0], "apex": apex[0]},
+                    meta={"kind": "micro", "track_id": 2, "onset": 30, "apex": 33, "offset": 36, "context": context})
+    default = _node()
+    default.process_batch("intervals", [blink, micro])
+    assert [m.meta["kind"] for _, m in default.emitted] == ["micro"]  # kinds: [micro] by default
+    assert default.emitted[0][1].meta["context"] == context
+    everything = get_node_class("classify").for_test(params={"runtime": "torch-cpu", "kinds": ["micro", "macro", "blink"]})
+    everything.setup()
+    everything.process_batch("intervals", [blink])
+    (_, ev), = everything.emitted
+    assert (ev.meta["kind"], ev.meta["label"], ev.meta["scores"], ev.meta["context"]) == ("blink", "blink", {}, context)

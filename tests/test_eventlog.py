@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
+from conftest import REPO, need
 
 from edge.errors import UserError
 from edge.events.log import EventLog
@@ -68,3 +73,101 @@ def test_missing_or_foreign_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(UserError, match="not a FaceSleuth event log"):
         EventLog(bad)
+
+
+def _writer(db, count: int, tag: str) -> subprocess.Popen:
+    """A second process appending `count` events to `db`; prints "open" once the log is open, then each seq."""
+    code = (
+        "import sys\n"
+        "from edge.events.log import EventLog\n"
+        f"log = EventLog({str(db)!r})\n"
+        "print('open', flush=True)\n"
+        f"for i in range({count}):\n"
+        f"    print(log.append({{'stream': {tag!r}, 'i': i}}), flush=True)\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_seq_is_taken_inside_the_write_transaction_of_another_process(tmp_path):
+    """Another process holds the write lock with seq 2 pending when the writer appends: the writer waits
+    and takes 3 (reading the seq before the lock would take 2 again: UNIQUE constraint failed)."""
+    db = tmp_path / "events.db"
+    with EventLog(db) as log:
+        log.append({"stream": "cam0"})
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO events (seq, stream, payload) VALUES (2, 'other', ?)", (msgpack.packb({"seq": 2}),))
+    writer = _writer(db, 1, "cam0")
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        time.sleep(0.3)  # the writer is in append(), waiting for the lock
+        assert writer.poll() is None, writer.stderr.read()
+        other.execute("COMMIT")
+        out, err = writer.communicate(timeout=30)
+    finally:
+        writer.kill()
+        other.close()
+    assert writer.returncode == 0 and out.split() == ["3"], err
+    with EventLog(db, readonly=True) as log:
+        assert [e["seq"] for e in log.query()] == [1, 2, 3]
+
+
+def test_two_processes_appending_at_once_get_distinct_gap_free_seqs(tmp_path):
+    db = tmp_path / "events.db"
+    EventLog(db).close()
+    writers = [_writer(db, 150, f"cam{k}") for k in range(2)]
+    seqs = []
+    for w in writers:
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0 and "UNIQUE" not in err, err
+        seqs += [int(s) for s in out.split()[1:]]
+    assert sorted(seqs) == list(range(1, 301))
+    with EventLog(db, readonly=True) as log:
+        events = list(log.query())
+    assert [e["seq"] for e in events] == list(range(1, 301))
+    for k in range(2):  # each writer's events in its own order
+        assert [e["i"] for e in events if e["stream"] == f"cam{k}"] == list(range(150))
+
+
+def _as_other_user(short_tmp: Path) -> list[str]:
+    """Command prefix that runs without the rights to write short_tmp's files: as root, uid nobody (root
+    writes through any mode bits)."""
+    short_tmp.chmod(0o755)
+    if os.geteuid() != 0:
+        return []
+    need("setpriv", shutil.which("setpriv") is not None, "setpriv not installed (util-linux)")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_read_only_log_is_read_only_not_foreign_and_events_query_reads_it(short_tmp):
+    """A valid log on read-only media (file 0444 in a 0555 directory, no -wal/-shm files): the writer is told
+    it is read-only, `events query` lists its events; a file that is not SQLite is named as such."""
+    ro = short_tmp / "ro"
+    ro.mkdir()
+    with EventLog(ro / "events.db") as log:
+        for i in range(3):
+            log.append({"stream": "cam0", "track_id": i, "label": "surprise"})
+    (ro / "events.db").chmod(0o444)
+    ro.chmod(0o555)
+    (short_tmp / "junk.db").write_bytes(b"PK\x03\x04 not a database" * 10)
+    (short_tmp / "junk.db").chmod(0o644)
+    prefix = _as_other_user(short_tmp)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, sys.executable, "-m", "edge", *args], capture_output=True, text=True,
+                              env=env, cwd="/", timeout=60)
+
+    r = cli("events", "query", str(ro / "events.db"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(s)["track_id"] for s in r.stdout.splitlines()] == [0, 1, 2]
+    assert not list(ro.glob("*-shm")) and not list(ro.glob("*-wal"))
+    write = [*prefix, sys.executable, "-c", f"from edge.events.log import EventLog; EventLog({str(ro / 'events.db')!r})"]
+    r = subprocess.run(write, capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    assert r.returncode != 0 and "is read-only" in r.stderr and "not a FaceSleuth" not in r.stderr, r.stderr
+    for args in (("events", "query", str(short_tmp / "junk.db")),):
+        r = cli(*args)
+        assert r.returncode == 2 and "not a FaceSleuth event log (not an SQLite database)" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    with pytest.raises(UserError, match="not an SQLite database"):
+        EventLog(short_tmp / "junk.db")

@@ -199,3 +199,27 @@ def test_face_node_crops_carry_the_facial_state(clip_frames):
     old = Message("crops", arrays={k: v for k, v in faced[0].arrays.items()
                                    if k not in ("eye_open", "mouth_open", "head_pose", "speech")})
     validate(old)  # a producer without the state still meets the contract
+
+
+def test_track_ids_of_a_restarted_face_node_never_repeat_the_earlier_lives(clip_frames):
+    """The runner tells a node how often it was restarted (run_info["restarts"]); each life of the face
+    node numbers its tracks in its own range, so downstream never sees a restarted node's track 0 as the
+    continuation of the first life's track 0."""
+    seen = {}
+    for restarts in (0, 1, 2):
+        node = get_node_class("face").for_test(params={"landmarks": "eyes", "detect_every": 3})
+        node.run_info = {"restarts": restarts}
+        node.setup()
+        for k, f in enumerate(clip_frames[:12]):
+            node.process("frames", Message("frame", "cam0", k, k, time.monotonic_ns(), time.time_ns(),
+                                           {"source": "test", "fps": 25.0}, {"image": f}))
+        node.end_of_stream()
+        node.teardown()
+        msgs = [m for port, m in node.emitted if port == "crops"]
+        ids = {int(i) for m in msgs for i in m.arrays["track_ids"]}
+        assert all(m.arrays["track_ids"].dtype == np.int32 for m in msgs)
+        assert sorted(msgs[-1].meta["ended"]) == sorted(ids) and len(ids) == 2
+        seen[restarts] = ids
+    from nodes.face import TRACK_ID_LIFE as life
+
+    assert seen[0] == {0, 1} and seen[1] == {life, life + 1} and seen[2] == {2 * life, 2 * life + 1}

@@ -97,6 +97,13 @@ def test_runtime_rejects_junk(tmp_path):
         open_model(tmp_path / "x.onnx")
     with pytest.raises(UserError, match="not found"):
         open_model(tmp_path / "none.pt")
+    # What protobuf parses as an ONNX model without a graph (an empty file, a header cut short): refused
+    # up front as bad input, not left to onnxruntime's session error when a node starts
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "cut.onnx").write_bytes(b"\x08\x08\x12\x04onnx")  # ir_version 8, producer "onnx", no graph
+    for name in ("empty.pt", "cut.onnx"):
+        with pytest.raises(UserError, match="not a model file.*no graph"):
+            open_model(tmp_path / name)
 
 
 def test_tensorrt_unavailable_is_one_clear_line(model_file, tmp_path):

@@ -1,11 +1,30 @@
 """The control protocol and the stats record (edge.runtime.control): the wire maps are what running graphs, the
-`facesleuth stats` table and the MQTT heartbeat read."""
+`facesleuth stats` table and the MQTT heartbeat read; malformed control messages on a running graph's real
+control socket are counted and dropped."""
 
 from __future__ import annotations
 
-import msgpack
+import os
+import re
+import signal
+from pathlib import Path
 
-from edge.runtime.control import NodeRecord, NodeStats, Op, counters, decode, encode
+import msgpack
+import pytest
+import zmq
+
+from edge.runtime.control import (
+    CONTROL_ID_ENV,
+    MAX_CONTROL_BYTES,
+    ControlError,
+    NodeRecord,
+    NodeStats,
+    Op,
+    counters,
+    decode,
+    encode,
+    parse,
+)
 
 
 def test_a_control_message_is_one_msgpack_map_with_its_op():
@@ -47,3 +66,85 @@ def test_heartbeat_counters_are_the_keys_a_record_holds_of_the_counter_fields():
     assert counters(rec) == {"in": 5, "out": 0, "fps": 0.0, "dropped_in": 0, "dropped_out": 0, "errors": 0,
                              "restarts": 1, "state": "running"}
     assert counters({"state": "restarting", "restarts": 2, "pid": None}) == {"state": "restarting", "restarts": 2}
+
+
+def test_every_field_of_a_control_message_is_checked():
+    stats = NodeStats(node="mid", messages_in=3).to_dict()
+    assert parse(encode(Op.STATS, stats=stats)) == (Op.STATS, {"op": "stats", "stats": stats})
+    assert parse(encode(Op.STATS, stats={"fps": 3})) == (Op.STATS, {"op": "stats", "stats": {"fps": 3}})
+    bad = {
+        "stats must be a dict": {"op": "stats", "stats": "xx"},
+        "in must be an int": {"op": "eos", "stats": {"in": "x"}},
+        "errors must be an int": {"op": "stats", "stats": {"errors": True}},
+        "unknown key 'bogus'": {"op": "stats", "stats": {"bogus": 1}},
+        "not a finite number >= 0": {"op": "stats", "stats": {"out": -1}},
+        "reason must be a str": {"op": "failed", "reason": 5},
+        "unknown field(s) extra": {"op": "ready", "extra": 1},
+        "node must be a str": {"op": "upstream_eos"},
+        "unknown op 'reboot'": {"op": "reboot"},
+        "a list, not a map": [1, 2],
+    }
+    for reason, msg in bad.items():
+        with pytest.raises(ControlError, match=re.escape(reason)):
+            parse(msgpack.packb(msg))
+        assert decode(msgpack.packb(msg)) is None
+    with pytest.raises(ControlError, match="bytes"):
+        parse(msgpack.packb({"op": "failed", "reason": "x" * MAX_CONTROL_BYTES}))
+
+
+def _control_token(pid: int) -> bytes:
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(e.split(b"=", 1)[1] for e in env if e.startswith(CONTROL_ID_ENV.encode() + b"="))
+
+
+def test_malformed_control_messages_are_counted_and_dropped_never_fatal(run_graph, tmp_path):
+    """Strangers and a client with the identity of a node being restarted send everything wrong on the
+    run's real control socket; the graph goes on, restarts the node and stops cleanly."""
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_arrays, params: {{count: 0, fps: 50, height: 8, width: 8}}}}
+      - name: mid
+        type: test_relay
+        restart: {{policy: on-failure, max_restarts: 2, backoff_s: 1.0}}
+      - {{name: rec, type: test_record, params: {{path: {out}}}}}
+    connections: [src.frames -> mid.frames, mid.frames -> rec.messages]
+    """)
+    lines = lambda: out.read_text().count("\n") if out.exists() else 0  # noqa: E731
+    g.wait_for(lambda: lines() >= 5, what="frames through the relay")
+    control = g.endpoints()["control"]
+    old = g.node_pids()["mid"]
+    token = _control_token(old)
+    assert token.startswith(b"mid/") and len(token) > len(b"mid/")
+    os.kill(old, signal.SIGKILL)
+    # Its identity is free once the supervisor has seen it go; the restart comes 1 s later.
+    g.wait_for(lambda: f"mid (pid {old}) exited" in g.stderr(), what="the relay's exit")
+    stats = NodeStats(node="mid").to_dict()
+    bad = [msgpack.packb(m) for m in (
+        {"op": "stats", "stats": "xx"}, {"op": "stats", "stats": {"in": "x"}}, {"op": "eos", "stats": {"bogus": 1}},
+        {"op": "failed", "reason": 5}, {"op": "ready", "extra": 1}, {"op": "start"}, {"op": "reboot"})]
+    # One socket per identity: a ROUTER refuses a second connection under an identity it holds.
+    batches = {token: [[b] for b in bad] + [[encode(Op.READY), b"second frame"]],  # the restarting node's
+               b"mid": [[b] for b in bad],  # its bare name
+               b"stranger": [[encode(Op.EOS, stats=stats)], [b"\xc1 not msgpack"]]}  # valid, from no node
+    ctx = zmq.Context()
+    try:
+        for identity, frames in batches.items():
+            s = ctx.socket(zmq.DEALER)
+            s.identity, s.linger = identity, 2000
+            s.connect(control)
+            for f in frames:
+                s.send_multipart(f)
+            s.close()
+        ctx.term()  # returns once every message has left
+    finally:
+        ctx.destroy(0)
+    sent = sum(map(len, batches.values()))
+    g.wait_for(lambda: g.node_pids().get("mid", old) != old, what="the relay restarted")
+    n = lines()
+    g.wait_for(lambda: lines() >= n + 5, what="frames after the restart")
+    g.terminate()
+    assert g.proc.returncode == 0, g.describe()
+    assert f"control messages dropped: {sent}" in g.stdout(), g.describe()
+    assert "Traceback" not in g.stderr() and "FAILED" not in g.stdout(), g.describe()
+    assert "stats must be a dict" in g.stderr() and "unknown sender" in g.stderr()

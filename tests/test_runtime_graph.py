@@ -114,6 +114,36 @@ def test_endpoint_collision_and_non_loopback_without_keys(write_graph):
     path = write_graph("endpoints: tcp\nbind: 192.168.1.10\nnodes:\n  - {name: a, type: pattern}\n")
     with pytest.raises(GraphError, match="CURVE keys are required"):
         load_graph(path)
+    tipc = """
+    nodes:
+      - name: a
+        type: pattern
+        endpoints: {frames: "tipc://{5560,0,0}"}
+    """
+    _fails(write_graph, tipc, 2, "nodes.a.endpoints.frames", "not loopback")
+
+
+def test_validate_refuses_the_node_params_the_runner_refuses(write_graph, plugin_env):
+    """`graph validate` checks what a node's setup() would refuse: the events node's public endpoints
+    off loopback without keys."""
+    text = """
+    nodes:
+      - {name: ev_src, type: test_events}
+      - name: ev
+        type: events
+        params:
+          print: false
+          pub: "tcp://0.0.0.0:5571"
+    connections: [ev_src.events -> ev.events]
+    """
+    _fails(write_graph, text, 7, "nodes[1].params", "param 'pub': tcp://0.0.0.0:5571 is not loopback")
+    ok = write_graph(text.replace("0.0.0.0", "127.0.0.1"), "ok.yaml")
+    assert load_graph(ok).nodes["ev"].params["pub"] == "tcp://127.0.0.1:5571"
+    with pytest.raises(GraphError, match="param 'replay': tipc://"):
+        load_graph(ok, ["ev.replay=tipc://{5572,0,0}"])
+    r = subprocess.run([sys.executable, "-m", "edge", "graph", "validate", str(ok), "--set", "ev.pub=tcp://0.0.0.0:1"],
+                       capture_output=True, text=True, timeout=60, env=plugin_env)
+    assert r.returncode == 2 and "is not loopback" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("text,line,reason", [

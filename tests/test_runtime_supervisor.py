@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket as pysocket
 import subprocess
 import sys
 import time
@@ -15,7 +17,8 @@ import psutil
 import pytest
 from fs_testnodes import digest, make_arrays
 
-from edge.runtime.stats import COLUMNS
+from edge.errors import UserError
+from edge.runtime.stats import COLUMNS, find_run_dir
 
 
 def _records(path: Path) -> list[dict]:
@@ -203,3 +206,131 @@ def test_stats_and_subscribe_on_a_running_graph(run_graph, tmp_path, plugin_env)
     for cmd in (["stats", "--once"], ["subscribe", "cam.frames"]):
         r = subprocess.run([*cli, *cmd], capture_output=True, text=True, env=env, timeout=30)
         assert r.returncode == 2 and "no running graph" in r.stderr, r.stderr
+
+
+def test_a_killed_runner_leaves_a_run_that_stats_and_subscribe_refuse_and_the_next_run_removes(
+        run_graph, tmp_path, write_graph):
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: cam, type: test_arrays, params: {{count: 0, fps: 20, height: 8, width: 8}}}}
+      - {{name: rec, type: test_record, params: {{path: {out}}}}}
+    connections: [cam.frames -> rec.messages]
+    """)
+    g.wait_for(lambda: len(_records(out)) >= 2, what="frames")
+    run_dir = g.run_dir()
+    specs = {p.name: p.stat().st_mode & 0o777 for p in run_dir.glob("*.json") if p.name != "endpoints.json"}
+    assert specs == {"cam.json": 0o600, "rec.json": 0o600}
+    assert run_dir.stat().st_mode & 0o077 == 0
+    cli = [sys.executable, "-m", "edge"]
+    tap = subprocess.Popen([*cli, "subscribe", "cam.frames"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=g.env)
+    try:
+        assert select.select([tap.stdout], [], [], 20)[0], "the tap printed nothing"
+        assert tap.stdout.readline().startswith("cam.frames frame")
+        runner = g.proc.pid
+        os.kill(runner, signal.SIGKILL)
+        g.proc.wait(10)
+        _, tap_err = tap.communicate(timeout=15)  # a tap waiting on the dead graph ends by itself
+    finally:
+        tap.kill()
+    assert tap.returncode == 1 and f"its runner (pid {runner}) is gone" in tap_err, tap_err
+    assert run_dir.is_dir() and (g.runs_root / "latest").is_symlink()  # what SIGKILL leaves
+    r = subprocess.run([*cli, "subscribe", "cam.frames"], capture_output=True, text=True, env=g.env, timeout=30)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"is not running (its runner, pid {runner}, is gone)" in r.stderr
+    with pytest.raises(UserError, match="is not running"):  # what `facesleuth stats` resolves the run with
+        find_run_dir(run_dir)
+    short = write_graph(f"""
+    nodes:
+      - {{name: cam, type: test_arrays, params: {{count: 3, height: 8, width: 8}}}}
+      - {{name: rec, type: test_record, params: {{path: {tmp_path / 'second.jsonl'}}}}}
+    connections: [cam.frames -> rec.messages]
+    """, "second.yaml")
+    r = subprocess.run([*cli, "run", str(short)], capture_output=True, text=True, env=g.env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "removed the run directory of a runner that is gone" in r.stderr
+    assert not run_dir.exists() and not (g.runs_root / "latest").is_symlink()
+    assert list(g.runs_root.iterdir()) == []
+
+
+def test_bad_input_is_exit_2_in_one_line_and_not_retried(run_graph, tmp_path):
+    """A log that is not SQLite, and a pinned endpoint that another program holds: setup refuses, the
+    node is not restarted (the same input fails the same way), the run exits 2, no traceback."""
+    (tmp_path / "junk.db").write_bytes(b"this is no database\n" * 20)
+    retry = "restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.1}"
+    bad_log = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_events, params: {{count: 3}}}}
+      - {{name: ev, type: events, params: {{db: {tmp_path / 'junk.db'}, print: false, pub: "ipc://{tmp_path}/p",
+          replay: "ipc://{tmp_path}/r"}}, {retry}}}
+    connections: [src.events -> ev.events]
+    """)
+    with pysocket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        pinned = run_graph(f"""
+        nodes:
+          - {{name: src, type: test_arrays, endpoints: {{frames: "tcp://127.0.0.1:{port}"}}, {retry}}}
+          - {{name: rec, type: test_record, params: {{path: {tmp_path / 'r.jsonl'}}}}}
+        connections: [src.frames -> rec.messages]
+        """)
+        codes = (bad_log.wait(30), pinned.wait(30))
+    for g, code, node, reason in ((bad_log, codes[0], "ev", "not an SQLite database"),
+                                  (pinned, codes[1], "src", f"cannot bind tcp://127.0.0.1:{port}")):
+        assert code == 2, g.describe()
+        err = g.stderr()
+        assert err.count(f"started {node} (pid") == 1 and "restart 1/" not in err, g.describe()
+        errors = [line for line in err.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and reason in errors[0] and "Traceback" not in err, g.describe()  # one line
+        first = g.stdout().splitlines()[0]
+        assert first.startswith("graph graph") and reason in first and "not retried" in first, first
+        row = next(line for line in g.stdout().splitlines() if line.strip().startswith(f"{node} "))
+        assert row.split()[1:4] == ["FAILED", "2", "0"], row
+
+
+def test_a_graph_stopped_while_its_nodes_import_stops_without_a_traceback(run_graph, tmp_path):
+    g = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_arrays, params: {{count: 0, fps: 10}}}}
+      - {{name: mid, type: test_relay}}
+      - {{name: rec, type: test_record, params: {{path: {tmp_path / 'r.jsonl'}}}}}
+    connections: [src.frames -> mid.frames, mid.frames -> rec.messages]
+    """)
+    g.wait_for(lambda: "started rec" in g.stderr(), what="the nodes started")  # now importing
+    code, elapsed = g.stop(10)
+    assert code == 0 and elapsed < 5, g.describe()
+    assert "Traceback" not in g.stderr() and "KeyboardInterrupt" not in g.stderr(), g.describe()
+
+
+def test_a_consumer_restarted_after_its_producer_ended_is_told_and_the_batch_job_ends(run_graph, tmp_path):
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_arrays, params: {{count: 20, height: 8, width: 8}}}}
+      - name: rec
+        type: test_record
+        params: {{path: {out}, delay_s: 0.2}}
+        restart: {{policy: on-failure, max_restarts: 1, backoff_s: 0.2}}
+    connections: [{{from: src.frames, to: rec.messages, delivery: lossless, queue: 50}}]
+    """)
+    g.wait_for(lambda: "src: end of stream" in g.stderr() and _records(out), what="the source's end")
+    first = g.node_pids()["rec"]
+    os.kill(first, signal.SIGKILL)  # busy with the source's tail, which dies with it (issue: acks)
+    assert g.wait(20) == 0, g.describe()  # the new rec heard that src had ended, drained and ended
+    assert "every stream ended" in g.stdout() and "restart 1/1" in g.stderr(), g.describe()
+    assert len({r["pid"] for r in _records(out)}) == 1  # nothing reached the new process: src was gone
+
+
+def test_a_node_failing_the_same_way_on_every_message_fails_instead_of_spinning(run_graph):
+    g = run_graph("""
+    nodes:
+      - {name: src, type: test_arrays, params: {count: 0, fps: 0, height: 8, width: 8}}
+      - {name: bad, type: test_fail}
+    connections: [src.frames -> bad.messages]
+    """)
+    assert g.wait(20) == 1, g.describe()
+    assert "failed on 100 messages in a row, the same way each time (ValueError: cannot handle frame" in g.stderr()
+    row = next(line for line in g.stdout().splitlines() if line.strip().startswith("bad "))
+    assert row.split()[1:3] == ["FAILED", "1"] and int(row.split()[-1]) == 100, row  # the errors column

@@ -126,16 +126,24 @@ class _RecordingSpotNode(SpotNode):
 class VideoFile:
     """A video file read as the capture node reads it (edge.perception.capture's file source): `fps` (the
     given rate, else the file's), `truth` (ground-truth intervals, [] when none), `n_frames` (as the file
-    declares it) and its BGR frames in decode order. A missing or undecodable file is a UserError here."""
+    declares it, or the segment's length) and its BGR frames in decode order. `frames` (first, last),
+    inclusive, reads only that segment of the file, its first frame yielded as frame 0. A missing or
+    undecodable file is a UserError here."""
 
-    def __init__(self, path: str | Path, fps: float = 0.0, truth: list[dict] | None = None) -> None:
+    def __init__(self, path: str | Path, fps: float = 0.0, truth: list[dict] | None = None,
+                 frames: tuple[int, int] | None = None) -> None:
         self.source = open_source("file", str(path), fps=fps)
         self.path, self.fps, self.truth = Path(path), self.source.fps, list(truth or [])
-        self.n_frames = self.source.declared
+        self.frames = frames
+        self.n_frames = frames[1] - frames[0] + 1 if frames else self.source.declared
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        for image, _mono, _wall, _index in self.source:
-            yield image
+        first, last = self.frames or (0, None)
+        for image, _mono, _wall, index in self.source:
+            if last is not None and index > last:
+                return
+            if index >= first:  # decoded and dropped: seeking an mp4 is not frame-accurate in OpenCV
+                yield image
 
 
 def _frames(video: Iterable[np.ndarray], fps: float, grey_now: list[np.ndarray], counted: list[int],

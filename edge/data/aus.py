@@ -86,6 +86,21 @@ AUS: dict[int, ActionUnit] = {a.number: a for a in (
 # Blink (AU45): the upper lid slides down over the eye; a large (eye-height) shift, eye region only.
 BLINK = ActionUnit(45, "blink", (Patch((-0.5, -0.03), (0.16, 0.06), (0.0, 1.0)),), ("eye_left", "eye_right"))
 BLINK_AMPLITUDE_PX = 5.0  # about the palpebral fissure height of a 128-px crop
+# What a real blink drags along: the orbicularis oculi that closes the lid also pulls the brow and the
+# upper cheek down a little (a fraction of the lid's travel, the synthetic "drag" blink's `drag`).
+BLINK_DRAG = ActionUnit(45, "blink drag", (Patch((-0.45, -0.30), (0.20, 0.08), (0.0, 1.0)),
+                                           Patch((-0.50, 0.30), (0.18, 0.08), (0.0, 1.0), 0.8)),
+                        ("brow_left", "brow_right", "cheek_left", "cheek_right"))
+# Speech: the jaw drops and the lips part at syllable rate. Lower lip and chin go down; the mouth corners
+# follow the jaw down and draw in a little (an open mouth is taller and narrower); the upper lip barely
+# moves. Not an expression AU of `AUS`: speech is a nuisance the spotter must not report.
+SPEECH = ActionUnit(26, "speech (jaw drop + lips part)", (
+    Patch((0.0, 1.52), (0.30, 0.14), (0.0, 1.0)),          # chin
+    Patch((0.0, 1.16), (0.22, 0.06), (0.0, 1.0), 0.9),     # lower lip
+    Patch((0.0, 0.94), (0.18, 0.04), (0.0, -1.0), 0.15),   # upper lip, slightly up
+), ("chin", "mouth_left", "mouth_right"), bilateral=False)
+SPEECH_CORNERS = ActionUnit(25, "speech mouth corners", (Patch((-0.40, 1.06), (0.09, 0.08), (0.35, 0.94)),),
+                            ("mouth_left", "mouth_right"))
 
 
 def _eye_frame(size: int) -> tuple[float, float, float]:
@@ -112,25 +127,25 @@ def au_field(au: ActionUnit | int, x: np.ndarray, y: np.ndarray, size: int = geo
             d[0] += g * (s * p.direction[0])
             d[1] += g * p.direction[1]
     if normalise:
-        d *= (size / geometry.CROP_SIZE) / _peak(au.number)
+        d *= (size / geometry.CROP_SIZE) / _peak(au)
     return d
 
 
 @lru_cache(maxsize=64)
-def _peak(number: int) -> float:
+def _peak(au: ActionUnit) -> float:
     """Peak |d| of an AU's raw field on the 128 grid (so that normalised fields peak at 1 px)."""
-    au = BLINK if number == BLINK.number else AUS[number]
     yy, xx = np.mgrid[0:geometry.CROP_SIZE, 0:geometry.CROP_SIZE].astype(np.float32)
     d = au_field(au, xx, yy, normalise=False)
     return float(np.hypot(d[0], d[1]).max())
 
 
-def combo_field(amplitudes: dict[int, float], x: np.ndarray, y: np.ndarray,
+def combo_field(amplitudes: dict[int | ActionUnit, float], x: np.ndarray, y: np.ndarray,
                 size: int = geometry.CROP_SIZE) -> np.ndarray:
-    """Sum of AU fields, {au number: peak amplitude in px of a 128 crop}, at crop points (x, y); (2, ...)."""
+    """Sum of AU fields, {au number or ActionUnit: peak amplitude in px of a 128 crop}, at crop points
+    (x, y); (2, ...)."""
     d = np.zeros((2, *np.shape(x)), np.float32)
     for n, a in amplitudes.items():
-        au = BLINK if n == BLINK.number else AUS[n]
+        au = n if isinstance(n, ActionUnit) else BLINK if n == BLINK.number else AUS[n]
         d += a * au_field(au, x, y, size)
     return d
 

@@ -28,6 +28,12 @@ class Domain:
     illumination: float                  # relative amplitude of slow light changes (0.1 = +-10 %)
     gamma: tuple[float, float]           # camera gamma range
     description: str = ""
+    # Real-face nuisances (edge.data.synth.SyntheticVideo), all off in the presets so that their clips and
+    # ground truth stay what they were for a seed; switch them on with overrides.
+    speech_per_min: float = 0.0          # talking bursts (random events)
+    occluders_per_min: float = 0.0       # a hand or object sliding over part of the face (random events)
+    blink_drag: float = 0.0              # random blinks close fully and drag brows/cheeks by this fraction
+    restless: float = 0.0                # continuous head sway, nods and rolls (1 = a person talking)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,10 +6,18 @@ missing events. Events are stored as their msgpack map (the wire form) plus a fe
 
 Durability: WAL with synchronous=FULL, so an event is on disk when `append()` returns, even if the
 process or the device dies right after (event rates are low; the fsync cost is irrelevant here).
+The next seq is read and written inside one write transaction (BEGIN IMMEDIATE), so several processes
+may append to one log (they queue on SQLite's lock, for up to LOCK_TIMEOUT_S).
+
+Opening: a file that is not SQLite is "not a FaceSleuth event log"; a valid log that cannot be written
+(read-only file, directory or file system) is said to be read-only, for writing; for queries
+(`readonly=True`) it is opened read-only, and on read-only media, where SQLite cannot make the WAL's
+shared-memory file, as an immutable file.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -34,6 +42,24 @@ CREATE INDEX IF NOT EXISTS events_track ON events (stream, track_id);
 CREATE INDEX IF NOT EXISTS events_label ON events (label);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+LOCK_TIMEOUT_S = 10.0  # waiting for another writer's transaction
+
+
+def _is_readonly_error(e: sqlite3.Error) -> bool:
+    text = str(e).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _check_header(path: Path) -> None:
+    """UserError unless `path` is empty or starts like an SQLite database."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as e:
+        raise UserError(f"event log {path}: {e.strerror}") from None
+    if head and head != _SQLITE_MAGIC:
+        raise UserError(f"{path} is not a FaceSleuth event log (not an SQLite database)")
 
 
 class EventLog:
@@ -46,35 +72,74 @@ class EventLog:
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        if self.path.is_dir():
+            raise UserError(f"event log {self.path} is a directory")
+        if readonly and not self.path.is_file():
+            raise UserError(f"event log not found: {self.path}")
+        if self.path.is_file():
+            _check_header(self.path)
         try:
-            if readonly:
-                if not self.path.is_file():
-                    raise UserError(f"event log not found: {self.path}")
-                uri = f"file:{self.path.resolve()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(_SCHEMA)
+            self._db = self._open_readonly() if readonly else self._open_writable()
             self._db.execute("SELECT 1 FROM events LIMIT 1")
         except sqlite3.DatabaseError as e:
+            if not readonly and _is_readonly_error(e):
+                raise UserError(f"event log {self.path} is read-only ({e}): the events node needs to write it; "
+                                "`facesleuth events query` reads it") from None
             raise UserError(f"{self.path} is not a FaceSleuth event log ({e})") from None
         self._lock = threading.Lock()
+
+    def _open_writable(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"event log {self.path}: cannot create {self.path.parent}: {e.strerror}") from None
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=LOCK_TIMEOUT_S)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        uri = f"file:{self.path.resolve()}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        try:
+            db.execute("SELECT 1 FROM events LIMIT 1")
+            return db
+        except sqlite3.OperationalError as e:
+            db.close()
+            if not _is_readonly_error(e):
+                raise
+        # Read-only media: no -shm file can be made next to the log. A log closed cleanly holds
+        # everything in the main file (its WAL was checkpointed), which `immutable` reads without locks.
+        return sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False)
 
     def append(self, event: dict[str, Any]) -> int:
         """Store `event` with the next sequence number; sets and returns event["seq"]."""
         with self._lock:
-            cur = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
-            seq = int(cur.fetchone()[0])
-            event["seq"] = seq
-            self._db.execute(
-                "INSERT INTO events (seq, stream, track_id, kind, label, t_wall_ns, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (seq, str(event.get("stream", "")), event.get("track_id"), event.get("kind"),
-                 event.get("label"), event.get("t_wall_ns"), msgpack.packb(event, use_bin_type=True)),
-            )
+            # IMMEDIATE: the write lock is taken before the read, so no other writer can take this seq.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events").fetchone()[0])
+                event["seq"] = seq
+                self._db.execute(
+                    "INSERT INTO events (seq, stream, track_id, kind, label, t_wall_ns, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (seq, str(event.get("stream", "")), event.get("track_id"), event.get("kind"),
+                     event.get("label"), event.get("t_wall_ns"), msgpack.packb(event, use_bin_type=True)),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                event.pop("seq", None)
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
             return seq
 
     @property

@@ -230,6 +230,8 @@ def open_model(path: str | Path, prefer: str | None = None, precision: str = "fp
         except Exception as e:  # noqa: BLE001 - any unparsable file is bad input
             raise UserError(f"{path}: not a model file, ONNX, TorchScript or ExportedProgram file "
                             f"({type(e).__name__})") from None
+        if not proto.graph.node:  # protobuf parses many byte strings, e.g. a corrupt file, as an empty model
+            raise UserError(f"{path}: not a model file, ONNX, TorchScript or ExportedProgram file (no graph)")
         meta = json.loads({p.key: p.value for p in proto.metadata_props}.get(META_KEY, "{}"))
         log.info("runtime: onnxruntime (%s)", path.name)
         return Predictor(_ort_fn(_ort_session(str(path), threads)), "onnxruntime", meta)

@@ -16,13 +16,14 @@ Message types (arrays and meta) are listed in `TYPES` below and in docs/contract
 The product's public interface is the `event` message on topic `mer.event` (schema `EVENT_FIELDS`).
 Example, as any msgpack reader sees the header's `meta`:
 
-    {"schema": 1, "seq": 17, "stream": "cam0", "track_id": 2, "kind": "micro",
+    {"schema": 2, "seq": 17, "stream": "cam0", "track_id": 2, "kind": "micro",
      "onset": {"frame": 4510, "t_mono_ns": ..., "t_wall_ns": ...}, "apex": {...}, "offset": {...},
      "duration_s": 0.30, "label": "surprise", "scores": {"negative": 0.08, "positive": 0.05,
      "surprise": 0.87}, "confidence": 0.87, "intensity": 1.4, "box": [212.0, 96.0, 180.0, 180.0],
      "model": {"id": "soa-3c-synthetic-3f2a9c1b", "angles_deg": [88.1, 87.4, 90.6, 89.9],
      "runtime": "onnxruntime"}, "latency_ms": 131.4, "stages_ms": {"confirm": 100.1, "perception": 14.2,
-     "classify": 15.8, "events": 1.3}, "clock": "live", "rois": ["brow_left", "brow_right"]}
+     "classify": 15.8, "events": 1.3}, "clock": "live", "rois": ["brow_left", "brow_right"],
+     "context": {"talking": false, "blink_near": false, "occluded": [], "muted": [], "head_pose": [2.1, -4.0, 0.5]}}
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1  # of the wire header and the message types; bump on any incompatible change
-EVENT_SCHEMA_VERSION = 1  # of the mer.event fields; bump when a field changes meaning or goes (readers
+EVENT_SCHEMA_VERSION = 2  # of the mer.event fields (2: kind "blink"; micro no longer covers talking, blinks,
+# occluders or motion over micro_max_px; `context`); bump when a field changes meaning or goes (readers
 # ignore keys they do not know, so an added field keeps the version)
 
 EVENT_TOPIC = "mer.event"
@@ -153,14 +155,14 @@ EVENT_FIELDS: dict[str, str] = {
     "seq": "gap-free sequence number assigned by the event log (int)",
     "stream": "camera / stream id (str)",
     "track_id": "anonymous per-session face track id (int)",
-    "kind": "micro | macro | other (str)",
+    "kind": "micro | macro | blink (only with classify kinds including it) | other (str)",
     "onset": "{frame, t_mono_ns, t_wall_ns}",
     "apex": "{frame, t_mono_ns, t_wall_ns}",
     "offset": "{frame, t_mono_ns, t_wall_ns}",
     "duration_s": "offset - onset in seconds (float)",
-    "label": "predicted class (str)",
-    "scores": "{class: probability}",
-    "confidence": "probability of the label (float)",
+    "label": "predicted class (str; \"blink\" for a blink)",
+    "scores": "{class: probability} (empty for a blink)",
+    "confidence": "probability of the label (float; 1.0 for a blink)",
     "intensity": "peak motion at apex, aligned-crop px (float)",
     "box": "[x, y, w, h] face box in frame px at apex",
     "model": "{id, angles_deg, runtime}",
@@ -169,6 +171,7 @@ EVENT_FIELDS: dict[str, str] = {
     "stages_ms": "latency_ms by stage: {confirm, perception, classify, events} (null on the media clock)",
     "clock": "live | media: media = a stored file read unpaced, times are file time (str)",
     "rois": "regions that moved (list of str)",
+    "context": "{talking, blink_near, occluded, muted, speech?, head_pose?}: what went on around it (dict)",
 }
 EVENT_DEBUG_FIELDS = {"debug_apex_crop": "OPT-IN ONLY (off by default): aligned apex crop, PNG bytes"}
 

@@ -117,8 +117,9 @@ class Node:
     # merged into frame order; within a frame, stages ranked by `input_order`, default the inputs' order).
     input_sync: ClassVar[str] = "arrival"
     input_order: ClassVar[tuple[str, ...]] = ()
-    # Set by the runner before setup(): the graph's name, the supervisor's stats endpoint and the input
-    # ports that are connected ("inputs"; absent in tests: take every declared input as connected).
+    # Set by the runner before setup(): the graph's name, the supervisor's stats endpoint, the input
+    # ports that are connected ("inputs"; absent in tests: take every declared input as connected) and
+    # how often this node has been restarted in this run ("restarts"; absent in tests: 0).
     run_info: dict[str, Any] = {}
 
     def __init__(self, name: str, params: dict[str, Any], emit: Callable[[str, Message], None],
@@ -159,6 +160,11 @@ class Node:
     def teardown(self) -> None:
         """Release resources; always called, also on SIGTERM."""
 
+    def rejected(self) -> int:
+        """Requests refused outside the graph's links (e.g. bad replay requests), counted in the node's
+        `foreign` stat with what its inputs rejected."""
+        return 0
+
     # -- services -------------------------------------------------------------------------------------
     @property
     def stopping(self) -> bool:
@@ -191,7 +197,13 @@ class Node:
                 raise UserError(f"missing required param {key!r} ({spec.description})")
             else:
                 out[key] = spec.default
+        cls.check_params(out)
         return out
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Refuse (UserError) a combination of resolved params that setup() would refuse, e.g. a public
+        endpoint without keys, so that `graph validate` refuses it too. setup() calls it as well."""
 
     @classmethod
     def for_test(cls, name: str = "test", params: dict[str, Any] | None = None) -> Node:

@@ -12,29 +12,55 @@ The control protocol (a DEALER to the supervisor's ROUTER) and the stats record 
 
 from __future__ import annotations
 
-import json
-import logging
+import os
 import signal
-import sys
-import time
-from collections import deque
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import zmq
 
-from edge.errors import FacesleuthError
-from edge.runtime.control import NodeStats, Op, decode, encode
-from edge.runtime.messages import Message
-from edge.runtime.node import Node, get_node_class
-from edge.runtime.sync import InputSync, deliver
-from edge.runtime.transport import LATEST_HWM, Curve, Input, Output, context, new_poller
+def _exit_before_main(signum: int, frame: object) -> None:
+    """A stop while this module still imports (numpy, zmq: a second or more on a busy device): nothing is
+    set up yet, so leave at once and quietly (Python's own SIGINT handler would print a traceback)."""
+    os._exit(128 + signum)
+
+
+signal.signal(signal.SIGINT, _exit_before_main)
+signal.signal(signal.SIGTERM, _exit_before_main)
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import zmq  # noqa: E402
+
+from edge.errors import FacesleuthError, NodeFailed  # noqa: E402
+from edge.runtime.control import (  # noqa: E402
+    CONTROL_ID_ENV,
+    RESTARTS_ENV,
+    ControlError,
+    NodeStats,
+    Op,
+    encode,
+    parse,
+)
+from edge.runtime.messages import Message  # noqa: E402
+from edge.runtime.node import Node, get_node_class  # noqa: E402
+from edge.runtime.sync import InputSync, deliver  # noqa: E402
+from edge.runtime.transport import LATEST_HWM, Curve, Input, Output, context, new_poller  # noqa: E402
 
 STATS_PERIOD_S = 1.0
 READY_TIMEOUT_S = 20.0
 BATCH_MAX = 64  # messages handed to process_batch() at once (lossless inputs)
 DRAIN_QUIET_S = 0.2  # after every input ended: stop once nothing arrived for this long
+FAILING_STREAK_MAX = 100  # process() raising the same exception type this many times in a row: the node
+# is broken for this input (e.g. an allocation that can never succeed), not unlucky: it fails
+
+
+class Failing(NodeFailed):
+    """process() failed the same way on every one of the last FAILING_STREAK_MAX messages."""
 
 
 class _Latency:
@@ -61,9 +87,22 @@ class NodeProcess:
         self.stop_requested = False
         self.in_setup = False  # a stop signal during setup (model loading, camera opening) exits at once
         self.ctx = context()
+        try:
+            self._build(spec)
+        except FacesleuthError as e:  # e.g. a pinned endpoint in use: the supervisor hears why
+            if hasattr(self, "control"):
+                self._send_control(Op.FAILED, reason=str(e))
+            self.ctx.destroy()  # each socket's own linger: the control socket's lets the report out
+            raise
+        except BaseException:
+            self.ctx.destroy(0)
+            raise
+
+    def _build(self, spec: dict[str, Any]) -> None:
         self.control = self.ctx.socket(zmq.DEALER)
         self.control.linger = 1000
-        self.control.identity = self.name.encode()
+        # NAME/TOKEN from the supervisor (a new token per spawn); the bare name when run by hand
+        self.control.identity = os.environ.get(CONTROL_ID_ENV, self.name).encode()
         self.control.connect(spec["control"])
         curve = Curve(**{k: v.encode() if isinstance(v, str) else v for k, v in spec["curve"].items()}) \
             if spec.get("curve") else None  # keys travel in the 0600 spec file of the private run dir
@@ -84,6 +123,8 @@ class NodeProcess:
         self.producers_ended: set[str] = set()  # relayed by the supervisor
         self.processed = 0
         self.errors = 0
+        self.control_dropped = 0
+        self._streak: tuple[str, int] = ("", 0)  # exception type raised by the last process() calls, and how often
         self.latency = _Latency()
         self.t_start = time.monotonic()
         self._last_stats = 0.0
@@ -91,7 +132,8 @@ class NodeProcess:
         cls = get_node_class(spec["type"])
         self.node: Node = cls(self.name, spec["params"], self._emit, lambda: self.stop_requested)
         self.node.run_info = {"graph": spec.get("graph", ""), "stats": spec.get("stats"),
-                              "inputs": sorted({port for port, _ in self.inputs})}  # the connected ones
+                              "inputs": sorted({port for port, _ in self.inputs}),  # the connected ones
+                              "restarts": int(os.environ.get(RESTARTS_ENV, "0"))}
         self.sync = InputSync(self.node)
 
     # -- control channel ------------------------------------------------------------------------------
@@ -100,10 +142,15 @@ class NodeProcess:
 
     def _read_control(self) -> None:
         while self.control.poll(0):
-            got = decode(self.control.recv())
-            if got is None:
+            parts = self.control.recv_multipart()
+            try:
+                if len(parts) != 1:
+                    raise ControlError(f"{len(parts)} frames, expected 1")
+                op, msg = parse(parts[0])
+            except ControlError as e:
+                self.control_dropped += 1
+                self.log.warning("control: dropped a message: %s", e)
                 continue
-            op, msg = got
             if op is Op.STOP:
                 self.stop_requested = True
             elif op is Op.UPSTREAM_EOS:
@@ -127,7 +174,8 @@ class NodeProcess:
             fps=(self.processed if self.inputs else sent) / elapsed, p50_ms=p50, p99_ms=p99,
             dropped_in=sum(i.dropped + i.gaps for _, i in self.inputs),
             dropped_out=sum(o.dropped for o in self.outputs.values()),
-            foreign=sum(i.foreign for _, i in self.inputs), errors=self.errors,
+            foreign=sum(i.foreign for _, i in self.inputs) + self.control_dropped + self.node.rejected(),
+            errors=self.errors,
         ).to_dict()
 
     def _maybe_stats(self) -> None:
@@ -253,13 +301,24 @@ class NodeProcess:
     def _deliver(self, stage: str, msgs: list[Message]) -> None:
         try:
             deliver(self.node, stage, msgs)
+            self._streak = ("", 0)
+            return
+        except NodeFailed:
+            raise
         except FacesleuthError as e:
-            self.errors += 1
             self.log.error("%s", e)
+            error = e
         except Exception as e:  # a bug in one message must not take the stream down
-            self.errors += 1
             self.log.error("process() failed on %s: %s: %s", stage, type(e).__name__, e,
                            exc_info=self.log.isEnabledFor(logging.DEBUG))
+            error = e
+        self.errors += 1
+        kind = type(error).__name__
+        n = self._streak[1] + len(msgs) if self._streak[0] == kind else len(msgs)
+        self._streak = (kind, n)
+        if n >= FAILING_STREAK_MAX:
+            raise Failing(f"process() failed on {n} messages in a row, the same way each time "
+                          f"({kind}: {error}): giving up")
 
 
 def _die_with_parent() -> None:

@@ -30,13 +30,18 @@ COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "fps", "p50_ms", "p9
 
 
 def find_run_dir(run_dir: str | Path | None = None) -> Path:
-    """The run directory of a running graph: `run_dir`, or the newest run. UserError if there is none."""
-    from edge.runtime.supervisor import runs_root
+    """The run directory of a running graph: `run_dir`, or the newest run. UserError if there is none, or
+    if its runner is gone (a directory left by a killed runner)."""
+    from edge.runtime.supervisor import runs_root, supervisor_alive
 
     d = Path(run_dir) if run_dir else runs_root() / "latest"
     if not (d / "endpoints.json").is_file():
         where = d if run_dir else runs_root()
         raise UserError(f"no running graph in {where}: start one with `facesleuth run GRAPH` or pass --run-dir")
+    info = read_endpoints(d)
+    if not supervisor_alive(info):
+        raise UserError(f"graph {info.get('graph')} in {d.resolve()} is not running (its runner, pid "
+                        f"{info.get('pid')}, is gone); the next `facesleuth run` removes the directory")
     return d.resolve()
 
 
@@ -139,7 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _show(snap: dict[str, Any], table: list[dict[str, Any]], as_json: bool, redraw: bool) -> None:
     if as_json:
-        print(json.dumps({"graph": snap.get("graph"), "t_wall_ns": snap["t_wall_ns"], "nodes": table}), flush=True)
+        print(json.dumps({"graph": snap.get("graph"), "t_wall_ns": snap["t_wall_ns"], "nodes": table,
+                          "control_dropped": snap.get("control_dropped", 0)}), flush=True)
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(snap["t_wall_ns"] / 1e9))
     text = f"graph {snap.get('graph')}  {stamp}\n{format_table(table, COLUMNS)}\n"
@@ -156,6 +162,11 @@ def main(args: argparse.Namespace) -> int:
         while True:
             snap = sub.next(args.timeout)
             if snap is None:
+                from edge.runtime.supervisor import supervisor_alive
+
+                if (run_dir / "endpoints.json").exists() and not supervisor_alive(read_endpoints(run_dir)):
+                    raise FacesleuthError(f"graph {(prev or {}).get('graph', '')} in {run_dir} stopped: "
+                                          "its runner is gone")
                 if not (run_dir / "endpoints.json").exists() and prev is not None:
                     print(f"graph {prev.get('graph')} stopped", file=sys.stderr)
                     return 0

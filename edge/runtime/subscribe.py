@@ -30,18 +30,18 @@ from edge.runtime.messages import Message
 from edge.runtime.transport import Input, context, is_loopback, new_poller, poll_inputs
 
 
-def resolve(target: str, run_dir: str | None = None) -> tuple[str, str, str | None]:
-    """ENDPOINT or NODE.PORT -> (endpoint, default topic, the graph's CURVE key dir or None). UserError
-    naming the known ports."""
+def resolve(target: str, run_dir: str | None = None) -> tuple[str, str, str | None, dict[str, Any] | None]:
+    """ENDPOINT or NODE.PORT -> (endpoint, default topic, the graph's CURVE key dir or None, the run's
+    endpoints.json map or None). UserError naming the known ports, or when the run's runner is gone."""
     if "://" in target:
-        return target, "", None
+        return target, "", None, None
     from edge.runtime.stats import find_run_dir, read_endpoints
 
     eps = read_endpoints(find_run_dir(run_dir))
     ports = eps.get("ports", {})
     if target not in ports:
         raise UserError(f"no output port {target!r} in the running graph (ports: {', '.join(sorted(ports))})")
-    return ports[target], target, eps.get("keys")
+    return ports[target], target, eps.get("keys"), eps
 
 
 def summarize(arr: np.ndarray) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise UserError(f"--count must be at least 1, got {args.count}")
-    endpoint, topic, graph_keys = resolve(args.target, args.run_dir)
+    endpoint, topic, graph_keys, run = resolve(args.target, args.run_dir)
     topic = topic if args.topic is None else args.topic
     curve = None
     if args.keys or graph_keys:  # NODE.PORT of a graph with `keys:` uses the graph's keys by default
@@ -113,11 +113,18 @@ def main(args: argparse.Namespace) -> int:
     poller = new_poller([inp])
     shown = 0
     try:
-        last = time.monotonic()
+        last = checked = time.monotonic()
         while args.count is None or shown < args.count:
             if not poll_inputs(poller, 200):
                 if args.timeout is not None and time.monotonic() - last > args.timeout:
                     raise FacesleuthError(f"no message on {endpoint} for {args.timeout:g} s")
+                if run is not None and time.monotonic() - checked > 1.0:  # NODE.PORT: is the graph still there?
+                    from edge.runtime.supervisor import supervisor_alive
+
+                    checked = time.monotonic()
+                    if not supervisor_alive(run):
+                        raise FacesleuthError(f"graph {run.get('graph')} stopped: its runner (pid "
+                                              f"{run.get('pid')}) is gone")
                 continue
             msgs = inp.receive_many(100)  # every queued message in order (receive() would skip to the newest)
             if msgs:

@@ -8,11 +8,19 @@
 - Readiness: a node reports `ready` once all its expected subscribers are attached; sources get `start`
   only when every node is ready, so nothing is lost to slow joiners.
 - Restart: per node, `never` or `on-failure` (max_restarts, backoff_s). Waiting for a restart never blocks
-  shutdown: it is a deadline checked by the main loop.
+  shutdown: it is a deadline checked by the main loop. A node restarted after a producer of its has
+  ended is told so when it is ready (upstream_eos), so it drains and ends instead of waiting forever.
 - Stop (SIGINT/SIGTERM, --duration, or every stream ended): `stop` on the control channel and SIGINT,
   then SIGTERM after 2 s, SIGKILL after 3.5 s: done within 5 s. Each exit is logged with node, pid, code.
   The run directory (ipc files) is removed. Nodes also die with the runner (PR_SET_PDEATHSIG).
-- Exit code: 0 when every node ended cleanly, 1 when a node failed for good, 130 on Ctrl-C.
+- Leftovers: node specs (which may hold CURVE secrets) are written 0600 in the 0700 run directory. A
+  runner killed with SIGKILL cannot clean up: its run directory names its pid and start time
+  (endpoints.json), and the next run removes the directories of runners that are gone (and `latest`
+  if it points at one); `stats` and `subscribe` refuse them with one line.
+- Bad input: a node whose setup failed with a UserError (missing or corrupt video, model or event log;
+  a pinned endpoint in use) exits 2. It is not restarted: the same input would fail the same way.
+- Exit code: 0 when every node ended cleanly, 2 when a node failed on bad input, 1 when a node failed
+  for good otherwise, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,7 +44,19 @@ from typing import Any
 import msgpack
 import zmq
 
-from edge.runtime.control import STATS_TOPIC, NodeRecord, NodeStats, Op, decode, encode
+from edge.errors import EXIT_BAD_INPUT
+from edge.runtime.control import (
+    CONTROL_ID_ENV,
+    MAX_CONTROL_BYTES,
+    RESTARTS_ENV,
+    STATS_TOPIC,
+    ControlError,
+    NodeRecord,
+    NodeStats,
+    Op,
+    encode,
+    parse,
+)
 from edge.runtime.graph import Graph, load_graph
 from edge.runtime.keys import load_curve
 from edge.runtime.transport import ipc_endpoint
@@ -49,6 +70,62 @@ STOP_SIGTERM_S = 1.5
 
 def runs_root() -> Path:
     return Path(tempfile.gettempdir()) / f"facesleuth-{os.getuid()}"
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot; Linux), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def supervisor_alive(info: dict[str, Any]) -> bool:
+    """Whether the runner that wrote the endpoints.json map `info` still runs (same pid, same start time)."""
+    pid = info.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process has the pid now; the start time decides
+    started = info.get("started")
+    return started is None or _start_time(pid) in (None, started)
+
+
+def clean_stale_runs(root: Path) -> list[Path]:
+    """Remove the run directories under `root` whose runner is gone, and a `latest` link that points at
+    no run; returns the directories removed."""
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for d in entries:
+        if d.is_symlink() or not d.is_dir():
+            continue
+        try:
+            info = json.loads((d / "endpoints.json").read_text())
+        except (OSError, ValueError):
+            continue  # a runner between mkdtemp and its first write, or not ours: left alone
+        if isinstance(info, dict) and not supervisor_alive(info):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+            log.info("removed the run directory of a runner that is gone: %s (graph %s, pid %s)",
+                     d, info.get("graph"), info.get("pid"))
+    latest = root / "latest"
+    if latest.is_symlink() and not latest.exists():
+        latest.unlink(missing_ok=True)
+    return removed
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable by this user only (0600 from the start: no window at 0644)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _free_tcp_port(host: str) -> int:
@@ -66,11 +143,15 @@ class Child:
     backoff_s: float
     is_source: bool
     proc: subprocess.Popen | None = None
+    ident: bytes = b""  # the control identity of the live process (NAME/TOKEN, new per spawn)
     restarts: int = 0
     restart_at: float | None = None
     ready: bool = False
+    heard: bool = False  # this process has sent a valid control message (it is past Python's start-up)
     ended: bool = False  # reported end of stream
     failed: bool = False  # failed for good
+    bad_input: bool = False  # its setup refused its input (exit 2): never restarted
+    reason: str = ""  # its last `failed` report
     exit_codes: list[int] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # its last report (a NodeStats wire map)
 
@@ -80,7 +161,8 @@ class Supervisor:
         self.graph = graph
         self.log_level = log_level
         root = runs_root()
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        clean_stale_runs(root)
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"{graph.name[:16]}-", dir=root))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
@@ -88,7 +170,9 @@ class Supervisor:
         self.stats_ep = ipc_endpoint(self.run_dir, "stats")
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.linger = 0
+        self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
         self.control.bind(self.control_ep)
+        self.control_dropped = 0  # malformed or unattributable control messages, counted and dropped
         self.stats_pub = self.ctx.socket(zmq.PUB)
         self.stats_pub.linger = 0
         self.stats_pub.bind(self.stats_ep)
@@ -138,11 +222,12 @@ class Supervisor:
                 if curve else None,
             }
             path = self.run_dir / f"{n.name}.json"
-            path.write_text(json.dumps(spec, indent=1, default=str))
+            _write_private(path, json.dumps(spec, indent=1, default=str))
             self.children[n.name] = Child(n.name, path, n.restart.policy, n.restart.max_restarts,
                                           n.restart.backoff_s, n.cls.is_source())
         (self.run_dir / "endpoints.json").write_text(json.dumps(
-            {"graph": g.name, "pid": os.getpid(), "control": self.control_ep, "stats": self.stats_ep,
+            {"graph": g.name, "pid": os.getpid(), "started": _start_time(os.getpid()),
+             "control": self.control_ep, "stats": self.stats_ep,
              "ports": self.endpoints, "keys": str(g.keys) if g.keys else None}, indent=1))
         latest = runs_root() / "latest"
         try:
@@ -154,39 +239,68 @@ class Supervisor:
 
     # -- processes ----------------------------------------------------------------------------------------
     def _spawn(self, c: Child) -> None:
-        c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)], start_new_session=True)
-        c.ready = False
+        c.ident = f"{c.name}/{secrets.token_hex(8)}".encode()
+        env = {**os.environ, CONTROL_ID_ENV: c.ident.decode(), RESTARTS_ENV: str(c.restarts)}
+        c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)],
+                                  start_new_session=True, env=env)
+        c.ready = c.heard = False
+        c.reason = ""
         c.restart_at = None
         log.info("started %s (pid %d)", c.name, c.proc.pid)
 
     def _send(self, name: str, op: Op, **kw: Any) -> None:
+        c = self.children.get(name)
+        if c is None or not c.ident:
+            return
         try:
-            self.control.send_multipart([name.encode(), encode(op, **kw)], zmq.NOBLOCK)
+            self.control.send_multipart([c.ident, encode(op, **kw)], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
     def _handle_control(self) -> None:
         while self.control.poll(0):
-            ident, payload = self.control.recv_multipart()[:2]
-            c = self.children.get(ident.decode(errors="replace"))
-            if c is None:
-                continue
-            got = decode(payload)
-            if got is None:
-                continue
-            op, msg = got
-            if op is Op.READY:
-                c.ready = True
-                if c.is_source and self.started_sources:
-                    self._send(c.name, Op.START)  # a restarted source
-            elif op in (Op.STATS, Op.EOS):
-                c.stats.update(msg.get("stats") or {})
-                if op is Op.EOS and not c.ended:
-                    c.ended = True
-                    log.info("%s: end of stream", c.name)
-                    self._relay_eos(c.name)
-            elif op is Op.FAILED:
-                log.error("%s: %s", c.name, msg.get("reason", "failed"))
+            parts = self.control.recv_multipart()
+            try:
+                self._on_control(parts)
+            except ControlError as e:
+                self._drop_control(parts[0], str(e))
+            except Exception as e:  # never fatal: a bug here must not end the graph either
+                self._drop_control(parts[0], f"{type(e).__name__}: {e}")
+
+    def _drop_control(self, ident: bytes, reason: str) -> None:
+        self.control_dropped += 1
+        if self.control_dropped <= 10 or self.control_dropped % 100 == 0:
+            log.warning("control: dropped a message from %r: %s (%d dropped so far)", ident[:64], reason,
+                        self.control_dropped)
+
+    def _on_control(self, parts: list[bytes]) -> None:
+        ident = parts[0]
+        # The newest process of a node keeps its identity after it exits (its last stats come late).
+        c = next((c for c in self.children.values() if c.ident == ident), None)
+        if c is None:
+            raise ControlError("unknown sender (not a node process of this run)")
+        if len(parts) != 2:
+            raise ControlError(f"{len(parts) - 1} frames, expected 1")
+        op, msg = parse(parts[1])
+        c.heard = True
+        if op is Op.READY:
+            c.ready = True
+            if c.is_source and self.started_sources:
+                self._send(c.name, Op.START)  # a restarted source
+            for src in sorted({lk.src for lk in self.graph.links if lk.dst == c.name}):
+                if self.children[src].ended:  # a restarted consumer: its producer ended before it came
+                    self._send(c.name, Op.UPSTREAM_EOS, node=src)
+        elif op in (Op.STATS, Op.EOS):
+            c.stats.update(msg.get("stats") or {})
+            if op is Op.EOS and not c.ended:
+                c.ended = True
+                log.info("%s: end of stream", c.name)
+                self._relay_eos(c.name)
+        elif op is Op.FAILED:
+            c.reason = msg["reason"]
+            log.debug("%s: %s", c.name, c.reason)  # the node has logged it
+        else:
+            raise ControlError(f"{op.value} is not a node -> supervisor op")
 
     def _relay_eos(self, name: str) -> None:
         """Tell every consumer of `name` that it has ended: an in-band eos on a latest-wins link can be
@@ -214,6 +328,9 @@ class Supervisor:
                     self._relay_eos(c.name)
             elif self.stop_reason:
                 pass  # stopping: an exit forced by the shutdown is no failure
+            elif code == EXIT_BAD_INPUT:
+                c.failed = c.bad_input = True
+                self.stop_reason = f"{c.name}: {c.reason or 'bad input'} (exit code 2, not retried)"
             elif c.restart_policy == "on-failure" and c.restarts < c.max_restarts:
                 c.restarts += 1
                 delay = c.backoff_s * (2 ** (c.restarts - 1))
@@ -221,7 +338,8 @@ class Supervisor:
                 log.warning("%s: restart %d/%d in %.1f s", c.name, c.restarts, c.max_restarts, delay)
             else:
                 c.failed = True
-                self.stop_reason = self.stop_reason or f"{c.name} failed for good (exit code {code})"
+                self.stop_reason = self.stop_reason or f"{c.name} failed for good (exit code {code})" + (
+                    f": {c.reason}" if c.reason else "")
 
     def _publish_stats(self) -> None:
         nodes = {}
@@ -231,7 +349,8 @@ class Supervisor:
             nodes[c.name] = NodeRecord.wire_map(c.stats, restarts=c.restarts, state=state,
                                                 pid=c.proc.pid if c.proc else None)
         self.stats_pub.send_multipart([STATS_TOPIC, msgpack.packb(
-            {"graph": self.graph.name, "t_wall_ns": time.time_ns(), "nodes": nodes}, use_bin_type=True)])
+            {"graph": self.graph.name, "t_wall_ns": time.time_ns(), "nodes": nodes,
+             "control_dropped": self.control_dropped}, use_bin_type=True)])
 
     def run(self, duration: float | None = None) -> int:
         interrupted = False
@@ -271,6 +390,8 @@ class Supervisor:
                 signal.signal(s, h)
             self.close()
         print(self.summary(), flush=True)
+        if any(c.bad_input for c in self.children.values()):
+            return EXIT_BAD_INPUT
         if any(c.failed for c in self.children.values()):
             return 1
         return 130 if interrupted else 0
@@ -280,7 +401,9 @@ class Supervisor:
         live = [c for c in self.children.values() if c.proc is not None]
         for c in live:
             self._send(c.name, Op.STOP)
-            _signal(c.proc, signal.SIGINT)
+            # A process not heard from may still be in Python's start-up, where SIGINT prints a
+            # KeyboardInterrupt traceback; SIGTERM ends it quietly there, and later means the same as SIGINT.
+            _signal(c.proc, signal.SIGINT if c.heard else signal.SIGTERM)
         for sig, wait_s in ((signal.SIGTERM, STOP_SIGINT_S), (signal.SIGKILL, STOP_SIGTERM_S)):
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and any(c.proc.poll() is None for c in live):
@@ -317,7 +440,8 @@ class Supervisor:
                 "in": s.messages_in, "out": s.messages_out, "fps": s.fps, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
                 "dropped": s.dropped_in + s.dropped_out, "foreign": s.foreign, "errors": s.errors,
             })
-        return f"graph {self.graph.name}: {self.stop_reason}\n" + format_table(rows)
+        dropped = f"\ncontrol messages dropped: {self.control_dropped}" if self.control_dropped else ""
+        return f"graph {self.graph.name}: {self.stop_reason}\n" + format_table(rows) + dropped
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:

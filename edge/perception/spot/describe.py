@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.perception.geometry import ROIS
+from edge.perception.spot.context import SPEECH_ROIS, ContextTracker
 from edge.perception.spot.features import EYE_ROIS, PAIRS
 from edge.perception.spot.params import SpotParams
 from edge.perception.spot.records import FrameRecord, Interval
@@ -40,6 +41,7 @@ class TrackContext:
     tolerance: np.ndarray          # (C,) noise of a chained displacement times k_off, crop px
     head_limit: float              # this face's head-speed limit for micro intervals, crop px/s
     ready_frame: int | None        # the first frame spotting ran on
+    context: ContextTracker | None = None  # the track's facial context (eye closures)
 
 
 @dataclass
@@ -76,6 +78,14 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
     for k, pair in enumerate(PAIRS.values()):  # a mirrored pair channel speaks for both sides
         if channels[roi_of == -1 - k].any():
             sig[[names.index(r) for r in pair]] = True
+    during = [g for g in ctx.frames if on.frame <= g.frame <= off.frame]
+    muted = np.zeros(len(names), bool)  # ROIs talking or an occluder muted at some frame of the interval
+    for g in during:
+        if g.muted is not None and g.muted.any():
+            muted |= [bool(g.muted[single & (roi_of == r)].all()) for r in range(len(names))]
+    if not reason and sig.any() and not (sig & ~muted).any():
+        reason = muted_reason(during)
+    sig &= ~muted
     peak = np.where(sig, peak, 0.0)
     ok = peak > tol_r
     top = float(peak.max())
@@ -109,7 +119,21 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
     blink = eye >= p.blink_min_px and other < p.blink_ratio * eye and closing
     if blink and expression:  # the lids outshine the expression's own ROIs: list those too
         rois = [r for k, r in enumerate(names) if r in rois or far[k] >= p.roi_frac * far[k_far]]
-    if blink and not expression:
+    fps = 1e9 * max(1, off.frame - on.frame) / max(1, off.t_mono_ns - on.t_mono_ns)
+    closure = None if ctx.context is None else ctx.context.closure_near(
+        on.frame, off.frame, round(p.blink_near_s * fps))
+    # With the eyes known shut, only the lower face makes it an expression during a blink: real lids also
+    # drag the cheeks, which the nose ROIs see.
+    lower = [names.index(r) for r in SPEECH_ROIS]
+    lower_moved = bool((far[lower] >= p.blink_expr_px).any() and (far[lower] >= p.blink_expr_k * tol_r[lower]).any())
+    if closure is not None and not lower_moved:
+        # The eyes shut over it and nothing away from the eyes moved: the blink itself (or eyes closing),
+        # whatever the brows did; the blink interval from the eye state stands for it.
+        kind = "blink"
+        if not reason:
+            reason = (f"blink: the eyes shut at frames {closure.shut_from}-{closure.shut_to} (the blink "
+                      "interval from the eye state stands for it)")
+    elif blink and not expression:
         kind = "blink"
     elif m.forced or duration > p.micro_max_s:
         kind = "macro"
@@ -140,5 +164,39 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
         reason = f"{duration * 1000:.0f} ms < micro_min_s {p.micro_min_s}: too short for a facial action"
     if not reason and top < p.min_intensity_px:
         reason = f"peak displacement {top:.3f} px < min_intensity_px {p.min_intensity_px}"
+    # The jaw dropping with nothing else moving is the mouth opening (to speak, at the first syllable,
+    # before talking is known from the swings; or to breathe), not an expression: the action units of
+    # emotions move the chin up (AU17) or the lips, and surprise's jaw drop comes with the brows (FACS).
+    chin = single & (roi_of == names.index("chin"))
+    if not reason and kind == "micro" and rois and set(rois) <= set(SPEECH_ROIS) and chin.any():
+        u, v = D[i_peak][chin].mean(0)
+        if v > max(abs(u), float(ctx.tolerance[chin].min())):
+            reason = f"the jaw opening ({v:.1f} crop px down) and nothing else: the mouth opening, not an expression"
+    if not reason and kind == "micro" and top > p.micro_max_px:
+        reason = (f"peak displacement {top:.1f} crop px > micro_max_px {p.micro_max_px}: larger than a "
+                  "micro-expression moves")
+    context = interval_context(during, apex, [names[r] for r in np.flatnonzero(muted)], closure is not None)
     return Interval(ctx.track_id, kind, on.frame, apex.frame, off.frame, on.t_mono_ns, apex.t_mono_ns,
-                    off.t_mono_ns, on.t_wall_ns, apex.t_wall_ns, off.t_wall_ns, m.score, top, rois, reason)
+                    off.t_mono_ns, on.t_wall_ns, apex.t_wall_ns, off.t_wall_ns, m.score, top, rois, reason,
+                    context)
+
+
+def muted_reason(during: Sequence[FrameRecord]) -> str:
+    """Why every ROI that carried an interval was muted."""
+    occluded = sorted({r for g in during if g.context is not None for r in g.context.occluded})
+    if occluded:
+        return "occluded: " + ", ".join(occluded)
+    return "talking: only the mouth and chin moved"
+
+
+def interval_context(during: Sequence[FrameRecord], apex: FrameRecord, muted: list[str], blink_near: bool) -> dict:
+    """An interval's context (Interval.context; plain types, as events carry it)."""
+    ctxs = [g.context for g in during if g.context is not None]
+    out: dict = {"talking": any(c.talking for c in ctxs), "blink_near": blink_near,
+                 "occluded": sorted({r for c in ctxs for r in c.occluded}), "muted": muted}
+    speech = [c.speech for c in ctxs if c.speech == c.speech]  # not nan
+    if speech:
+        out["speech"] = round(max(speech), 3)
+    if apex.context is not None and apex.context.head_pose is not None:
+        out["head_pose"] = [round(v, 1) if v == v else None for v in apex.context.head_pose]
+    return out

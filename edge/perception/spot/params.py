@@ -72,6 +72,27 @@ class SpotParams:
     bump_head_speed_max: float = knob(20.0, "micro intervals need a steadier face than head_speed_max (a slow "
                                       "head turn leaves parallax of a micro-expression's size in the crop)",
                                       "crop px/s", min=0.0)
+    # Facial context (edge.perception.spot.context; docs/spotting.md has the measurements).
+    speech_px: float = knob(0.5, "a mouth/chin swing of the flow this large counts as a syllable (talking "
+                            "without facial state)", "crop px", min=0.0)
+    speech_gap: float = knob(0.08, "a lip-gap swing this large counts as a syllable (landmarks with lip "
+                             "points)", "eye distances", min=0.0)
+    speech_swings: int = knob(3, "this many mouth swings within speech_window_s are talking (a "
+                              "micro-expression rises and returns: 2)", min=1)
+    speech_window_s: float = knob(2.0, "window of the swing count (also how long talking outlasts speech)",
+                                  "s", min=0.1)
+    eye_shut: float = knob(0.7, "mean eye openness, of its open level over the last second, under which the "
+                           "eyes are shut",
+                           min=0.0, max=1.0)
+    blink_max_s: float = knob(1.0, "an eye closure that reopens within this is a blink (longer: eyes closed)",
+                              "s", min=0.0)
+    blink_near_s: float = knob(0.3, "shut eyes this close to an interval make it the blink's (eye region "
+                               "only) or give it a blink nearby (context)", "s", min=0.0)
+    micro_max_px: float = knob(4.0, "peak ROI displacement above which an interval is not a micro-expression "
+                               "(the eyes are 0.37 of the crop side apart: 4 px of a 128-px crop is 8 % of the eye distance)",
+                               "crop px", min=0.0)
+    occlusion_k: float = knob(4.0, "a ROI whose warp residual is this many times its usual is occluded (a "
+                              "hand or object moving over it: its channels do not count)", "times", min=1.0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpotParams:

@@ -32,6 +32,9 @@ class Interval:
     intensity: float = 0.0      # peak ROI displacement, crop px
     rois: list[str] = field(default_factory=list)
     discarded: str = ""         # reason, or "" when kept
+    # what went on around it (edge.perception.spot.context): talking, blink_near, head_pose (at the apex),
+    # occluded and muted ROIs; plain types, as events carry it
+    context: dict = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -46,16 +49,26 @@ class FrameInfo:
     residual: float = 0.0      # crop px RMS
     scale: float = 1.0         # crop px per frame px
     position: tuple[float, float] | None = None  # where the crop centre lies in the frame, frame px
+    # The face node's facial state (edge.perception.face.state), None where the face node sent none:
+    eye_open: tuple[float, float] | None = None  # (image-left, image-right), 1 = usual open, ~0 = shut
+    mouth_open: float | None = None   # dlib68: inner-lip gap / inter-ocular distance
+    speech: float | None = None       # 0..1 speech activity (mouth aperture at syllable rate)
+    head_pose: tuple[float, float, float] | None = None  # yaw, pitch, roll, degrees (nan: unknown)
+    occlusion: tuple[float, ...] | None = None  # per ROI (geometry.ROIS order): warp residual over its
+    # usual (edge.perception.spot.occlusion; the spot node adds it, from the flow)
+    landmarks: str = ""               # the state's source: the face node's landmarks ("dlib68", "eyes")
 
     @classmethod
-    def from_transform(cls, head_motion: float, residual: float, transform: np.ndarray) -> FrameInfo:
-        """From the face node's (2, 3) frame -> crop affine of this track (crops message `transforms`)."""
+    def from_transform(cls, head_motion: float, residual: float, transform: np.ndarray,
+                       **state: object) -> FrameInfo:
+        """From the face node's (2, 3) frame -> crop affine of this track (crops message `transforms`);
+        `state`: the facial-state fields above, where the message has them."""
         M = np.asarray(transform, np.float64)
         A = M[:, :2]
         c = (CROP_SIZE - 1) / 2  # any fixed crop point would do: only its motion in the frame is used
         centre = np.linalg.solve(A, np.array([c, c]) - M[:, 2])
         return cls(float(head_motion), float(residual), float(np.sqrt(abs(np.linalg.det(A)))),
-                   (float(centre[0]), float(centre[1])))
+                   (float(centre[0]), float(centre[1])), **state)
 
 
 @dataclass
@@ -74,9 +87,11 @@ class FrameRecord:
     acc: np.ndarray | None = None  # (C, 2) accumulated displacement: running sum of flow / lag, crop px
     speed: float = 0.0           # head speed (face node, sustained over ~0.1 s), crop px/s
     busy: bool = False           # part of an event: left out of the noise model
+    muted: np.ndarray | None = None  # (C,) bool: channels that cannot carry an event here (talking, occluded)
+    context: object = None       # the frame's FrameContext (edge.perception.spot.context)
 
     def best(self) -> np.ndarray:
-        """(C,) best score of each channel over the spans."""
+        """(C,) best score of each channel over the spans (0 for muted channels: their scores are nan)."""
         if self.scores is None:
             return np.zeros(self.spans.shape[1])
         return np.nan_to_num(np.fmax.reduce(self.scores, axis=0), nan=0.0)

@@ -123,7 +123,7 @@ class Spotter:
                 flag = f"head motion {max(sustained, speed):.0f} crop px/s > {self.p.head_speed_max}"
             elif info.residual > self.p.residual_max:
                 flag = f"stabilisation residual {info.residual:.2f} px > {self.p.residual_max}"
-        return spotter.push(frame, t_mono_ns, t_wall_ns, ref_frame, feats, flag, speed=sustained)
+        return spotter.push(frame, t_mono_ns, t_wall_ns, ref_frame, feats, flag, speed=sustained, info=info)
 
     def finish(self) -> list[Interval]:
         """End of stream: close open events (an event cut by the end is closed as it stands)."""

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge.perception.spot.describe import Measured
+from edge.perception.spot.describe import Measured, muted_reason
 from edge.perception.spot.noise import NoiseModel
 from edge.perception.spot.params import SpotParams
 from edge.perception.spot.records import FrameRecord, History, Interval
@@ -37,6 +37,7 @@ class ThresholdDetector:
         self.p, self.history, self.noise, self.describe = params, history, noise, describe
         self.event: list[FrameRecord] | None = None  # frames of the open event, from its first moving frame
         self.channels: np.ndarray | None = None     # (C,) bool: channels that opened / carry the event
+        self.opened_by: np.ndarray | None = None    # (C,) bool: the channels that opened it
         self.displacement: dict[int, np.ndarray] = {}  # frame -> (C, 2) displacement since the onset
         self.totals: list[float] = []               # _total() of each event frame's displacement
         self.still = 0                              # frames in a row the open event has not moved
@@ -55,6 +56,7 @@ class ThresholdDetector:
     def open(self, trigger: FrameRecord) -> None:
         """Open an event at `trigger` (its last frame so far)."""
         self.channels = trigger.best() >= self.p.k_on
+        self.opened_by = self.channels.copy()  # talking muting all of these ends the event
         # Walk back over frames still moving in those channels (their RMS score, not their best: with tens
         # of channels hot, one of them is over k_off on most quiet frames by chance, and the onset would
         # walk back into the noise): the event starts at the first of them.
@@ -78,6 +80,13 @@ class ThresholdDetector:
         f.busy = True
         self.event.append(f)
         self._chain(f)
+        if f.muted is not None and f.muted.any():
+            # Talking began (or a ROI got covered): its channels stop carrying the event, and an event
+            # that only they carried ends here, as what it was (describe names it).
+            left = self.channels & ~f.muted
+            if not (left & self.opened_by).any():  # measured on the channels it had
+                return self._close(reason=muted_reason([f]))
+            self.channels = left
         # Moving: the event's channels still change over one flow lag (span 1 reacts first). Around a
         # sharp apex the lagged flow is ~0 for up to lag-1 frames (x[t] ~ x[t-lag] on both slopes), so
         # the face must be still for that long, and back, before the event closes.
@@ -138,7 +147,7 @@ class ThresholdDetector:
                 earlier = [k for k in self.displacement if k <= f.ref]
                 ref = self.displacement[max(earlier)] if earlier else 0.0
         self.displacement[f.frame] = f.spans[0] + ref
-        self.channels |= f.best() >= self.p.k_on
+        self.channels |= f.best() >= self.p.k_on  # muted channels score 0
         self.totals.append(self._total(self.displacement[f.frame]))
 
     def _moving(self, f: FrameRecord) -> bool:

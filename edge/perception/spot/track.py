@@ -8,11 +8,13 @@ from collections import deque
 
 import numpy as np
 
+from edge.perception.spot.blink import blink_interval
 from edge.perception.spot.bump import BumpDetector
+from edge.perception.spot.context import ContextTracker
 from edge.perception.spot.describe import Measured, TrackContext, describe
 from edge.perception.spot.noise import NoiseModel
 from edge.perception.spot.params import SpotParams
-from edge.perception.spot.records import FrameRecord, History, Interval
+from edge.perception.spot.records import FrameInfo, FrameRecord, History, Interval
 from edge.perception.spot.threshold import ThresholdDetector
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class TrackSpotter:
         self.last_frame = -1
         self.history = History()
         self.noise = NoiseModel(params)
+        self.context = ContextTracker(params, roi_of)
         self.threshold = ThresholdDetector(params, self.history, self.noise, self._describe)
         self.bump = BumpDetector(params, self.history, self.noise, self._describe)
 
@@ -51,7 +54,7 @@ class TrackSpotter:
         return self.history.fps()
 
     def push(self, frame: int, t_mono_ns: int, t_wall_ns: int, ref_frame: int, feats: np.ndarray,
-             flag: str = "", speed: float = 0.0) -> list[Interval]:
+             flag: str = "", speed: float = 0.0, info: FrameInfo | None = None) -> list[Interval]:
         """One frame of this track.
 
         Args:
@@ -60,21 +63,23 @@ class TrackSpotter:
             feats: (C, 2) channel features (RoiFeatures), crop px.
             flag: "" or a reason this frame must not carry an interval (head motion, residual, ...).
             speed: head speed at this frame, crop px/s (the face node's, over ~0.1 s).
+            info: the face node's report on this frame (its facial state), if any.
         Returns:
             intervals finished at this frame, kept and discarded (Interval.discarded says why).
         """
-        f = self._record(frame, t_mono_ns, t_wall_ns, ref_frame, feats, flag, speed)
+        f = self._record(frame, t_mono_ns, t_wall_ns, ref_frame, feats, flag, speed, info)
+        blinks = [blink_interval(self.track_id, c, self.history) for c in self.context.take_blinks()]
         if self.threshold.event is not None:
-            return self._logged(self.threshold.step(f))
+            return self._logged(blinks + self.threshold.step(f))
         self.history.forget(t_mono_ns - int(self.p.noise_window_s * 1e9))
         if f.scores is not None and self.threshold.triggered(f):
             self.bump.cancel()  # the onset threshold took it: the event machinery measures it
             self.threshold.open(f)
-            return []
+            return self._logged(blinks)
         if frame % 5 == 0 or self.noise.flow is None:  # the scale moves slowly: refresh every 5 frames
             self.noise.update(self.history)
         iv = self.bump.step(f)
-        return self._logged([iv] if iv is not None else [])
+        return self._logged(blinks + ([iv] if iv is not None else []))
 
     def provisional(self) -> tuple[int, int] | None:
         """(onset, apex) frames of the open event (or pending rise and return) as they would close now,
@@ -89,7 +94,7 @@ class TrackSpotter:
         return self._logged(self.threshold.finish(reason))
 
     def _record(self, frame: int, t_mono_ns: int, t_wall_ns: int, ref_frame: int, feats: np.ndarray,
-                flag: str, speed: float) -> FrameRecord:
+                flag: str, speed: float, info: FrameInfo | None) -> FrameRecord:
         """The frame's record (spans, scores, accumulated displacement), appended to the history."""
         # Frames dropped upstream (latest-wins links under load): while fewer than the flow lag are
         # missing in a row, the lagged flows still overlap and the displacement chain holds; a longer gap
@@ -117,15 +122,20 @@ class TrackSpotter:
             scores[starts < self.history.quiet_from] = np.nan  # such a span still holds the last event
         lag = max(1, frame - ref_frame)
         prev = self.history.frames[-1].acc if self.history.frames else 0.0
+        acc = prev + feats.astype(np.float64) * (max(1, step) / lag)
+        context, muted = self.context.update(frame, self.history.fps(), acc, info)
+        if scores is not None and muted.any():
+            scores[:, muted] = np.nan  # talking or occluded: these channels neither open nor hold an event
         f = FrameRecord(frame, t_mono_ns, t_wall_ns, ref_frame, spans, starts, smoothed, scores, flag,
-                        acc=prev + feats.astype(np.float64) * (max(1, step) / lag), speed=speed)
+                        acc=acc, speed=speed, muted=muted, context=context)
         self.history.append(f)
         return f
 
     def _describe(self, m: Measured) -> Interval:
         """describe() with this track's context."""
         ctx = TrackContext(self.p, self.track_id, self.roi_of, self.lid_reach, self.history.frames,
-                           self.p.k_off * self.noise.flow[-1], self.head_limit, self.noise.ready_frame)
+                           self.p.k_off * self.noise.flow[-1], self.head_limit, self.noise.ready_frame,
+                           self.context)
         return describe(ctx, m)
 
     def _logged(self, intervals: list[Interval]) -> list[Interval]:

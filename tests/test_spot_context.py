@@ -1,0 +1,118 @@
+"""Facial context in spotting (edge.perception.spot.context, blink, occlusion): talking, eye closures and
+occluders on real flow of a real face photograph moved by action-unit fields (helpers of test_spot)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgpack
+import numpy as np
+import pytest
+
+from edge.perception.spot import FrameInfo, SpotParams
+from edge.perception.spot.context import SwingCounter
+from tests.test_spot import FPS, flows, frames_of, micro, render, spot
+
+
+def test_swings_count_reversals_past_the_threshold_within_the_window():
+    sc = SwingCounter()
+    counts = [sc.update(k, x, 0.5, since=k - 10) for k, x in enumerate([0, 1, 0, 1, 0, 0.2, 0.1, 0.3])]
+    assert counts[:5] == [0, 0, 1, 2, 3]  # up to 1 and back, ... : one swing per reversal of >= 0.5
+    assert counts[-1] == 3  # 0.2 / 0.1 / 0.3 wobble less than the threshold
+    assert sc.update(30, 0.3, 0.5, since=20) == 0  # the window forgets old swings
+
+
+def speech(t0: float, t1: float, rate_hz: float = 4.0, amp: float = 2.5) -> list[dict]:
+    """Talking: the jaw drops and comes back (AU26) at syllable rate, from t0 to t1 s."""
+    period = 1.0 / rate_hz
+    return [micro(t, {26: amp}, rise=0.4 * period, dur=0.95 * period) for t in np.arange(t0, t1, period)]
+
+
+@pytest.fixture(scope="module")
+def talking():
+    brows = micro(3.0, {1: 1.5, 2: 1.5}, rise=0.12, dur=0.33)
+    events = speech(1.3, 4.5) + [brows]
+    return flows(render(int(5 * FPS), events, sigma=1.0)), brows
+
+
+def test_talking_mouth_is_not_a_micro_expression_but_a_brow_during_it_is(talking):
+    fl, brows = talking
+    kept = [i for i in spot(fl) if not i.discarded]
+    micros = [i for i in kept if i.kind == "micro"]
+    assert len(micros) == 1, [(i.kind, i.onset, i.offset, i.rois) for i in kept]
+    iv = micros[0]
+    on, off = frames_of(brows)
+    assert iv.onset <= off and on <= iv.offset
+    assert {"brow_left", "brow_right"} & set(iv.rois) and not {"mouth_left", "mouth_right", "chin"} & set(iv.rois)
+    assert iv.context["talking"] and {"mouth_left", "mouth_right", "chin"} <= set(iv.context["muted"])
+    assert msgpack.unpackb(msgpack.packb(iv.context)) == iv.context  # plain types: events carry it
+
+
+def test_without_the_swing_rule_talking_swallows_the_brow_micro_expression(talking):
+    fl, _ = talking
+    out = [i for i in spot(fl, SpotParams(speech_swings=999)) if not i.discarded]
+    assert not [i for i in out if i.kind == "micro"], "the talking test would pass without the rule"
+    assert any({"mouth_left", "mouth_right", "chin"} & set(i.rois) for i in out)
+
+
+def test_an_eye_closure_is_a_blink_whatever_the_brows_do():
+    """Real lids drag the brows and cheeks: a lid sweep (AU45) with the cheeks moving too (AU6) is a micro
+    event to the flow alone, and, with facial state saying the eyes shut, one blink interval."""
+    blink = {"aus": {45: 5.0, 6: 2.0}, "on": 1.5, "apex": 1.58, "off": 1.75}
+    fl = flows(render(int(3 * FPS), [blink], sigma=1.0))
+    on, off = frames_of(blink)
+    info = {}
+    for k in range(int(3 * FPS)):
+        shut = on + 1 <= k <= off - 1
+        info[k] = FrameInfo(eye_open=(0.2, 0.25) if shut else (1.0, 1.0), landmarks="dlib68")
+    plain = [i for i in spot(fl) if not i.discarded]
+    assert any(i.kind == "micro" for i in plain), "cheek drag should fool the flow rule alone"
+    out = spot(fl, info=info)
+    kept = [i for i in out if not i.discarded]
+    assert [i.kind for i in kept] == ["blink"], [(i.kind, i.onset, i.offset, i.rois, i.discarded) for i in out]
+    assert kept[0].onset <= on + 1 and kept[0].offset >= off - 1
+    assert all(i.kind != "micro" or i.discarded.startswith("blink") for i in out)
+
+
+def test_a_micro_expression_over_the_size_limit_is_not_micro():
+    ev = [micro(1.5, {12: 10.0})]  # block means see a quarter of the field's peak: ~2.4 crop px
+    fl = flows(render(int(3 * FPS), ev, sigma=1.0))
+    out = spot(fl, SpotParams(micro_max_px=2.0))
+    assert not [i for i in out if i.kind == "micro" and not i.discarded]
+    assert any("micro_max_px" in i.discarded for i in out)
+    assert [i.kind for i in spot(fl) if not i.discarded] == ["micro"]
+
+
+def test_occlusion_scores_mute_their_rois():
+    """ROIs the face node (or the spot node's warp residual) calls occluded do not carry events."""
+    ev = [micro(1.5, {12: 1.5})]
+    fl = flows(render(int(3 * FPS), ev, sigma=1.0))
+    occluded = tuple(9.0 if r.startswith("mouth") else 1.0 for r in
+                     ("brow_left", "brow_right", "eye_left", "eye_right", "nose_left", "nose_right",
+                      "mouth_left", "mouth_right", "chin"))
+    info = {k: FrameInfo(occlusion=occluded) for k in range(int(3 * FPS))}
+    out = spot(fl, info=info)
+    assert not [i for i in out if i.kind == "micro" and not i.discarded]
+    clear = {k: dataclasses.replace(v, occlusion=(1.0,) * 9) for k, v in info.items()}
+    assert [i.kind for i in spot(fl, info=clear) if not i.discarded] == ["micro"]
+
+
+def test_a_textured_patch_sliding_over_the_mouth_is_discarded_as_occlusion():
+    """The whole path (face, flow and spot nodes in one process): a plain textured object slides over the
+    mouth of a synthetic face, rests and slides out; its motion is no micro event, and the interval it
+    starts is discarded with the occlusion as its reason."""
+    from edge.bench.clips import extract, spot_clip
+    from edge.bench.real import overlaps
+    from edge.data.synth import SyntheticVideo
+
+    video = SyntheticVideo("edge60", seed=5, duration_s=5.0, fps=30.0, random_events=False,
+                           script=[{"t": 1.6, "kind": "occluder", "target": "mouth", "shape": "object",
+                                    "duration_s": 2.0, "rest_s": 0.6}],
+                           overrides={"head_turns_per_min": 0.0, "blinks_per_min": 0.0, "noise_sigma": 1.0})
+    (patch,) = video.truth
+    out = spot_clip(extract(video, baseline=False), SpotParams())
+    assert not [iv for iv in out if iv.kind == "micro" and not iv.discarded
+                and overlaps(iv.onset, iv.offset, patch["onset"], patch["offset"])]
+    occluded = [iv for iv in out if iv.discarded.startswith("occluded:")]
+    assert occluded and overlaps(occluded[0].onset, occluded[0].offset, patch["onset"], patch["offset"])
+    assert occluded[0].context["occluded"]
