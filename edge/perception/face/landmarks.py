@@ -269,9 +269,9 @@ POINT_LANDMARKS = ("dlib68", "mesh")  # the sources that give 68 points (lids, l
 
 
 def make_landmarker(kind: str = "auto", model_path: str | Path | None = None):
-    """`eyes` (Haar eye cascade), `dlib68`, `mesh` (MediaPipe's face mesh), or `auto`: mesh when its model
-    is installed (Apache-2.0: free to ship), else dlib68 when dlib and its model exist (not for commercial
-    use), else eyes. `model_path` is the chosen source's model file (auto: dlib's)."""
+    """`eyes` (Haar eye cascade), `dlib68`, `mesh` (MediaPipe's face mesh), or `auto`: dlib68 when dlib and
+    its model exist, else eyes. auto never picks the mesh: it costs ~1.7x dlib68 a frame (too slow for 30 fps
+    on 2 cores) and the spotter's eye and lip thresholds were measured on dlib68 (docs/face-frontend.md)."""
     if kind == "eyes":
         return HaarEyes()
     if kind == "dlib68":
@@ -279,16 +279,11 @@ def make_landmarker(kind: str = "auto", model_path: str | Path | None = None):
     if kind == "mesh":
         return FaceMesh(model_path)
     if kind == "auto":
-        why = []
-        # A model file given with auto is dlib's (the landmark_model knob predates the mesh).
-        order = (lambda: Dlib68(model_path),) if model_path else (FaceMesh, Dlib68)
-        for make in order:
-            try:
-                return make()
-            except Unavailable as e:
-                why.append(str(e))
-        log.info("landmarks: eye cascade (%s)", "; ".join(why))
-        return HaarEyes()
+        try:
+            return Dlib68(model_path)
+        except Unavailable as e:
+            log.info("landmarks: eye cascade (%s)", e)
+            return HaarEyes()
     from edge.errors import UserError
 
     raise UserError(f"unknown landmarks {kind!r} (known: auto, eyes, dlib68, mesh)")
