@@ -84,12 +84,14 @@ FACS_COLUMNS = {"subject": ("Subject",), "filename": ("Filename",), "onset": ("O
 
 
 def read_sheet(path: Path, columns: dict[str, tuple[str, ...]], header_search_rows: int = 30,
-               header: bool = True) -> list[tuple[int, dict]]:
-    """Rows of the first sheet of an .xlsx as (sheet row number, {name: value}) for the wanted columns.
+               header: bool = True, sheet: int | str = 0, optional: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """Rows of one sheet of an .xlsx (the first unless `sheet` names or numbers another) as
+    (sheet row number, {name: value}) for the wanted columns.
 
     `columns` maps our name -> accepted header spellings (compared without case, spaces, punctuation).
     The header is the first row (within `header_search_rows`, for sheets with a preamble like SAMM's)
-    holding all required spellings. Empty rows are skipped. Missing file or column -> UserError naming it.
+    holding all required spellings; the names in `optional` may be absent (their value is then None).
+    Empty rows are skipped. Missing file, sheet or column -> UserError naming it.
     With `header=False` the spellings must be column numbers ("0", "1", ...).
     """
     if not path.is_file():
@@ -103,7 +105,11 @@ def read_sheet(path: Path, columns: dict[str, tuple[str, ...]], header_search_ro
     except Exception as e:  # openpyxl raises many types for a broken file
         raise UserError(f"cannot read {path}: {e}") from None
     try:
-        rows = list(wb.worksheets[0].iter_rows(values_only=True))
+        if isinstance(sheet, str) and sheet not in wb.sheetnames:
+            raise UserError(f"{path.name}: no sheet {sheet!r} (sheets: {', '.join(wb.sheetnames)})")
+        if isinstance(sheet, int) and sheet >= len(wb.worksheets):
+            raise UserError(f"{path.name}: has {len(wb.worksheets)} sheet(s), sheet {sheet + 1} was expected")
+        rows = list((wb[sheet] if isinstance(sheet, str) else wb.worksheets[sheet]).iter_rows(values_only=True))
     finally:
         wb.close()
     if header:
@@ -114,10 +120,11 @@ def read_sheet(path: Path, columns: dict[str, tuple[str, ...]], header_search_ro
                 hits = [names.index(_key(s)) for s in spellings if _key(s) in names]
                 if hits:
                     found[ours] = hits[0]
-            if len(found) == len(columns):
+            if all(ours in found for ours in columns if ours not in optional):
                 break
             if len(found) >= 2:  # the header row, but a column is missing
-                missing = [spellings[0] for ours, spellings in columns.items() if ours not in found]
+                missing = [spellings[0] for ours, spellings in columns.items()
+                           if ours not in found and ours not in optional]
                 raise UserError(f"{path.name}: column(s) {', '.join(missing)} missing in the header on row {h + 1}")
         else:
             raise UserError(f"{path.name}: no header row with columns {', '.join(s[0] for s in columns.values())}")
@@ -128,7 +135,8 @@ def read_sheet(path: Path, columns: dict[str, tuple[str, ...]], header_search_ro
     for r, row in enumerate(rows[start:], start=start + 1):
         if not row or all(c is None or str(c).strip() == "" for c in row):
             continue
-        out.append((r, {ours: (row[i] if i < len(row) else None) for ours, i in found.items()}))
+        values = {ours: (row[found[ours]] if ours in found and found[ours] < len(row) else None) for ours in columns}
+        out.append((r, values))
     return out
 
 
