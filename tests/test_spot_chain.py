@@ -60,13 +60,24 @@ def test_calib_spot_writes_a_params_file_the_node_reads(tmp_path, capsys):
 
     write_clip(make_video(1.5, 1.0, seed=3, duration_s=7.0), tmp_path / "clips" / "a.avi")
     out = tmp_path / "spot.json"
-    assert cli(["calib", "spot", str(tmp_path / "clips"), "--out", str(out)]) == 0
+    # Two settings, not the default 162 (minutes): enough to see the search pick one and the node read it.
+    grid = ["--grid", "k_on=5,6.5", "--grid", "k_off=2.5", "--grid", "return_frac=0.5", "--grid", "k_bump=6"]
+    assert cli(["calib", "spot", str(tmp_path / "clips"), "--out", str(out), *grid]) == 0
     doc = json.loads(out.read_text())
     assert doc["fit"]["micro_intervals"] >= 2 and doc["fit"]["micro_f1"] >= 0.8, doc["fit"]
     assert "micro F1" in capsys.readouterr().out
     node = SpotNode.for_test(params={"params_file": str(out)})
     node.setup()
-    assert node.params_used.k_on == doc["params"]["k_on"]
+    assert node.params_used.k_on == doc["params"]["k_on"] and doc["params"]["k_on"] in (5.0, 6.5)
+    assert doc["fit"]["grid"]["k_off"] == [2.5]
+
+
+@pytest.mark.parametrize("item, words", [("k_on", "expected KNOB=V1"), ("nope=1", "expected KNOB=V1"),
+                                         ("k_on=a,b", "must be numbers"), ("k_on=1", "no setting left")])
+def test_calib_spot_bad_grid_is_one_line_before_any_work(tmp_path, capsys, item, words):
+    assert cli(["calib", "spot", str(tmp_path / "nothing"), "--out", str(tmp_path / "p.json"), "--grid", item]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
 
 
 def test_calib_spot_bad_input_is_one_line(tmp_path, capsys):

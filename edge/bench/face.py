@@ -7,6 +7,9 @@ photograph move inside the crop, from the true transforms (exact); `shift_*_px` 
 shift of every crop against the track's first crop (image-based, so JPEG and noise add to it). The baseline `per-frame eyes` re-detects the
 face and eyes every frame and aligns from them without a lock, the approach the locked crop replaces.
 Target on a 2-core CPU: >= 60 fps with one face, crops still to < 0.3 px.
+
+`--real`: the front-end on the annotated real clips instead, per detector x landmarks source installed
+here (re-lock jumps, crop jitter, track losses, blink dips, cost): edge.bench.facereal.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=150, help="frames per clip (default 150)")
     parser.add_argument("--detect-every", type=int, default=5, help="detector period, frames (default 5)")
     parser.add_argument("--faces", type=int, nargs="+", default=[1, 3], help="face counts (default 1 3)")
+    parser.add_argument("--real", action="store_true",
+                        help="measure on the annotated real clips (edge.data.real) per detector x landmarks")
+    parser.add_argument("--detectors", nargs="+", default=["haar", "dlib"], help="--real: detectors (default haar dlib)")
+    parser.add_argument("--landmarks", nargs="+", default=["eyes", "dlib68", "mesh"],
+                        help="--real: landmark sources (default eyes dlib68 mesh; those not installed are skipped)")
+    parser.add_argument("--max-frames", type=int, default=None, help="--real: at most this many frames per clip")
+    parser.add_argument("--clips", nargs="+", default=None, help="--real: only these clips (default all)")
 
 
 def _stillness(outputs) -> tuple[float, float]:
@@ -109,7 +119,63 @@ def _run(frames: list[np.ndarray], truth, progress: Progress, **kw) -> dict:
             "residual_px": float(np.mean(res)) if res else float("nan")}
 
 
+def main_real(args: argparse.Namespace) -> int:
+    """`--real`: a row per detector x landmarks x clip set (module docstring of edge.bench.facereal)."""
+    from edge.bench.facereal import run_clip, summarise
+    from edge.data.real import load_clips
+    from edge.errors import UserError
+    from edge.perception.face.detect import make_detector
+    from edge.perception.face.landmarks import make_landmarker
+
+    clips = load_clips()
+    if args.clips:
+        unknown = set(args.clips) - {c.name for c in clips}
+        if unknown:
+            raise UserError(f"unknown real clips: {', '.join(sorted(unknown))} (known: {', '.join(c.name for c in clips)})")
+        clips = [c for c in clips if c.name in args.clips]
+    combos, skipped = [], []
+    for det in args.detectors:
+        try:
+            make_detector(det)
+        except (Unavailable, UserError) as e:
+            skipped.append(f"detector {det}: {e}")
+            continue
+        for lm in args.landmarks:
+            try:
+                make_landmarker(lm)
+            except Unavailable as e:
+                skipped.append(f"landmarks {lm}: {e}")
+                continue
+            combos.append((det, lm))
+    for why in dict.fromkeys(skipped):
+        print(f"skipped: {why}")
+    frames = sum(min(c.n_frames, args.max_frames or c.n_frames) for c in clips)
+    rows, per_clip = [], []
+    with Progress(frames * len(combos), "bench face --real") as progress:
+        for det, lm in combos:
+            kw = {"detector": det, "landmarks": lm, "detect_every": args.detect_every}
+            runs = {c.name: run_clip(c, kw, progress, args.max_frames) for c in clips}
+            for held in (False, True):
+                group = [c for c in clips if c.held_out == held]
+                if group:
+                    rows.append({"detector": det, "landmarks": lm, "set": "held out" if held else "tuning",
+                                 "clips": len(group), **summarise(group, [runs[c.name] for c in group])})
+            per_clip += [{"detector": det, "landmarks": lm, "clip": c.name, **summarise([c], [runs[c.name]])}
+                         for c in clips]
+    columns = ["detector", "landmarks", "set", "rounds", "round_p50", "round_p95", "round_max", "round_over5",
+               "round_iod_p95", "centre_p95", "relocks", "relock_max", "jitter_rms", "losses", "tracks", "covered",
+               "ms/frame", "blinks<0.5", "false dips/min<0.5", "blinks<0.7", "false dips/min<0.7"]
+    rows = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+    extra = {"detect_every": args.detect_every, "load_avg_1min": round(os.getloadavg()[0], 2),
+             "skipped": skipped}
+    emit("face front-end on real clips (crop px; tuning and held-out clips apart)", rows, args.json, extra,
+         columns=columns, json_extra={"per_clip": per_clip})
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.real:
+        return main_real(args)
     configs = []  # (faces, label, tracker kwargs)
     landmark_kinds = ["eyes"]
     try:

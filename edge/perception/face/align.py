@@ -250,6 +250,23 @@ class Stabiliser:
         out = self.output_M
         return StabResult(self._warp(grey, out), out, residual, self.motion(prev, M), inliers, True, reanchor)
 
+    def recover(self, grey: np.ndarray, guess: np.ndarray) -> StabResult | None:
+        """Find the lost face again from `guess` (2, 3) frame -> template crop, e.g. the last alignment moved
+        by as much as the detection box moved: registered to the same template, so the placement carries on
+        where it was on the face instead of being rebuilt from new landmarks (a jump of 5-30 crop px with
+        the Haar eye cascade). The stabiliser is unchanged and None is returned when the template does not
+        register there (the face turned or changed too much while lost)."""
+        M = guess
+        for levels in (3, 3, 0):  # the guess is coarser than a frame's motion: one more pyramid pass
+            D, residual, inliers = self._fit(self._warp(grey, M), levels)
+            if D is None or inliers < 0.5 * len(self.points) or residual > self.reanchor_residual:
+                return None
+            M = compose(invert(D), M)
+        prev, self.M = self.M, M
+        self._anchor(self._warp(grey, M))  # the template is the found crop: it registers to the old one
+        out = self.output_M
+        return StabResult(self._warp(grey, out), out, residual, self.motion(prev, M), inliers, True, True)
+
     def motion(self, prev: np.ndarray, M: np.ndarray) -> float:
         """Mean displacement, frame px, of the face's central points between two alignments."""
         s = self.size

@@ -11,7 +11,7 @@ from edge.perception.face.detect import DETECTORS
 from edge.perception.geometry import CROP_SIZE
 from edge.runtime.params import knob
 
-LANDMARKS = ("auto", "eyes", "dlib68")
+LANDMARKS = ("auto", "eyes", "dlib68", "mesh")
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,10 @@ class FaceTrackerConfig:
 
     detector: str = knob("haar", "face detector", choices=DETECTORS)
     model: str = knob("", "detector model file (YuNet ONNX), needed by detector=yunet")
-    landmarks: str = knob("auto", "alignment landmarks: dlib68 when installed (auto), or eyes", choices=LANDMARKS)
-    landmark_model: str = knob("", "dlib 68-point model file (default: found automatically)")
+    landmarks: str = knob("auto", "landmarks: auto = dlib68 when installed (not for commercial use), else eyes; "
+                          "mesh = MediaPipe's face mesh (Apache-2.0)", choices=LANDMARKS)
+    landmark_model: str = knob("", "the landmarks' model file: dlib 68-point or face mesh .tflite (default: found "
+                               "automatically)")
     detect_every: int = knob(5, "run the detector every N frames, track in between", min=1)
     crop_size: int = knob(CROP_SIZE, "aligned crop side", "px", min=32, max=512)
     min_hits: int = knob(2, "detections before a track is output (birth)", min=1)

@@ -5,7 +5,7 @@ What the spotter needs to tell a micro-expression from the movements around it t
 `FaceStateTracker` per face track holds the running levels and filters; `update()` gives a `FaceState`.
 
 Sources, by the landmarks the tracker has:
-- dlib68 (searched every frame for this): eye aspect ratio of the 6 points per eye, inner-lip gap of
+- dlib68 or mesh (MediaPipe's face mesh in dlib's 68-point layout; searched every frame for this): eye aspect ratio of the 6 points per eye, inner-lip gap of
   points 60-67 over the inter-ocular distance, head pose by cv2.solvePnP of 9 rigid points (eye corners,
   nose) against FACE_MODEL_MM (pose_source "pnp68").
 - eyes (eye cascade, no lid or lip points): appearance on the aligned crop. Eye openness is how much
@@ -67,7 +67,7 @@ SPEECH_BAND_HZ = (2.0, 8.0)  # syllable rate
 SPEECH_WINDOW_S = 1.0
 # Band RMS of mouth_open that reads as full speech activity: inter-ocular fractions for the lip gap
 # (syllables open the lips by ~0.1-0.3 IOD), usual-level ratios for the appearance proxy.
-SPEECH_FULL = {"dlib68": 0.05, "eyes": 0.15}
+SPEECH_FULL = {"dlib68": 0.05, "mesh": 0.05, "eyes": 0.15}
 MOUTH_BAND = (0.36, 0.68, 0.64, 0.86)  # the lips' band on the aligned crop, fractions (x0, y0, x1, y1)
 
 
@@ -255,12 +255,15 @@ class BandEnergy:
 
 class FaceStateTracker:
     """The per-track state: usual open levels of both eyes (and of the mouth proxy), the speech filter
-    and the last pose solution. `landmarks`: "dlib68" or "eyes"; `fps`: the stream's frame rate."""
+    and the last pose solution. `landmarks`: "dlib68", "mesh" (68 points in dlib's layout) or "eyes"; `fps`:
+    the stream's frame rate."""
 
     def __init__(self, landmarks: str, fps: float, crop_size: int) -> None:
         self.landmarks = landmarks
         window = round(LEVEL_WINDOW_S * fps)
-        floor = EAR_FLOOR if landmarks == "dlib68" else LIKENESS_FLOOR
+        # The mesh's lids (iris model) give open eyes an EAR of ~0.37 where dlib's give ~0.31: the same floor
+        # is below both.
+        floor = EAR_FLOOR if landmarks in ("dlib68", "mesh") else LIKENESS_FLOOR
         self.eye_levels = (RunningLevel(window, floor), RunningLevel(window, floor))
         self.mouth_level = RunningLevel(window, 1e-3)
         self.speech = BandEnergy(fps)

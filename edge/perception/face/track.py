@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
-from edge.perception.face.align import Stabiliser, apply, invert
+from edge.perception.face.align import Stabiliser, apply, compose, invert
 from edge.perception.face.config import FaceTrackerConfig
 from edge.perception.face.detect import Detection, drop_enclosing, make_detector
-from edge.perception.face.landmarks import make_landmarker
+from edge.perception.face.landmarks import POINT_LANDMARKS, make_landmarker
 from edge.perception.face.state import FaceState, FaceStateTracker
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class Track:
     confirmed: bool = False
     motion: float = 0.0
     jump: float = 0.0  # a re-lock's jump, frame px, added to the next output's head motion
+    relocks: int = 0  # how often the lock was lost and found again
     last: object = None  # the latest StabResult
     points_crop: np.ndarray | None = None  # (68, 2) dlib landmarks of the last detection round, crop px
     state: FaceStateTracker | None = None  # made at the first output, when the stream's fps is known
@@ -272,14 +273,27 @@ class FaceTracker:
         log.debug("track %d born at frame %d, box %s", t.id, self.frame_index, np.round(d.box, 1).tolist())
 
     def _relock(self, t: Track, grey: np.ndarray, d: Detection) -> None:
-        made = self._new_stab(grey, d)
-        if made is None:
-            return
+        """A lost track found again by detection `d`. First the old template is registered near where the
+        detection box moved (Stabiliser.recover): the crop keeps its placement on the face. Only when that
+        fails is the alignment rebuilt from the landmarks in `d`, as at a birth (a visible jump)."""
         old = t.stab.M
-        t.stab, t.box_crop, t.eyes_crop = made
-        t.last = t.stab.update(grey)
+        x, y, w, h = t.box()
+        dx, dy, dw, dh = d.box
+        k = float(np.sqrt(dw * dh / max(w * h, 1e-9)))  # the face's scale change while lost
+        # frame -> frame similarity moving the tracked box onto the detection: new M = old M o move^-1
+        move = np.array([[k, 0.0, dx + dw / 2 - k * (x + w / 2)], [0.0, k, dy + dh / 2 - k * (y + h / 2)]])
+        found = t.stab.recover(grey, compose(old, invert(move)))
+        if found is not None:
+            t.last, how = found, "recovered"
+        else:
+            made = self._new_stab(grey, d)
+            if made is None:
+                return
+            t.stab, t.box_crop, t.eyes_crop = made
+            t.last, how = t.stab.update(grey), "rebuilt from landmarks"
         t.jump, t.lost = t.stab.motion(old, t.stab.M), 0
-        log.info("track %d re-locked at frame %d (jump %.1f px)", t.id, self.frame_index, t.jump)
+        t.relocks += 1
+        log.info("track %d re-locked at frame %d, %s (jump %.1f px)", t.id, self.frame_index, how, t.jump)
 
     def _end(self, t: Track, why: str) -> list[int]:
         self.tracks.remove(t)
@@ -297,17 +311,21 @@ class FaceTracker:
             out.boxes[i] = box
             out.residual[i] = t.last.residual
             out.transforms[i] = t.stab.output_M
-            if self.landmarks == "dlib68":
-                # Searched on detection rounds only (3 ms a face, a third of the tracker's time per frame):
-                # in between the stabilised crop holds the face still, so crop-px landmarks stay put.
-                if detected or t.points_crop is None:
-                    t.points_crop = apply(t.stab.output_M, self.landmarker.points(grey, box))
-                out.points[i] = t.points_crop
+            if self.landmarks in POINT_LANDMARKS:
                 # The facial state needs the lids and lips of every frame (a blink lasts 4-9 frames): they
                 # are searched on the aligned crop, inside the detection box's place there.
                 corners = apply(t.stab.C, t.box_crop)
                 lo, hi = corners.min(0), corners.max(0)
                 now = self.landmarker.crop_points(t.last.crop, np.array([lo[0], lo[1], *(hi - lo)]))
+                if self.landmarks == "mesh":  # the crop's points are this frame's: no second search
+                    out.points[i] = now
+                else:
+                    # Searched on the frame on detection rounds only (3 ms a face, a third of the tracker's
+                    # time per frame): in between the stabilised crop holds the face still, so crop-px
+                    # landmarks stay put.
+                    if detected or t.points_crop is None:
+                        t.points_crop = apply(t.stab.output_M, self.landmarker.points(grey, box))
+                    out.points[i] = t.points_crop
             else:
                 now = out.points[i] = apply(t.stab.C, t.eyes_crop)
             out.head_motion.append(round(float(t.motion), 4))
@@ -321,13 +339,13 @@ class FaceTracker:
 
     @property
     def pose_source(self) -> str:
-        """How head_pose is estimated: "pnp68" (dlib points) or "eye_line" (roll only)."""
-        return "pnp68" if self.landmarks == "dlib68" else "eye_line"
+        """How head_pose is estimated: "pnp68" (68 points: dlib's or the mesh's) or "eye_line" (roll only)."""
+        return "pnp68" if self.landmarks in POINT_LANDMARKS else "eye_line"
 
     @property
     def n_points(self) -> int:
         """K, the landmarks per face in `points`."""
-        return 68 if self.landmarks == "dlib68" else 2
+        return 68 if self.landmarks in POINT_LANDMARKS else 2
 
     def close(self) -> TrackedFaces:
         """End every track (end of stream): an empty frame whose `ended` lists the confirmed ids."""

@@ -6,9 +6,10 @@ facial state (FrameInfo: eye openness, speech activity, head pose, per-ROI occlu
 features, and says which channels cannot carry an event at that frame (`muted`) and why:
 
 - talking (FrameContext.talking): the mouth swinging open and shut at least `speech_swings` times within
-  `speech_window_s`: the lip gap by `speech_gap` eye distances (landmarks with lip points), or, from the
-  flow alone (any landmarks), the mouth and chin's mean vertical displacement by `speech_px` (a
-  micro-expression rises and returns once: two swings). Words open the mouth at 1-2 Hz and syllables at
+  `speech_window_s`, read from the flow (any landmarks): the mouth's or the chin's mean vertical
+  displacement, averaged over SWING_SMOOTH frames, reversing by `speech_px` (a micro-expression rises and
+  returns once: two swings). The landmarks' lip gap is not used: dlib's lip points jitter by 0.1-0.2 eye
+  distances on closed, still lips (docs/spotting.md). Words open the mouth at 1-2 Hz and syllables at
   2-8 Hz; the face node's speech activity (the lip gap's 2-8 Hz band energy) missed the slower talking of
   the real clips, so it is context, not a decision (docs/spotting.md). While talking, the mouth, chin and mouth-pair
   channels are muted: they neither open nor hold an event, and an interval that only they carried is
@@ -39,6 +40,7 @@ from edge.perception.spot.records import FrameInfo
 SPEECH_ROIS = ("mouth_left", "mouth_right", "chin")  # what the jaw and lips move when talking
 SPEECH_PAIRS = ("mouth",)
 NO_LIDS = ("eyes", "")  # landmark sources whose eye openness cannot tell a blink (module docstring)
+SWING_SMOOTH = 3  # frames: the flow's frame-to-frame noise averages out, a syllable (>= 0.12 s) does not
 OPEN_AGAIN = 0.85  # eye openness back over this (of the last second's open level): a closure's edges
 EYE_LEVEL_Q = 75.0  # percentile of the last second's openness taken as its open level
 
@@ -100,7 +102,7 @@ class ContextTracker:
     roi_of: np.ndarray  # (C,) RoiFeatures.roi_of
     flow_swings: tuple[SwingCounter, SwingCounter] = field(
         default_factory=lambda: (SwingCounter(), SwingCounter()))  # the mouth's and the chin's flow
-    lip_swing: SwingCounter = field(default_factory=SwingCounter)     # the lip gap (landmarks)
+    recent_mouth: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=SWING_SMOOTH))
     closure: Closure | None = None
     closures: deque[Closure] = field(default_factory=lambda: deque(maxlen=16))  # finished, newest last
     pending: list[Closure] = field(default_factory=list)  # finished blinks not yet taken (take_blinks)
@@ -128,13 +130,11 @@ class ContextTracker:
         since = frame - max(1, round(p.speech_window_s * fps))
         swings = 0
         if acc is not None:  # the lips and the jaw apart: each ROI's mean vertical displacement
-            swings = max(counter.update(frame, float(acc[blocks, 1].mean()), p.speech_px, since)
-                         for counter, blocks in zip(self.flow_swings, self.speech_blocks, strict=True))
-        lips = 0
-        if info is not None and info.mouth_open is not None and info.landmarks not in NO_LIDS:
-            lips = self.lip_swing.update(frame, float(info.mouth_open), p.speech_gap, since)
+            self.recent_mouth.append(np.array([acc[blocks, 1].mean() for blocks in self.speech_blocks]))
+            mouth = np.mean(self.recent_mouth, axis=0)
+            swings = max(counter.update(frame, float(x), p.speech_px, since)
+                         for counter, x in zip(self.flow_swings, mouth, strict=True))
         speech = float(info.speech) if info is not None and info.speech is not None else math.nan
-        swings = max(swings, lips)
         talking = swings >= p.speech_swings
         eye = math.nan
         if info is not None and info.eye_open is not None and info.landmarks not in NO_LIDS:
@@ -182,13 +182,21 @@ class ContextTracker:
     def _closure(self, frame: int, fps: float, eye: float, shut: bool) -> None:
         """Follow eye closures: one that reopens within blink_max_s goes to `pending` as a blink."""
         c = self.closure
-        if math.isnan(eye) or eye >= OPEN_AGAIN:  # open (or unknown: no closure can be followed)
+        # Open again: back over OPEN_AGAIN of the level, or, after the shut frames, over halfway from the
+        # lowest point back to the level: eyes that reopen to a lowered gaze (looking down after the blink)
+        # never get back to the level before blink_max_s runs out.
+        reopened = c is not None and frame > c.shut_to and eye >= max(self.params.eye_shut, (c.lowest + 1.0) / 2)
+        if math.isnan(eye) or eye >= OPEN_AGAIN or reopened:  # open (or unknown: no closure can be followed)
             self.dip_from = frame + 1
             if c is not None:
                 c.end, self.closure = frame, None
                 self.closures.append(c)
                 if (c.end - c.start) / fps <= self.params.blink_max_s:
                     self.pending.append(c)
+                if eye < OPEN_AGAIN:
+                    # Reopened to a lowered gaze: that is the eyes' level now (the lids hover under the old
+                    # one, and each tremor there would pass for a new blink).
+                    self.recent_eye.clear()
             return
         if c is not None and (frame - c.start) / fps > self.params.blink_max_s:
             # Shut this long is no blink (eyes closed, or the levels moved): given up, so that the open

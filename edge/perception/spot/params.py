@@ -73,10 +73,8 @@ class SpotParams:
                                       "head turn leaves parallax of a micro-expression's size in the crop)",
                                       "crop px/s", min=0.0)
     # Facial context (edge.perception.spot.context; docs/spotting.md has the measurements).
-    speech_px: float = knob(0.5, "a mouth/chin swing of the flow this large counts as a syllable (talking "
-                            "without facial state)", "crop px", min=0.0)
-    speech_gap: float = knob(0.08, "a lip-gap swing this large counts as a syllable (landmarks with lip "
-                             "points)", "eye distances", min=0.0)
+    speech_px: float = knob(0.5, "a swing of the mouth's or the chin's vertical flow this large counts as a "
+                            "syllable", "crop px", min=0.0)
     speech_swings: int = knob(3, "this many mouth swings within speech_window_s are talking (a "
                               "micro-expression rises and returns: 2)", min=1)
     speech_window_s: float = knob(2.0, "window of the swing count (also how long talking outlasts speech)",
