@@ -260,9 +260,55 @@ def test_read_only_log_is_read_only_not_foreign_and_events_query_reads_it(short_
     write = [*prefix, sys.executable, "-c", f"from edge.events.log import EventLog; EventLog({str(ro / 'events.db')!r})"]
     r = subprocess.run(write, capture_output=True, text=True, env=env, cwd="/", timeout=60)
     assert r.returncode != 0 and "is read-only" in r.stderr and "not a FaceSleuth" not in r.stderr, r.stderr
-    for args in (("events", "query", str(short_tmp / "junk.db")),):
+    r = cli("events", "export", str(ro / "events.db"), "--csv")
+    assert r.returncode == 0 and [row.split(",")[2] for row in r.stdout.splitlines()] == ["track_id", "0", "1", "2"], r.stderr
+    for args in (("events", "query", str(short_tmp / "junk.db")), ("events", "export", str(short_tmp / "junk.db"), "--csv")):
         r = cli(*args)
         assert r.returncode == 2 and "not a FaceSleuth event log (not an SQLite database)" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     with pytest.raises(UserError, match="not an SQLite database"):
         EventLog(short_tmp / "junk.db")
+
+
+def _export(db: Path, fmt: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", "events", "export", str(db), f"--{fmt}", *extra],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+
+
+def test_export_csv_and_jsonl_hold_every_field_with_times_in_seconds_and_frames(tmp_path):
+    import csv
+    import io
+
+    with EventLog(tmp_path / "e.db") as log:
+        log.append(dict(EVENT))
+        log.append({**EVENT, "label": "negative", "debug_apex_crop": b"\x89PNG", "track_id": 4})
+    r = _export(tmp_path / "e.db", "csv")
+    assert r.returncode == 0 and r.stderr.strip() == "2 event(s)", r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [(x["seq"], x["label"], x["track_id"]) for x in rows] == [("1", "surprise", "3"), ("2", "negative", "4")]
+    first = rows[0]
+    assert (first["onset_frame"], first["offset_frame"], float(first["onset_s"])) == ("30", "36", 1_795_000_001.0)
+    assert (first["scores.surprise"], first["context.head_pose.0"], first["onset.t_mono_ns"]) == ("0.9", "2.5", "1000000000")
+    assert (first["context.talking"], first["context.occluded"], first["latency_ms"]) == ("false", "[]", "")
+    assert rows[1]["debug_apex_crop"] == ""  # bytes stay in the log
+    out = tmp_path / "sub" / "e.jsonl"
+    assert _export(tmp_path / "e.db", "jsonl", "-o", str(out)).returncode == 2  # no such directory: one line
+    out.parent.mkdir()
+    r = _export(tmp_path / "e.db", "jsonl", "-o", str(out))
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    recs = [json.loads(s) for s in out.read_text().splitlines()]
+    assert recs[0] == {**EVENT, "seq": 1, "onset_frame": 30, "apex_frame": 33, "offset_frame": 36,
+                       "onset_s": pytest.approx(1_795_000_001.0), "apex_s": pytest.approx(1_795_000_001.1),
+                       "offset_s": pytest.approx(1_795_000_001.2)}
+    assert recs[1]["debug_apex_crop"] is None and not list(out.parent.glob("*.part"))
+
+
+def test_export_of_an_old_log_reads_it_as_it_is_and_matches_the_migrated_one(tmp_path):
+    db = tmp_path / "old.db"
+    _old_log(db)
+    before = _export(db, "jsonl")
+    assert before.returncode == 0, before.stderr
+    assert "payload" in {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(events)")}  # left as it was
+    EventLog(db).close()  # migrated
+    after = _export(db, "jsonl")
+    assert before.stdout == after.stdout and [json.loads(s)["track_id"] for s in after.stdout.splitlines()] == [0, 1, 2]
