@@ -1,9 +1,12 @@
-"""`facesleuth events tail|query`: follow the live event stream (with gap repair) or query the event log."""
+"""`facesleuth events tail|query|export`: follow the live event stream (with gap repair), query the event log,
+or export it as CSV / JSON lines."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from edge.errors import UserError
 from edge.events.log import EventLog
@@ -27,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--stream", help="only this stream id")
     q.add_argument("--limit", type=int, help="at most this many events")
     q.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    x = sub.add_parser("export", help="the whole log as CSV or JSON lines (times in seconds and frames, every field)")
+    x.add_argument("db", help="event log file (read-only is fine; old logs too)")
+    fmt = x.add_mutually_exclusive_group(required=True)
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV, nested fields as a.b columns")
+    fmt.add_argument("--jsonl", dest="format", action="store_const", const="jsonl", help="one JSON object per event")
+    x.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
 
 
 def _show(ev: dict, as_json: bool) -> None:
@@ -35,7 +44,29 @@ def _show(ev: dict, as_json: bool) -> None:
     print(json.dumps(ev, default=str) if as_json else format_event(ev), flush=True)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from edge.events.export import write_csv, write_jsonl
+
+    write = write_csv if args.format == "csv" else write_jsonl
+    out_path: Path | None = args.output
+    if out_path is not None and (out_path.is_dir() or not out_path.parent.is_dir()):
+        raise UserError(f"-o {out_path}: " + ("is a directory" if out_path.is_dir() else "its directory does not exist"))
+    with EventLog(args.db, readonly=True) as log:
+        if out_path is None:
+            n = write(log.query(), sys.stdout)
+        else:
+            # Written beside and renamed: an interrupted export never leaves a half file under the name.
+            tmp = out_path.with_name(out_path.name + ".part")
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                n = write(log.query(), f)
+            tmp.replace(out_path)
+    print(f"{n} event(s)" + (f" -> {out_path}" if out_path else ""), file=sys.stderr)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        return _export(args)
     if args.action == "query":
         with EventLog(args.db, readonly=True) as log:
             n = 0

@@ -2,7 +2,11 @@
 
 Sequence numbers are assigned by the log, so they are gap-free and survive restarts of any node:
 a subscriber that sees a gap in `seq` asks the replay endpoint for `since(seq)` and gets exactly the
-missing events. Events are stored as their msgpack map (the wire form) plus a few indexed columns.
+missing events. Each event is stored as JSON text beside columns for seq, stream, track, kind, label and
+times (edge/events/rows.py has the layout), so `sqlite3`, its JSON functions and pandas read the log.
+
+Logs of the first layout (each event one msgpack blob, column `payload`) are read as they are, and
+migrated to JSON in one transaction when opened for writing (a crash midway leaves the old table whole).
 
 Durability: WAL with synchronous=FULL, so an event is on disk when `append()` returns, even if the
 process or the device dies right after (event rates are low; the fsync cost is irrelevant here).
@@ -24,24 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from edge.errors import UserError
+from edge.events.rows import COLUMNS, CREATE_EVENTS, from_json, from_msgpack, to_row
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq        INTEGER PRIMARY KEY,
-    stream     TEXT NOT NULL,
-    track_id   INTEGER,
-    kind       TEXT,
-    label      TEXT,
-    t_wall_ns  INTEGER,
-    payload    BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_track ON events (stream, track_id);
-CREATE INDEX IF NOT EXISTS events_label ON events (label);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
+_SCHEMA = (*CREATE_EVENTS, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+_INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 LOCK_TIMEOUT_S = 10.0  # waiting for another writer's transaction
 
@@ -60,6 +51,44 @@ def _check_header(path: Path) -> None:
         raise UserError(f"event log {path}: {e.strerror}") from None
     if head and head != _SQLITE_MAGIC:
         raise UserError(f"{path} is not a FaceSleuth event log (not an SQLite database)")
+
+
+def _has_events_table(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone() is not None
+
+
+def _layout(db: sqlite3.Connection) -> str | None:
+    """"json" (this layout), "msgpack" (the first: one blob per event) or None (no such log)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    return "json" if "event" in columns else "msgpack" if "payload" in columns else None
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Rewrite a first-layout log (msgpack blobs) as JSON rows, keeping every seq, in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if _layout(db) == "msgpack":  # another writer may have migrated it while this one waited
+            db.execute("ALTER TABLE events RENAME TO events_msgpack")
+            # The old indexes keep their names on the renamed table: drop them so the new ones can be made.
+            db.execute("DROP INDEX IF EXISTS events_track")
+            db.execute("DROP INDEX IF EXISTS events_label")
+            for statement in CREATE_EVENTS:
+                db.execute(statement)
+            for seq, payload in db.execute("SELECT seq, payload FROM events_msgpack ORDER BY seq").fetchall():
+                try:
+                    event = from_msgpack(payload)
+                    if not isinstance(event, dict):
+                        raise ValueError(f"a {type(event).__name__}")
+                except Exception as e:  # noqa: BLE001 - any decoding failure means the same: a damaged row
+                    raise UserError(f"event log {path}: event #{seq} is not a msgpack map ({e}); "
+                                    "nothing was migrated") from None
+                db.execute(_INSERT, to_row({**event, "seq": seq}))
+            db.execute("DROP TABLE events_msgpack")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 class EventLog:
@@ -81,13 +110,27 @@ class EventLog:
             _check_header(self.path)
         try:
             self._db = self._open_readonly() if readonly else self._open_writable()
-            self._db.execute("SELECT 1 FROM events LIMIT 1")
+            self._check_layout(readonly)
         except sqlite3.DatabaseError as e:
             if not readonly and _is_readonly_error(e):
                 raise UserError(f"event log {self.path} is read-only ({e}): the events node needs to write it; "
                                 "`facesleuth events query` reads it") from None
             raise UserError(f"{self.path} is not a FaceSleuth event log ({e})") from None
         self._lock = threading.Lock()
+
+    def _check_layout(self, readonly: bool) -> None:
+        """UserError unless the open database holds an event log; migrates a first-layout one for writing."""
+        layout = _layout(self._db)
+        try:
+            if layout is None:
+                why = ("its events table has neither an `event` nor a `payload` column"
+                       if _has_events_table(self._db) else "no events table")
+                raise UserError(f"{self.path} is not a FaceSleuth event log ({why})")
+            if layout == "msgpack" and not readonly:
+                _migrate(self._db, self.path)
+        except UserError:
+            self._db.close()
+            raise
 
     def _open_writable(self) -> sqlite3.Connection:
         try:
@@ -100,7 +143,9 @@ class EventLog:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
+            if not _has_events_table(db):
+                for statement in _SCHEMA:
+                    db.execute(statement)
         except sqlite3.Error:
             db.close()
             raise
@@ -128,12 +173,7 @@ class EventLog:
             try:
                 seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events").fetchone()[0])
                 event["seq"] = seq
-                self._db.execute(
-                    "INSERT INTO events (seq, stream, track_id, kind, label, t_wall_ns, payload)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (seq, str(event.get("stream", "")), event.get("track_id"), event.get("kind"),
-                     event.get("label"), event.get("t_wall_ns"), msgpack.packb(event, use_bin_type=True)),
-                )
+                self._db.execute(_INSERT, to_row(event))
                 self._db.execute("COMMIT")
             except BaseException:
                 event.pop("seq", None)
@@ -155,7 +195,9 @@ class EventLog:
     def query(self, since: int = 0, track_id: int | None = None, label: str | None = None,
               stream: str | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
         """Events matching every given filter, oldest first."""
-        sql, args = "SELECT payload FROM events WHERE seq > ?", [since]
+        # SELECT *: the layout is read from the result's columns, so a reader whose log is migrated by
+        # the writer meanwhile (the mqtt bridge beside the events node) reads on without reopening.
+        sql, args = "SELECT * FROM events WHERE seq > ?", [since]
         for col, val in (("track_id", track_id), ("label", label), ("stream", stream)):
             if val is not None:
                 sql += f" AND {col} = ?"
@@ -165,9 +207,16 @@ class EventLog:
             sql += " LIMIT ?"
             args.append(int(limit))
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        for (payload,) in rows:
-            yield msgpack.unpackb(payload, raw=False)
+            cur = self._db.execute(sql, args)
+            rows, names = cur.fetchall(), [d[0] for d in cur.description]
+        if "event" in names:
+            i, j = names.index("event"), names.index("attachments")
+            for row in rows:
+                yield from_json(row[i], row[j])
+        else:
+            i, k = names.index("payload"), names.index("seq")
+            for row in rows:
+                yield {**from_msgpack(row[i]), "seq": row[k]}
 
     def close(self) -> None:
         with self._lock:
