@@ -19,12 +19,18 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
+from edge.perception.geometry import ROIS, roi_boxes
 from edge.progress import Progress
 
 log = logging.getLogger(__name__)
 
 PANEL_ROWS = 3  # tracks shown beside the frame
 GREEN, YELLOW, WHITE, CYAN = (80, 220, 80), (0, 220, 255), (255, 255, 255), (255, 220, 0)
+# One colour per ROI (edge.perception.geometry.ROIS order, BGR), mirrored pairs alike: the boxes drawn on
+# the aligned crop and the live view's ROI-motion plot (edge.live) use these same colours.
+ROI_COLOURS: dict[str, tuple[int, int, int]] = dict(zip(ROIS, (
+    (255, 160, 60), (255, 160, 60), (60, 200, 255), (60, 200, 255), (200, 120, 255), (200, 120, 255),
+    (90, 90, 255), (90, 90, 255), (180, 255, 120)), strict=True))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +76,12 @@ def draw_state_bars(crop: np.ndarray, eye_open: np.ndarray, speech: float) -> No
         cv2.rectangle(crop, (0, s - 4), (width - 1, s - 1), CYAN, -1)
 
 
+def draw_rois(crop: np.ndarray) -> None:
+    """The ROIs (edge.perception.geometry) as thin boxes on a (S, S, 3) aligned crop, in place."""
+    for name, (x0, y0, x1, y1) in roi_boxes(crop.shape[0]).items():
+        cv2.rectangle(crop, (x0, y0), (x1 - 1, y1 - 1), ROI_COLOURS[name], 1)
+
+
 def compose_view(frame: np.ndarray, faces, flows: dict[int, np.ndarray], flow_max: float,
                  frame_index: int) -> np.ndarray:
     """The annotated frame (BGR) with a panel of [crop | flow colour] rows, one per track, on the right."""
@@ -87,6 +99,7 @@ def compose_view(frame: np.ndarray, faces, flows: dict[int, np.ndarray], flow_ma
         if i >= PANEL_ROWS:
             continue
         crop = cv2.cvtColor(faces.crops[i], cv2.COLOR_GRAY2BGR)
+        draw_rois(crop)
         for px, py in faces.points[i]:
             cv2.circle(crop, (int(round(px)), int(round(py))), 1, GREEN, -1)
         draw_state_bars(crop, faces.eye_open[i], float(faces.speech[i]))

@@ -2,8 +2,9 @@
 # Create .venv and install FaceSleuth Edge into it.
 #   bash scripts/setup.sh        runtime (the demo pipeline), with ONNX Runtime for the classifier and the
 #                                face mesh landmark models
-#   bash scripts/setup.sh dev    runtime + training + test tools (+ Debian's mosquitto broker and the
-#                                Node.js example's npm packages, for their tests, where apt/npm exist)
+#   bash scripts/setup.sh dev    runtime + training + test tools (+ Debian's mosquitto broker, Debian's
+#                                chromium + chromium-driver and the Node.js example's npm packages, for
+#                                their tests, where apt/npm exist)
 # On x86_64 without an NVIDIA driver, torch==2.13.0 (CPU wheel) is installed first so that pip does not
 # pull a multi-GB CUDA build. On Jetson, install NVIDIA's torch wheel into the venv first (README).
 set -euo pipefail
@@ -36,6 +37,13 @@ if [ "$extra" = "dev" ]; then
     { $sudo apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
       { $sudo apt-get update -qq >/dev/null 2>&1 && $sudo apt-get install -y -qq mosquitto >/dev/null 2>&1; }; } || \
       echo "setup: could not install mosquitto (the MQTT tests will skip)" >&2
+  fi
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    echo "setup: installing Debian's chromium and chromium-driver (headless browser for the live view test)"
+    { $sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+      { $sudo apt-get update -qq >/dev/null 2>&1 && $sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; } || \
+      echo "setup: could not install chromium (the live view's browser test will skip)" >&2
   fi
   if command -v npm >/dev/null 2>&1; then
     (cd examples/node && npm ci --silent --no-audit --no-fund >/dev/null 2>&1) || \
