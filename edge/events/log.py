@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_track ON events (stream, track_id);
 CREATE INDEX IF NOT EXISTS events_label ON events (label);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS receipts (id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 LOCK_TIMEOUT_S = 10.0  # waiting for another writer's transaction
@@ -120,12 +121,17 @@ class EventLog:
         # everything in the main file (its WAL was checkpointed), which `immutable` reads without locks.
         return sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False)
 
-    def append(self, event: dict[str, Any]) -> int:
-        """Store `event` with the next sequence number; sets and returns event["seq"]."""
+    def append(self, event: dict[str, Any], receipt: str = "") -> int:
+        """Store `event` with the next sequence number; sets and returns event["seq"]. With a `receipt` (the
+        delivery id of the message that brought it), an event already stored under it is not stored again:
+        returns 0 (exactly once in the log across resends)."""
         with self._lock:
             # IMMEDIATE: the write lock is taken before the read, so no other writer can take this seq.
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if receipt and self._db.execute("SELECT 1 FROM receipts WHERE id = ?", (receipt,)).fetchone():
+                    self._db.execute("COMMIT")
+                    return 0
                 seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events").fetchone()[0])
                 event["seq"] = seq
                 self._db.execute(
@@ -134,6 +140,8 @@ class EventLog:
                     (seq, str(event.get("stream", "")), event.get("track_id"), event.get("kind"),
                      event.get("label"), event.get("t_wall_ns"), msgpack.packb(event, use_bin_type=True)),
                 )
+                if receipt:
+                    self._db.execute("INSERT INTO receipts (id, seq) VALUES (?, ?)", (receipt, seq))
                 self._db.execute("COMMIT")
             except BaseException:
                 event.pop("seq", None)
