@@ -10,6 +10,12 @@ Intervals that are already queued are classified in one batch. A `provisional` i
 past its apex, sent by the spot node) has its model inputs computed at once; when the final interval
 arrives with the same crops, only the classifier runs (the input flows were most of the event's
 classification time).
+
+Acknowledged delivery (edge.runtime.delivery): an interval counts as handled, and is acknowledged to the
+spot node, only once the event made from it is acknowledged by the events node, i.e. stored in the log
+(Node.ack_after "downstream", the default). A classify process that dies with events still on their way
+therefore loses nothing: the spot node resends the intervals, and the events are made again under the
+same delivery ids, which the log drops as repeats.
 """
 
 from __future__ import annotations

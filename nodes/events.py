@@ -5,7 +5,12 @@ gap-free sequence number), then published on the public PUB socket; a replay end
 A failing write (disk full, the file system gone read-only) holds the stream: the event is retried with
 backoff for up to `write_retry_s`, which stalls the lossless link, so the producers wait (bounded
 queues) instead of events being dropped. It says so in one line, and once more when writes work again;
-if they never do, the node fails (exit 1: the restart policy, then the run's exit code, say so)."""
+if they never do, the node fails (exit 1: the restart policy, then the run's exit code, say so).
+
+Exactly once in the log: the link from classify is acknowledged (edge.runtime.delivery), and this node
+acknowledges an event only after its SQLite commit, so classify keeps and resends whatever a dead events
+process never stored. Each event is stored with the delivery id that brought it (the log's `receipts`,
+in the same transaction), so a resend of an event already stored is acknowledged and dropped."""
 
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ class EventsSink(Node):
     """Durable event log (SQLite WAL) + public mer.event PUB + replay endpoint (+ JSONL, live print)."""
 
     inputs = {"events": Port("event")}
+    # Acknowledged once process() returned, i.e. after the SQLite commit: the log is what must not lose
+    # an event (the `stored` output is a notice; the mqtt bridge reads the log itself).
+    ack_after = "handled"
     # Each event again once it is durable, with its `seq` (e.g. for the mqtt bridge to wake on).
     outputs = {"stored": Port("event")}
     params = {
@@ -56,6 +64,7 @@ class EventsSink(Node):
 
             curve = load_curve(self.p.keys)
         self.log_db = EventLog(self.p.db)
+        self.duplicates = 0  # events received again that the log already held (by delivery id)
         self.ctx = context()
         self.server = EventServer(self.ctx, self.p.pub, self.p.replay, self.log_db.since,
                                   lambda: self.log_db.last_seq, curve)
@@ -79,7 +88,9 @@ class EventsSink(Node):
             stages = ev.setdefault("stages_ms", None)
             if stages and ev["latency_ms"] is not None:
                 ev["stages_ms"] = {**stages, "events": round(ev["latency_ms"] - sum(stages.values()), 2)}
-        self._append_durably(ev)  # durable first: assigns ev["seq"]
+        if not self._append_durably(ev, msg.id):  # durable first: assigns ev["seq"]
+            self.duplicates += 1  # a resend of an event stored before this process's predecessor died
+            return
         self.server.publish(ev)
         self.emit("stored", msg.derive("event", ev))
         if self.jsonl:
@@ -87,11 +98,12 @@ class EventsSink(Node):
         if self.p.print:
             print(format_event(ev), flush=True)
 
-    def _append_durably(self, ev: dict[str, Any]) -> None:
+    def _append_durably(self, ev: dict[str, Any], receipt: str = "") -> bool:
+        """Store `ev` (False: it was stored already under `receipt`, its delivery id)."""
         t0, delay, failures = time.monotonic(), 0.05, 0
         while True:
             try:
-                self.log_db.append(ev)
+                stored = self.log_db.append(ev, receipt) > 0
                 break
             except sqlite3.Error as e:
                 failures += 1
@@ -110,6 +122,7 @@ class EventsSink(Node):
         if failures:
             self.log.warning("event log %s: writes work again after %.1f s (%d failed attempts); nothing lost",
                              self.p.db, time.monotonic() - t0, failures)
+        return stored
 
     def rejected(self) -> int:
         return self.server.bad_requests if hasattr(self, "server") else 0

@@ -46,7 +46,7 @@ def test_node_stats_wire_keys_and_round_trip():
                   dropped_in=1, dropped_out=2, foreign=0, errors=1)
     d = s.to_dict()
     assert list(d) == ["node", "type", "in", "out", "fps", "p50_ms", "p99_ms", "dropped_in", "dropped_out",
-                       "foreign", "errors"]
+                       "foreign", "errors", "outbox", "resent", "duplicates"]
     assert d["in"] == 10 and d["out"] == 9
     assert NodeStats.from_dict(d) == s
     assert NodeStats.from_dict({"in": 3, "new_key": 1}) == NodeStats(messages_in=3)  # missing: defaults

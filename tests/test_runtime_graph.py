@@ -70,7 +70,7 @@ def test_good_graph_loads_with_defaults_and_delivery(write_graph):
     ("params: {count: 3}", "params: {count: 3, colour: 1}", 5, "nodes[0].params", "unknown param 'colour'"),
     ("policy: on-failure", "policy: always", 8, "nodes[1].restart.policy", "'always' is not one of"),
     ("delivery: lossless", "delivery: maybe", 16, "connections[1].delivery", "not latest or lossless"),
-    ("queue: 10", "queue: 0", 16, "connections[1].queue", "positive int"),
+    ("queue: 10", "queue: 0", 16, "connections[1].queue", "an int from 1 to 100000"),
     ("name: g\n", "name: g\nendpoints: udp\n", 2, "endpoints", "not ipc or tcp"),
     ("name: g\n", "name: g\nmax_msg_bytes: big\n", 2, "max_msg_bytes", "expected int"),
     ("  - src.frames -> mid.frames\n", "", 6, "nodes.mid", "nothing is connected"),

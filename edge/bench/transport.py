@@ -6,7 +6,7 @@ Runs, in one invocation on the same machine:
   second process) counts what it receives. MB/s and msgs/s are measured at the consumer, between its
   first and last message; the best of `--repeats` runs is reported, since other load on the machine
   only ever slows a run down. Through edge.runtime.transport (msgpack header + zero-copy buffers) over ipc and tcp,
-  both delivery modes: lossless (PUSH/PULL, backpressure) and latest-wins (XPUB/SUB, drops counted: loss_%).
+  both delivery modes: lossless (acknowledged ROUTER/DEALER, backpressure) and latest-wins (XPUB/SUB, drops counted: loss_%).
 - paced: one frame every 1/30 s for `--paced-s` seconds (a camera); per-message latency = receive time
   minus the monotonic timestamp in the header taken just before sending (one host, one clock), p50/p99.
 - baseline: the same frames through a multiprocessing.Queue (pickle through a pipe), flood and paced.
@@ -86,6 +86,8 @@ def _edge_consumer(endpoint: str, latest: bool, conn: Any) -> None:
             continue
         now_ns = time.monotonic_ns()
         last = time.monotonic()
+        inp.complete(msg.id)  # lossless links are acknowledged (edge.runtime.delivery), as a node does
+        inp.send_acks()
         if msg.type == "eos":
             break
         times.append(now_ns / 1e9)
@@ -184,7 +186,7 @@ def _result(conn: Any, sent: int) -> dict[str, Any]:
 def run_edge(kind: str, latest: bool, paced: bool, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fsb-", dir="/tmp") as tmp:
         endpoint = f"ipc://{tmp}/frames.ipc" if kind == "ipc" else f"tcp://127.0.0.1:{_free_port()}"
-        # Lossless: the frames go through a PUSH; the port's XPUB (for taps) binds beside it, unused.
+        # Lossless: the frames go through the acknowledged link; the port's XPUB (for taps) binds beside it, unused.
         pub_ep = endpoint if latest else (f"ipc://{tmp}/pub.ipc" if kind == "ipc" else
                                           f"tcp://127.0.0.1:{_free_port()}")
         ctx = context()

@@ -31,7 +31,9 @@ from typing import Any
 from edge.errors import UserError
 from edge.events.rows import COLUMNS, CREATE_EVENTS, from_json, from_msgpack, to_row
 
-_SCHEMA = (*CREATE_EVENTS, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+_SCHEMA = (*CREATE_EVENTS, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+           # delivery ids of what the events node stored: a resent event is stored once (edge.runtime.delivery)
+           "CREATE TABLE IF NOT EXISTS receipts (id TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
 _INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 LOCK_TIMEOUT_S = 10.0  # waiting for another writer's transaction
@@ -165,15 +167,22 @@ class EventLog:
         # everything in the main file (its WAL was checkpointed), which `immutable` reads without locks.
         return sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False)
 
-    def append(self, event: dict[str, Any]) -> int:
-        """Store `event` with the next sequence number; sets and returns event["seq"]."""
+    def append(self, event: dict[str, Any], receipt: str = "") -> int:
+        """Store `event` with the next sequence number; sets and returns event["seq"]. With a `receipt` (the
+        delivery id of the message that brought it), an event already stored under it is not stored again:
+        returns 0 (exactly once in the log across resends)."""
         with self._lock:
             # IMMEDIATE: the write lock is taken before the read, so no other writer can take this seq.
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if receipt and self._db.execute("SELECT 1 FROM receipts WHERE id = ?", (receipt,)).fetchone():
+                    self._db.execute("COMMIT")
+                    return 0
                 seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events").fetchone()[0])
                 event["seq"] = seq
                 self._db.execute(_INSERT, to_row(event))
+                if receipt:
+                    self._db.execute("INSERT INTO receipts (id, seq) VALUES (?, ?)", (receipt, seq))
                 self._db.execute("COMMIT")
             except BaseException:
                 event.pop("seq", None)

@@ -128,6 +128,9 @@ class NodeStats:
     foreign: int = _stat(unit="messages rejected (other schema, too large, undecodable): inputs, control, "
                               "the node's own endpoints (replay)")
     errors: int = _stat(unit="process() calls that raised", counter=True)
+    outbox: int = _stat(unit="messages on lossless links not acknowledged yet (the fullest link's outbox)")
+    resent: int = _stat(unit="messages sent again on lossless links (consumer restarted, or no ack in time)")
+    duplicates: int = _stat(unit="messages received again on lossless inputs and dropped (by id)")
 
     def to_dict(self) -> dict[str, Any]:
         """The wire map (keys as in `wire`, e.g. "in")."""

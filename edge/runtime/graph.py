@@ -15,7 +15,8 @@
         endpoints: {frames: "tcp://127.0.0.1:5555"}   # optional: pin an output port's endpoint
     connections:
       - source.frames -> blur.frames                   # delivery from the message type
-      - {from: blur.frames, to: sink.frames, delivery: lossless, queue: 100}
+      - {from: blur.frames, to: sink.frames, delivery: lossless, queue: 100}  # queue: at most this many
+                                                       # unacknowledged messages (1..100000, default 1000)
 
 Every key is checked; an unknown key, type, node, port or param fails with `FILE:LINE: path: reason`.
 A node's own `restart` keys win over `defaults.restart`, key by key; a key set in neither takes the
@@ -39,6 +40,7 @@ from typing import Any
 import yaml
 
 from edge.errors import UserError
+from edge.runtime.delivery import OUTBOX_DEFAULT, OUTBOX_MAX
 from edge.runtime.node import Node, get_node_class
 from edge.runtime.transport import is_loopback
 
@@ -366,9 +368,10 @@ def _link(path: Path, raw: Any, i: int, line: int, nodes: dict[str, NodeSpec]) -
     delivery = raw.get("delivery", "lossless" if stype in LOSSLESS_TYPES else "latest")
     if delivery not in ("latest", "lossless"):
         raise _err(path, line, f"{key}.delivery", f"{delivery!r} is not latest or lossless")
-    queue = raw.get("queue", 1000)
-    if isinstance(queue, bool) or not isinstance(queue, int) or queue < 1:
-        raise _err(path, line, f"{key}.queue", f"expected a positive int, got {queue!r}")
+    queue = raw.get("queue", OUTBOX_DEFAULT)
+    if isinstance(queue, bool) or not isinstance(queue, int) or not 1 <= queue <= OUTBOX_MAX:
+        raise _err(path, line, f"{key}.queue", f"expected an int from 1 to {OUTBOX_MAX} (a lossless link's "
+                   f"unacknowledged messages), got {queue!r}")
     return Link(s, sp, d, dp, stype, delivery, queue, line)
 
 

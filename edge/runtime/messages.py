@@ -7,7 +7,8 @@ A message on the wire is a ZeroMQ multipart `[topic, header, *buffers]` (see edg
               "meta": {...}, "bufs": [["crops", "|u1", [1, 128, 128]], ["track_ids", "<i4", [1]], ...]}
 
 `t_mono_ns` / `t_wall_ns` are the capture time of the source frame (time.monotonic_ns(), time.time_ns());
-`frame` is the source frame index; `seq` counts the messages of one output port, per stream, from 0, so a
+`frame` is the source frame index; `id` (lossless links only) names the message for acknowledgements and
+duplicate drops (edge.runtime.delivery); `seq` counts the messages of one output port, per stream, from 0, so a
 receiver sees drops as gaps. Each buffer is the raw C-order bytes of an ndarray with the dtype (numpy
 `dtype.str`, explicit byte order) and shape given in `bufs`.
 
@@ -59,6 +60,11 @@ class Message:
     t_wall_ns: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    # Delivery id on lossless links (edge.runtime.delivery; "" elsewhere), and the id of the message this
+    # one was derived from: a node that handles a resent message again derives the same ids from it, so
+    # the consumer downstream drops the repeats.
+    id: str = ""
+    cause: str = ""
 
     def derive(self, type: str, meta: dict[str, Any] | None = None,
                arrays: dict[str, np.ndarray] | None = None) -> Message:
@@ -68,7 +74,8 @@ class Message:
         for k in STREAM_META:
             if k in self.meta:
                 meta.setdefault(k, self.meta[k])
-        return Message(type, self.stream, -1, self.frame, self.t_mono_ns, self.t_wall_ns, meta, arrays or {})
+        return Message(type, self.stream, -1, self.frame, self.t_mono_ns, self.t_wall_ns, meta, arrays or {},
+                       cause=self.id)
 
     def latency_ms(self) -> float | None:
         """Now minus the capture time, ms (same host only); None on the media clock, where capture times

@@ -117,6 +117,12 @@ class Node:
     # merged into frame order; within a frame, stages ranked by `input_order`, default the inputs' order).
     input_sync: ClassVar[str] = "arrival"
     input_order: ClassVar[tuple[str, ...]] = ()
+    # When a message from a lossless (acknowledged) input counts as handled, so that the producer may
+    # forget it (edge.runtime.delivery): "downstream" (the default) once process() returned and every
+    # message it emitted on lossless links was acknowledged in turn, so nothing is lost if this node dies
+    # while its results are still on their way; "handled" as soon as process() returned: for a node that
+    # stores what it gets durably itself (the events node, after the SQLite commit).
+    ack_after: ClassVar[str] = "downstream"
     # Set by the runner before setup(): the graph's name, the supervisor's stats endpoint, the input
     # ports that are connected ("inputs"; absent in tests: take every declared input as connected) and
     # how often this node has been restarted in this run ("restarts"; absent in tests: 0).

@@ -117,7 +117,8 @@ class NodeProcess:
             for link in links:
                 hwm = link.get("queue", LATEST_HWM) if not link["latest"] else LATEST_HWM
                 self.inputs.append((port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"], hwm=hwm,
-                                                max_msg_bytes=spec["max_msg_bytes"], curve=curve)))
+                                                max_msg_bytes=spec["max_msg_bytes"], curve=curve,
+                                                peer=link.get("peer", ""))))
                 self.input_src.append(link.get("src", ""))
         self.links_ended: set[int] = set()  # in-band eos received
         self.producers_ended: set[str] = set()  # relayed by the supervisor
@@ -135,6 +136,14 @@ class NodeProcess:
                               "inputs": sorted({port for port, _ in self.inputs}),  # the connected ones
                               "restarts": int(os.environ.get(RESTARTS_ENV, "0"))}
         self.sync = InputSync(self.node)
+        # Acknowledged delivery (edge.runtime.delivery): what is left to do before an input message
+        # counts as handled, per id: (its input, deliveries to process() still due, ids of the messages
+        # emitted from it that are not acknowledged yet).
+        self.ack_downstream = self.node.ack_after == "downstream"
+        self._handling: dict[str, tuple[Input, list[int], set[str]]] = {}
+        self._emitted_from: dict[str, str] = {}  # id of an unacknowledged emitted message -> its cause
+        self._delivering: set[str] = set()  # ids of the batch process() has now
+        self._derived: dict[str, int] = {}  # messages derived so far from each of them
 
     # -- control channel ------------------------------------------------------------------------------
     def _send_control(self, op: Op, **kw: Any) -> None:
@@ -160,8 +169,55 @@ class NodeProcess:
 
     def _emit(self, port: str, msg: Message) -> None:
         self._template = msg
-        self.outputs[port].send(msg, stop=lambda: self.stop_requested)
+        out = self.outputs[port]
+        cause = msg.cause if msg.cause in self._delivering else ""
+        if out.acked_links and not msg.id:
+            if cause:  # the same id again if this node handles a resent `cause` again (restarted)
+                k = self._derived.get(cause, 0)
+                self._derived[cause] = k + 1
+                msg.id = f"{cause}>{self.name}.{k}"
+            else:
+                msg.id = out.next_id()
+        if out.send(msg, stop=lambda: self.stop_requested) and out.acked_links and cause and self.ack_downstream:
+            self._handling[cause][2].add(msg.id)
+            self._emitted_from[msg.id] = cause
+        if out.acked_links:
+            self._service_acks()
         self._maybe_stats()
+
+    # -- acknowledged delivery ----------------------------------------------------------------------------
+    def _service_acks(self) -> None:
+        """Acknowledgements from downstream release the inputs they came from; then ours go upstream."""
+        for out in self.outputs.values():
+            for msg_id in out.take_acked():
+                cause = self._emitted_from.pop(msg_id, None)
+                if cause is not None and cause in self._handling:
+                    self._handling[cause][2].discard(msg_id)
+                    self._maybe_complete(cause)
+        for _, inp in self.inputs:
+            inp.send_acks()
+
+    def _maybe_complete(self, msg_id: str) -> None:
+        inp, due, waiting = self._handling[msg_id]
+        if due[0] <= 0 and not waiting:
+            del self._handling[msg_id]
+            inp.complete(msg_id)
+
+    def _drain_outputs(self) -> None:
+        """After end of stream: wait until downstream acknowledged everything (a consumer restarting
+        meanwhile gets it all again), acknowledging our inputs as it comes; a stop ends the wait."""
+        t_log = time.monotonic()
+        while not self.stop_requested and not all(o.drained for o in self.outputs.values()):
+            self._service_acks()
+            socks = [s for o in self.outputs.values() for s in o.sockets()]
+            zmq.select([*socks, self.control], [], [], 0.05)
+            self._read_control()
+            self._maybe_stats()
+            if time.monotonic() - t_log > 10.0:
+                t_log = time.monotonic()
+                self.log.warning("end of stream: waiting for %d message(s) to be acknowledged downstream",
+                                 sum(o.outbox_fill for o in self.outputs.values()))
+        self._service_acks()
 
     def stats(self) -> dict[str, Any]:
         """This node's NodeStats as its wire map."""
@@ -174,8 +230,12 @@ class NodeProcess:
             fps=(self.processed if self.inputs else sent) / elapsed, p50_ms=p50, p99_ms=p99,
             dropped_in=sum(i.dropped + i.gaps for _, i in self.inputs),
             dropped_out=sum(o.dropped for o in self.outputs.values()),
-            foreign=sum(i.foreign for _, i in self.inputs) + self.control_dropped + self.node.rejected(),
+            foreign=sum(i.foreign for _, i in self.inputs) + sum(o.foreign for o in self.outputs.values())
+            + self.control_dropped + self.node.rejected(),
             errors=self.errors,
+            outbox=sum(o.outbox_fill for o in self.outputs.values()),
+            resent=sum(o.resent for o in self.outputs.values()),
+            duplicates=sum(i.duplicates for _, i in self.inputs),
         ).to_dict()
 
     def _maybe_stats(self) -> None:
@@ -231,7 +291,9 @@ class NodeProcess:
                 self.node.end_of_stream()
                 for out in self.outputs.values():
                     out.send_eos(self._template, "end of stream")
-                self._send_control(Op.EOS, stats=self.stats())
+                self._drain_outputs()  # the supervisor hears of the end once downstream has everything
+                if not self.stop_requested:
+                    self._send_control(Op.EOS, stats=self.stats())
             return 0
         except FacesleuthError as e:
             self.log.error("%s", e)
@@ -262,6 +324,9 @@ class NodeProcess:
         by_sock = {inp.sock: (k, port, inp) for k, (port, inp) in enumerate(self.inputs)}
         poller = new_poller([i for _, i in self.inputs])
         poller.register(self.control, zmq.POLLIN)
+        for out in self.outputs.values():
+            for s in out.sockets():
+                poller.register(s, zmq.POLLIN)
         quiet_since: float | None = None
         while not self.stop_requested:
             ready = dict(poller.poll(50))
@@ -269,7 +334,7 @@ class NodeProcess:
                 self._read_control()
             got = False
             for sock in ready:
-                if sock is self.control:
+                if sock not in by_sock:  # the control socket, or acknowledgements from downstream
                     continue
                 k, port, inp = by_sock[sock]
                 msgs = [inp.receive()] if inp.latest else inp.receive_many(BATCH_MAX)
@@ -279,7 +344,8 @@ class NodeProcess:
                     self.links_ended.add(k)
                     msgs.pop()
                 if msgs:
-                    self._process(port, msgs)
+                    self._process(port, msgs, inp)
+            self._service_acks()
             self._maybe_stats()
             if self._all_inputs_ended():
                 # Drain: what the producers sent before ending may still be in flight.
@@ -289,7 +355,12 @@ class NodeProcess:
                     return True
         return False
 
-    def _process(self, port: str, msgs: list[Message]) -> None:
+    def _process(self, port: str, msgs: list[Message], inp: Input | None = None) -> None:
+        if inp is not None and not inp.latest:
+            for m in msgs:
+                if m.id:
+                    stages = len(self.node.sync_stages(port, m)) if self.sync.frame_order else 1
+                    self._handling[m.id] = (inp, [stages], set())
         t0 = time.perf_counter()
         for stage, batch in self.sync.add(port, msgs):
             self._deliver(stage, batch)
@@ -299,6 +370,19 @@ class NodeProcess:
         self.processed += len(msgs)
 
     def _deliver(self, stage: str, msgs: list[Message]) -> None:
+        self._delivering = {m.id for m in msgs if m.id in self._handling}
+        try:
+            self._deliver_to_node(stage, msgs)
+        except NodeFailed:  # e.g. the event log cannot be written: unacknowledged, the next process gets it
+            self._delivering = set()
+            raise
+        # Handled, also where process() raised and the error was counted: a message that fails is not retried.
+        for msg_id in self._delivering:
+            self._handling[msg_id][1][0] -= 1
+            self._maybe_complete(msg_id)
+        self._delivering, self._derived = set(), {}
+
+    def _deliver_to_node(self, stage: str, msgs: list[Message]) -> None:
         try:
             deliver(self.node, stage, msgs)
             self._streak = ("", 0)

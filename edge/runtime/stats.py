@@ -26,7 +26,7 @@ from edge.runtime.control import STATS_TOPIC, NodeRecord
 from edge.table import format_table
 
 COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "fps", "p50_ms", "p99_ms",
-           "drop_in", "drop_out", "foreign", "errors")
+           "drop_in", "drop_out", "foreign", "errors", "outbox", "resent")
 
 
 def find_run_dir(run_dir: str | Path | None = None) -> Path:
@@ -127,6 +127,7 @@ def rows(snap: dict[str, Any], prev: dict[str, Any] | None = None) -> list[dict[
             "in": s.messages_in, "out": s.messages_out, "fps": float(fps),
             "p50_ms": float(s.p50_ms), "p99_ms": float(s.p99_ms),
             "drop_in": s.dropped_in, "drop_out": s.dropped_out, "foreign": s.foreign, "errors": s.errors,
+            "outbox": s.outbox, "resent": s.resent,
         })
     return out
 

@@ -1,7 +1,7 @@
 """`facesleuth run GRAPH`: one OS process per node, wired, supervised, restarted, stopped.
 
 - Wiring: every output port binds an XPUB (latest-wins links, taps such as `facesleuth subscribe`) and one
-  PUSH per lossless link; inputs connect. Endpoints are ipc files in a private run directory (or
+  ROUTER per lossless link (acknowledged delivery, edge.runtime.delivery); inputs connect. Endpoints are ipc files in a private run directory (or
   loopback tcp); `RUN_DIR/endpoints.json` lists them, and `/tmp/facesleuth-UID/latest` points at the
   newest run directory so `facesleuth stats` and `facesleuth subscribe NODE.PORT` find a running graph.
 - Control: the protocol with each node and the stats record are in edge.runtime.control.
@@ -210,9 +210,10 @@ class Supervisor:
                 expected[lk.src][lk.src_port] = expected[lk.src].get(lk.src_port, 0) + 1
             else:
                 ep = self._endpoint(f"{lk.src}.{lk.src_port}.{i}")
-                out["push"].append([ep, lk.queue])
+                peer = f"{lk.dst}.{lk.dst_port}/{i}"  # the consumer's routing id: the same after a restart
+                out["push"].append([ep, lk.queue, peer])
                 inputs[lk.dst][lk.dst_port].append({"endpoint": ep, "topic": out["topic"], "latest": False,
-                                                    "src": lk.src, "queue": lk.queue})
+                                                    "src": lk.src, "queue": lk.queue, "peer": peer})
         for n in g.nodes.values():
             spec = {
                 "name": n.name, "type": n.type, "params": n.params, "control": self.control_ep,

@@ -18,8 +18,11 @@ Two delivery modes per link:
   drains its socket and keeps only the newest message; it counts what it skipped and what never arrived
   (sequence gaps). We do NOT use ZMQ_CONFLATE: it keeps one *part* of a multipart message, so it would cut our
   `[topic, header, buffers]` messages apart.
-- lossless (intervals, events): a PUSH socket per link with SNDHWM = the link's queue size; a full queue
-  blocks the producer (backpressure) instead of dropping. Every event is also in the SQLite log.
+- lossless (intervals, events): acknowledged delivery (edge.runtime.delivery), a ROUTER per link in the
+  producer and a DEALER in the consumer. The producer keeps every message in a bounded outbox (the
+  link's `queue`) until the consumer acknowledges it as durably handled, sends it again to a restarted
+  consumer or after a timeout, and blocks (backpressure) while the outbox is full; the consumer drops
+  duplicates by message id. A consumer killed with messages in its socket buffers loses none of them.
 
 Endpoints: producers bind, consumers connect. `ipc://` paths live in the run directory (Linux limits them
 to 107 bytes); `tcp://127.0.0.1:*` otherwise. A non-loopback tcp bind needs CURVE keys (edge.runtime.keys).
@@ -39,6 +42,7 @@ import numpy as np
 import zmq
 
 from edge.errors import UserError
+from edge.runtime.delivery import ACK, HELLO, OUTBOX_MAX, RECEIPTS_MIN, Entry, Outbox, Receipts, new_token
 from edge.runtime.messages import SCHEMA_VERSION, Message
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ DEFAULT_MAX_MSG_BYTES = 64 * 1024 * 1024
 LATEST_HWM = 4  # per-subscriber queue of a latest-wins link; libzmq learns of reads ~1 ms late, so
 # a queue of 2 dropped bursts even behind an idle consumer
 IPC_PATH_MAX = 107
+MAX_ID_CHARS = 1024  # a message id grows by one node name and a counter per lossless hop
 
 
 class ForeignMessage(ValueError):
@@ -70,6 +75,8 @@ def pack(topic: str, msg: Message) -> list[Any]:
         "frame": int(msg.frame), "t_mono_ns": int(msg.t_mono_ns), "t_wall_ns": int(msg.t_wall_ns),
         "meta": msg.meta, "bufs": bufs,
     }
+    if msg.id:
+        header["id"] = msg.id  # lossless links (edge.runtime.delivery); an added key: schema 1 still
     return [topic.encode(), msgpack.packb(header, use_bin_type=True), *arrays]
 
 
@@ -114,9 +121,12 @@ def unpack(parts: Sequence[zmq.Frame | bytes | memoryview]) -> tuple[str, Messag
     meta = header["meta"]
     if not isinstance(meta, dict):
         raise ForeignMessage("header meta is not a map")
+    msg_id = header.get("id", "")
+    if not isinstance(msg_id, str) or len(msg_id) > MAX_ID_CHARS:
+        raise ForeignMessage("header id is not a string of at most 1024 characters")
     try:
         msg = Message(str(header["type"]), str(header["stream"]), int(header["seq"]), int(header["frame"]),
-                      int(header["t_mono_ns"]), int(header["t_wall_ns"]), meta, arrays)
+                      int(header["t_mono_ns"]), int(header["t_wall_ns"]), meta, arrays, id=msg_id)
     except (TypeError, ValueError) as e:
         raise ForeignMessage(f"bad header field ({e})") from None
     return topic, msg
@@ -190,18 +200,84 @@ def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
 # --------------------------------------------------------------------------------------------- output
 
 
+class AckedLink:
+    """The producer's end of one lossless link: a ROUTER bound at `endpoint` that sends to the consumer
+    whose routing id is `peer`, keeping every message in an Outbox until it is acknowledged
+    (edge.runtime.delivery has the protocol)."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, peer: bytes, capacity: int, topic: str,
+                 max_msg_bytes: int, curve: Curve | None) -> None:
+        self.peer = peer
+        self.outbox = Outbox(capacity)
+        self.sock = _socket(ctx, zmq.ROUTER, max_msg_bytes, curve, server=True)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer is an error (kept, sent later), not a drop
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted consumer takes over its routing id
+        self.sock.sndhwm = capacity + 16  # the outbox bounds what is in flight, not libzmq
+        self.sock.rcvhwm = 0  # hellos and acks are small and must never be dropped
+        _bind(self.sock, endpoint, topic)
+        self.foreign = 0
+        self.hellos = 0
+
+    def _send(self, entry: Entry, now: float) -> bool:
+        try:
+            self.sock.send_multipart([self.peer, *entry.parts], flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # the consumer's queue is full (stalled): try again later
+            return False
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:  # no consumer connected (starting, restarting): its hello resends
+                return False
+            raise
+        self.outbox.mark_sent(entry, now)
+        return True
+
+    def flush(self, everything: bool = False) -> None:
+        """Send what is due, in order, stopping at the first that cannot go."""
+        now = time.monotonic()
+        for _, entry in self.outbox.due(now, everything):
+            if not self._send(entry, now):
+                break
+
+    def read(self) -> list[str]:
+        """Handle the consumer's hellos and acks; returns the ids acknowledged now."""
+        acked: list[str] = []
+        hello = False
+        while True:
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(parts) == 2 and parts[1] == HELLO and parts[0] == self.peer:
+                hello = True
+            elif len(parts) == 3 and parts[1] == ACK and parts[0] == self.peer:
+                try:
+                    ids = msgpack.unpackb(parts[2], raw=False)
+                    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                        raise ValueError("not a list of ids")
+                except Exception:  # msgpack raises several types for garbage
+                    self.foreign += 1
+                    continue
+                acked += self.outbox.ack(ids)
+            else:
+                self.foreign += 1
+        if hello:  # a new consumer process: what the old one had queued is gone
+            self.hellos += 1
+            self.flush(everything=True)
+        return acked
+
+
 class Output:
-    """One output port: an XPUB (latest-wins subscribers and taps) plus one PUSH per lossless link.
+    """One output port: an XPUB (latest-wins subscribers and taps) plus one acknowledged link per lossless
+    consumer (AckedLink).
 
     Args:
         ctx: the process's zmq context.
         topic: topic frame for every message of this port.
         pub_endpoint: where the XPUB binds.
-        push_endpoints: one bind endpoint per lossless link, with its queue size.
+        push_endpoints: per lossless link (bind endpoint, outbox size[, consumer routing id]).
     """
 
     def __init__(self, ctx: zmq.Context, topic: str, pub_endpoint: str,
-                 push_endpoints: Sequence[tuple[str, int]] = (), hwm: int = LATEST_HWM,
+                 push_endpoints: Sequence[tuple[Any, ...]] = (), hwm: int = LATEST_HWM,
                  max_msg_bytes: int = DEFAULT_MAX_MSG_BYTES, curve: Curve | None = None) -> None:
         self.topic = topic
         self.pub = _socket(ctx, zmq.XPUB, max_msg_bytes, curve, server=True)
@@ -210,14 +286,13 @@ class Output:
         # drop for every subscriber. Without it each subscriber has its own small queue; what a slow
         # one misses shows up as sequence gaps it counts (Input.gaps).
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every (re)subscription, for readiness
-        self.pushes = []
+        self.links: list[AckedLink] = []
         try:
             _bind(self.pub, pub_endpoint, topic)
-            for ep, queue in push_endpoints:
-                s = _socket(ctx, zmq.PUSH, max_msg_bytes, curve, server=True)
-                self.pushes.append(s)
-                s.sndhwm = max(1, int(queue))
-                _bind(s, ep, topic)
+            for k, (ep, queue, *peer) in enumerate(push_endpoints):
+                routing_id = (peer[0] if peer else f"{topic}/{k}").encode()
+                self.links.append(AckedLink(ctx, ep, routing_id, max(1, min(int(queue), OUTBOX_MAX)), topic,
+                                            max_msg_bytes, curve))
         except UserError:
             self.close(0)
             raise
@@ -227,6 +302,31 @@ class Output:
         self.dropped = 0
         self.oversize = 0
         self._seq: dict[str, int] = {}
+        self._token = f"{topic}.{new_token()}"  # ids of the messages that derive from no acknowledged one
+        self._count = 0
+        self._unacked: dict[str, int] = {}  # id -> links that have not acknowledged it yet
+        self._acked: list[str] = []  # ids every link acknowledged, for take_acked()
+
+    @property
+    def acked_links(self) -> bool:
+        return bool(self.links)
+
+    @property
+    def outbox_fill(self) -> int:
+        """Messages held for acknowledgement now (the fullest link's outbox)."""
+        return max((len(lk.outbox) for lk in self.links), default=0)
+
+    @property
+    def resent(self) -> int:
+        return sum(lk.outbox.resent for lk in self.links)
+
+    @property
+    def foreign(self) -> int:
+        return sum(lk.foreign for lk in self.links)
+
+    def sockets(self) -> list[zmq.Socket]:
+        """The sockets a node's poller must watch (acknowledgements arrive there)."""
+        return [lk.sock for lk in self.links]
 
     def poll_subscriptions(self) -> int:
         """Read pending (un)subscribe notices; returns the number of subscriptions seen so far."""
@@ -238,11 +338,50 @@ class Output:
             if note[:1] == b"\x01":
                 self.subscriptions += 1
 
+    def service(self) -> None:
+        """Read acknowledgements and hellos, send what is due (never sent, or past its resend time)."""
+        for lk in self.links:
+            for msg_id in lk.read():
+                left = self._unacked.get(msg_id, 0) - 1
+                if left > 0:
+                    self._unacked[msg_id] = left
+                elif self._unacked.pop(msg_id, None) is not None:
+                    self._acked.append(msg_id)
+            lk.flush()
+
+    def take_acked(self) -> list[str]:
+        """Ids acknowledged by every lossless link since the last call."""
+        self.service()
+        out, self._acked = self._acked, []
+        return out
+
+    @property
+    def drained(self) -> bool:
+        return not self._unacked
+
+    def _wait_room(self, stop: Any, timeout_s: float | None) -> bool:
+        """Backpressure: wait until every link's outbox has room (acknowledgements come in meanwhile)."""
+        t0 = time.monotonic()
+        while True:
+            self.service()
+            if not any(lk.outbox.full for lk in self.links):
+                return True
+            if (stop is not None and stop()) or (timeout_s is not None and time.monotonic() - t0 > timeout_s):
+                return False
+            zmq.select([lk.sock for lk in self.links], [], [], 0.05)
+
+    def next_id(self) -> str:
+        self._count += 1
+        return f"{self._token}.{self._count}"
+
     def send(self, msg: Message, stop: Any = None, block_timeout_s: float | None = None) -> bool:
-        """Send on every link. Latest-wins links never block (a full queue is a counted drop);
-        lossless links block until queued or until `stop()` is true. Returns False if dropped anywhere."""
+        """Send on every link. Latest-wins links never block (a full queue is a counted drop); a lossless
+        link keeps the message until it is acknowledged, and blocks while its outbox is full, until there
+        is room or `stop()` is true. Returns False if dropped anywhere."""
         msg.seq = self._seq.get(msg.stream, 0)
         self._seq[msg.stream] = msg.seq + 1
+        if self.links and not msg.id:
+            msg.id = self.next_id()
         parts = pack(self.topic, msg)
         size = sum(p.nbytes if isinstance(p, np.ndarray) else len(p) for p in parts)
         if size > self.max_msg_bytes:
@@ -258,18 +397,14 @@ class Output:
             self.pub.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:  # cannot happen on a PUB without NODROP; kept for other socket options
             ok = False
-        for s in self.pushes:
-            t0 = time.monotonic()
-            while True:
-                try:
-                    s.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-                    break
-                except zmq.Again:
-                    if (stop is not None and stop()) or (
-                            block_timeout_s is not None and time.monotonic() - t0 > block_timeout_s):
-                        ok = False
-                        break
-                    s.poll(50, zmq.POLLOUT)
+        if self.links:
+            if self._wait_room(stop, block_timeout_s):
+                self._unacked[msg.id] = len(self.links)
+                for lk in self.links:
+                    lk.outbox.add(msg.id, parts)
+                    lk.flush()
+            else:
+                ok = False
         if ok:
             self.sent += 1
         else:
@@ -279,44 +414,57 @@ class Output:
         return ok
 
     def send_eos(self, template: Message, reason: str, timeout_s: float = 2.0) -> None:
-        """End of stream on every link. A latest-wins subscriber whose queue is full can miss it; the
-        supervisor therefore also relays end of stream on the control channel (edge.runtime.noderun)."""
+        """End of stream on every link: acknowledged like any message on lossless links (wait for it with
+        `drained`). A latest-wins subscriber whose queue is full can miss it; the supervisor therefore also
+        relays end of stream on the control channel (edge.runtime.noderun)."""
         eos = template.derive("eos", {"reason": reason})
         eos.seq = self._seq.get(eos.stream, 0)
+        if self.links:
+            eos.id = self.next_id()
         parts = pack(self.topic, eos)
         self.pub.send_multipart(parts, flags=zmq.NOBLOCK)
-        for s in self.pushes:
-            if s.poll(int(timeout_s * 1000), zmq.POLLOUT):
-                s.send_multipart(parts, flags=zmq.NOBLOCK)
+        if self.links and self._wait_room(None, timeout_s):
+            self._unacked[eos.id] = len(self.links)
+            for lk in self.links:
+                lk.outbox.add(eos.id, parts)
+                lk.flush()
 
     def close(self, linger_ms: int = 1000) -> None:
         """Close, giving queued messages `linger_ms` to leave (so a finished source's tail arrives)."""
-        for s in (self.pub, *self.pushes):
-            s.close(linger=linger_ms)
+        self.pub.close(linger=linger_ms)
+        for lk in self.links:
+            lk.sock.close(linger=linger_ms)
 
 
 # ---------------------------------------------------------------------------------------------- input
 
 
 class Input:
-    """One input port: a SUB (latest-wins) or PULL (lossless) socket connected to a producer.
+    """One input port: a SUB (latest-wins) or a DEALER (lossless, acknowledged) connected to a producer.
 
     `receive()` returns the next message to process: for latest-wins the newest one queued (the older
     ones are counted in `dropped`), for lossless the oldest. Foreign bytes are counted in `foreign`
-    and dropped; the last reason is kept in `last_error`.
+    and dropped; the last reason is kept in `last_error`. A lossless input drops what it has already seen
+    (by message id, counted in `duplicates`); `complete(id)` says a message is durably handled, and
+    `send_acks()` tells the producer.
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, topic: str, latest: bool,
                  hwm: int = LATEST_HWM, max_msg_bytes: int = DEFAULT_MAX_MSG_BYTES,
-                 curve: Curve | None = None) -> None:
+                 curve: Curve | None = None, peer: str = "") -> None:
         self.latest = latest
-        self.sock = _socket(ctx, zmq.SUB if latest else zmq.PULL, max_msg_bytes, curve, server=False)
-        # Latest-wins: a small queue; lossless: the link's queue (else libzmq's default 1000 messages
-        # would sit on top of the sender's queue).
-        self.sock.rcvhwm = max(1, int(hwm))
+        self.sock = _socket(ctx, zmq.SUB if latest else zmq.DEALER, max_msg_bytes, curve, server=False)
+        # Latest-wins: a small queue; lossless: the link's outbox (the producer bounds what is in flight)
+        self.sock.rcvhwm = max(1, int(hwm)) if latest else max(1, int(hwm)) + 16
+        self.receipts = Receipts(max(RECEIPTS_MIN, 4 * int(hwm)))
         if latest:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        else:
+            self.sock.routing_id = (peer or f"{topic}/0").encode()
+            self.sock.linger = 1000  # the last acknowledgements get out after close
         self.sock.connect(endpoint)
+        if not latest:
+            self.sock.send(HELLO, zmq.NOBLOCK)  # queued until connected: resend whatever is unacknowledged
         self.received = 0
         self.dropped = 0
         self.foreign = 0
@@ -324,6 +472,23 @@ class Input:
         self.last_error = ""
         self.last_topic = ""
         self._last_seq: dict[str, int] = {}
+
+    @property
+    def duplicates(self) -> int:
+        return self.receipts.duplicates
+
+    def complete(self, msg_id: str) -> None:
+        """The message `msg_id` is durably handled (acknowledged with the next send_acks())."""
+        self.receipts.complete(msg_id)
+
+    def send_acks(self) -> None:
+        ids = self.receipts.take()
+        if self.latest or not ids:
+            return
+        try:
+            self.sock.send_multipart([ACK, msgpack.packb(ids, use_bin_type=True)], zmq.NOBLOCK)
+        except zmq.Again:  # the producer is away: acknowledge again with the next ones
+            self.receipts.to_ack[:0] = ids
 
     def _recv_one(self) -> Message | None:
         """One message without blocking; None when nothing is queued. Foreign bytes -> counted, skipped."""
@@ -338,6 +503,11 @@ class Input:
                 self.foreign += 1
                 self.last_error = str(e)
                 continue
+            if not self.latest:
+                if not self.receipts.admit(msg.id):
+                    continue  # a resend of what arrived already
+                if msg.type == "eos":
+                    self.receipts.complete(msg.id)
             prev = self._last_seq.get(msg.stream)
             if prev is not None and msg.seq > prev + 1:
                 self.gaps += msg.seq - prev - 1  # dropped upstream (producer HWM)
@@ -372,7 +542,8 @@ class Input:
         return out
 
     def close(self) -> None:
-        self.sock.close(linger=0)
+        self.send_acks()
+        self.sock.close(linger=0 if self.latest else 1000)
 
 
 def poll_inputs(poller: zmq.Poller, timeout_ms: int) -> list[zmq.Socket]:

@@ -9,6 +9,8 @@ on the node processes' PYTHONPATH). No OpenCV here, so node processes start fast
     test_params  sink with a required param and a choice param (validation tests)
     test_events  source: `count` mer.event messages at `rate` per second on `stream` (event sink tests)
     test_fail    sink: process() raises on every message
+    test_intervals  source: `count` small intervals messages (acknowledged delivery tests)
+    test_classify   intervals -> one mer.event each, like the classify node without a model
 """
 
 from __future__ import annotations
@@ -146,9 +148,11 @@ class EventsSource(Node):
         "count": Param(int, 20, "events to send", min=1),
         "rate": Param(float, 20.0, "events per second", min=0.1),
         "stream": Param(str, "cam0", "stream id"),
+        "go_file": Param(Path, None, "wait until this file exists before sending"),
     }
 
     def run_source(self) -> None:
+        _wait_for_file(self.p.go_file, self)
         for i in range(self.p.count):
             if self.stopping:
                 return
@@ -172,3 +176,47 @@ class Fail(Node):
 
     def process(self, port: str, msg: Message) -> None:
         raise ValueError(f"cannot handle frame {msg.frame}")
+
+
+def _wait_for_file(path: str | None, node: Node) -> None:
+    while path and not Path(path).exists() and not node.stopping:
+        time.sleep(0.02)
+
+
+@register_node("test_intervals")
+class IntervalsSource(Node):
+    """`count` intervals messages with small onset/apex crops, frame 10 * i."""
+
+    outputs = {"intervals": Port("intervals")}
+    params = {
+        "count": Param(int, 5, "intervals to send", min=1),
+        "rate": Param(float, 50.0, "per second", min=0.1),
+        "go_file": Param(Path, None, "wait until this file exists before sending"),
+    }
+
+    def run_source(self) -> None:
+        _wait_for_file(self.p.go_file, self)
+        for i in range(self.p.count):
+            if self.stopping:
+                return
+            crop = np.full((16, 16), i, np.uint8)
+            self.emit("intervals", Message("intervals", frame=i * 10, t_mono_ns=time.monotonic_ns(),
+                                           meta={"track_id": i, "kind": "micro", "onset": i * 10},
+                                           arrays={"onset": crop, "apex": crop}))
+            time.sleep(1.0 / self.p.rate)
+
+
+@register_node("test_classify")
+class FakeClassify(Node):
+    """One mer.event per interval, derived from it (so its delivery id follows the interval's)."""
+
+    inputs = {"intervals": Port("intervals")}
+    outputs = {"events": Port("event")}
+
+    def process(self, port: str, msg: Message) -> None:
+        instant = {"frame": msg.frame, "t_mono_ns": msg.t_mono_ns, "t_wall_ns": 0}
+        ev = {"stream": msg.stream, "track_id": int(msg.meta["track_id"]), "kind": "micro", "label": "surprise",
+              "scores": {"surprise": 1.0}, "confidence": 1.0, "onset": instant, "apex": instant, "offset": instant,
+              "duration_s": 0.0, "intensity": float(msg.arrays["apex"][0, 0]), "box": [], "rois": [],
+              "model": {"id": "test", "angles_deg": [], "runtime": "test"}, "t_wall_ns": time.time_ns()}
+        self.emit("events", msg.derive("event", ev))
