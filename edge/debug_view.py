@@ -6,13 +6,20 @@ Each frame shows the face boxes with track id, stabilisation residual (crop px) 
 (frame px/frame) and its facial state (edge.perception.face.state: head pose in degrees, mouth opening,
 speech activity), and on the right, per track, its aligned crop, with bars for the eyes' openness (left
 and right edges, full height = the usual open level) and speech (bottom), next to the flow against the
-crop `lag` frames back as colour (hue = direction, brightness = magnitude, full at `--flow-max` px).
+crop `lag` frames back as colour (hue = direction, brightness = magnitude, full at `--flow-max` px), and
+the ROIs (edge.perception.geometry) on the crop, one colour per mirrored pair.
+
+The PNG strip (edge.debug_strip) also runs the graph's spot node in-process (InProcessSpot) and marks what
+it spots: each interval's apex frame joins the sampled frames, a frame inside an interval is captioned and
+framed in the kind's colour, a timeline of the clip shows every interval, and a legend says what each
+mark and colour means. Labels (surprise, ...) need the classifier: they are in a graph run's events.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections import deque
 from pathlib import Path
 
 import cv2
@@ -20,17 +27,32 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.perception.geometry import ROIS, roi_boxes
+from edge.perception.spot.features import PAIRS
 from edge.progress import Progress
+from edge.runtime.messages import Message
 
 log = logging.getLogger(__name__)
 
 PANEL_ROWS = 3  # tracks shown beside the frame
+MAX_EVENT_TILES = 8  # the strip shows the apex frame of the first this many spotted intervals
+RECENT_S = 6.0  # strip tiles kept this long (an interval is spotted after its offset, up to ~4 s past its apex)
 GREEN, YELLOW, WHITE, CYAN = (80, 220, 80), (0, 220, 255), (255, 255, 255), (255, 220, 0)
 # One colour per ROI (edge.perception.geometry.ROIS order, BGR), mirrored pairs alike: the boxes drawn on
 # the aligned crop and the live view's ROI-motion plot (edge.live) use these same colours.
 ROI_COLOURS: dict[str, tuple[int, int, int]] = dict(zip(ROIS, (
     (255, 160, 60), (255, 160, 60), (60, 200, 255), (60, 200, 255), (200, 120, 255), (200, 120, 255),
     (90, 90, 255), (90, 90, 255), (180, 255, 120)), strict=True))
+
+
+def roi_group(roi: str) -> str:
+    """An ROI's mirrored pair (edge.perception.spot.features.PAIRS: brows, eyes, ...), else the ROI itself."""
+    return next((pair for pair, members in PAIRS.items() if roi in members), roi)
+
+
+# The ROIs by pair, in ROI order (brows, eyes, nose, mouth, chin), with their colour: the legends' names.
+ROI_GROUPS: dict[str, tuple[int, int, int]] = {}
+for _roi, _colour in ROI_COLOURS.items():
+    ROI_GROUPS.setdefault(roi_group(_roi), _colour)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +143,59 @@ def _writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     return writer
 
 
+class InProcessSpot:
+    """The graph's own spot node (nodes/spot.py) in this process, fed what the face and flow nodes would
+    send it (their message layout, the same input order), so the strip marks what a graph run spots."""
+
+    def __init__(self, fps: float, lag: int) -> None:
+        from edge.runtime.node import get_node_class
+        from edge.runtime.sync import InputSync
+
+        self.fps, self.lag = fps, lag
+        self.node = get_node_class("spot").for_test("spot")
+        self.node.setup()
+        self.sync = InputSync(self.node)
+
+    def _feed(self, port: str, msg: Message) -> None:
+        from edge.runtime.sync import deliver
+
+        for stage, batch in self.sync.add(port, [msg]):
+            deliver(self.node, stage, batch)
+
+    def _take(self) -> list[Message]:
+        """The intervals spotted since the last call (not the provisional ones, which classify uses)."""
+        out = [m for _, m in self.node.emitted if m.meta.get("kind") != "provisional"]
+        self.node.emitted.clear()
+        return out
+
+    def frame(self, k: int, faces, flows: dict[int, np.ndarray], refs: dict[int, int], tracker) -> list[Message]:
+        """Frame k's faces and flows ((H, W, 2) per track, against frame refs[track]) -> intervals closed."""
+        t = int(1e9 + k / self.fps * 1e9)  # file time, as capture's media clock
+        crops = Message("crops", "view", frame=k, t_mono_ns=t, t_wall_ns=t, meta={
+            "crop_size": tracker.size, "landmarks": tracker.landmarks, "ended": list(faces.ended),
+            "head_motion": list(faces.head_motion), "pose_source": tracker.pose_source, "clock": "media"},
+            arrays=faces.arrays())
+        size = faces.crops.shape[1]
+        ids = list(flows)
+        uv = np.stack([flows[i].transpose(2, 0, 1) for i in ids]) if ids else np.zeros((0, 2, size, size))
+        self._feed("crops", crops)
+        self._feed("flows", crops.derive("flows", {"lag": self.lag, "scale": 1.0, "crop_size": size}, {
+            "flows": np.ascontiguousarray(uv, np.float32), "track_ids": np.asarray(ids, np.int32),
+            "ref_frames": np.asarray([refs[i] for i in ids], np.int64)}))
+        return self._take()
+
+    def finish(self) -> list[Message]:
+        """End of the clip: what the inputs held back, then the intervals still open."""
+        from edge.runtime.sync import deliver
+
+        for stage, batch in self.sync.flush():
+            deliver(self.node, stage, batch)
+        self.node.end_of_stream()
+        return self._take()
+
+
 def main(args: argparse.Namespace) -> int:
+    from edge.debug_strip import Mark, compose_strip, tile
     from edge.perception.face import FaceTracker
     from edge.perception.flow import LagBuffer, create_flow
 
@@ -139,10 +213,25 @@ def main(args: argparse.Namespace) -> int:
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     tracker = FaceTracker(detector=args.detector, landmarks=args.landmarks, detect_every=args.detect_every,
                           model=args.model or "")
+    tracker.fps = fps  # times the facial state's filters, as the face node does
     flow, lags = create_flow(args.flow), LagBuffer(args.lag)
     strip = out.suffix.lower() == ".png"
     sample = set(np.linspace(0, (total or 1) - 1, args.strip_frames).round().astype(int).tolist()) if strip else set()
-    writer, tiles, k, seen = None, [], 0, set()
+    spot = InProcessSpot(fps, args.lag) if strip else None
+    recent: deque[tuple[int, np.ndarray]] = deque(maxlen=int(fps * RECENT_S))  # strip tiles of the last frames
+    marks: list[Mark] = []
+    writer, tiles, k, seen = None, {}, 0, set()
+
+    def note(intervals: list[Message]) -> None:
+        """Mark each spotted interval; its apex frame joins the strip (the first MAX_EVENT_TILES)."""
+        for iv in intervals:
+            m = iv.meta
+            marks.append(Mark(str(m["kind"]), int(m["track_id"]), int(m["onset"]), int(m["apex"]), int(m["offset"]),
+                              len(marks) + 1))
+            apex = next((t for f, t in recent if f == int(m["apex"])), None)
+            if apex is not None and len(marks) <= MAX_EVENT_TILES:
+                tiles[int(m["apex"])] = apex
+
     try:
         with Progress(total, "view") as progress:
             while not (args.max_frames > 0 and k >= args.max_frames):
@@ -151,23 +240,27 @@ def main(args: argparse.Namespace) -> int:
                     break
                 faces = tracker.update(frame)
                 seen.update(faces.track_ids.tolist())
-                flows = {}
+                flows, refs = {}, {}
                 for tid, crop in zip(faces.track_ids.tolist(), faces.crops, strict=True):
                     ref = lags.push(tid, k, crop)
                     if ref is not None:
-                        flows[tid] = flow.calc(ref[1], crop)
+                        flows[tid], refs[tid] = flow.calc(ref[1], crop), ref[0]
                 for tid in faces.ended:
                     lags.end(tid)
                 view = compose_view(frame, faces, flows, args.flow_max, k)
                 if strip:
+                    recent.append((k, tile(view)))
                     if k in sample:
-                        tiles.append(view)
+                        tiles[k] = recent[-1][1]
+                    note(spot.frame(k, faces, flows, refs, tracker))
                 else:
                     if writer is None:
                         writer = _writer(out, fps, (view.shape[1], view.shape[0]))
                     writer.write(view)
                 k += 1
                 progress.update(1)
+        if spot is not None:
+            note(spot.finish())
     finally:
         cap.release()
         if writer is not None:
@@ -176,13 +269,10 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"no frame could be read from {args.video}")
     if strip:
         if not tiles:
-            tiles = [view]
-        half = [cv2.resize(t, (t.shape[1] // 2, t.shape[0] // 2), interpolation=cv2.INTER_AREA) for t in tiles]
-        cols = 2
-        while len(half) % cols:
-            half.append(np.zeros_like(half[0]))
-        grid = np.vstack([np.hstack(half[i:i + cols]) for i in range(0, len(half), cols)])
-        if not cv2.imwrite(str(out), grid):
+            tiles[k - 1] = tile(view)
+        if not cv2.imwrite(str(out), compose_strip(list(tiles.items()), k, fps, marks, args.flow_max)):
             raise UserError(f"cannot write {out}")
+        print(f"wrote {out} ({k} frames, {len(seen)} tracks, {len(marks)} intervals spotted)")
+        return 0
     print(f"wrote {out} ({k} frames, {len(seen)} tracks)")
     return 0

@@ -38,13 +38,31 @@ def test_view_writes_annotated_video(clip, tmp_path):
     assert frame[:128, 640:768].std() > 10, "a confirmed track shows its aligned crop in the panel"
 
 
-def test_view_writes_png_strip_via_cli_process(clip, tmp_path):
-    out = tmp_path / "strip.png"
-    r = subprocess.run([sys.executable, "-m", "edge", "view", str(clip), "-o", str(out), "--strip-frames", "4",
-                        "--landmarks", "eyes"], capture_output=True, text=True, timeout=120)
+def test_view_png_strip_marks_the_spotted_event_and_has_a_legend(tmp_path):
+    """The strip (through the CLI process) on a synthetic clip with one clear micro-expression: the graph's
+    spot node, run in-process, finds it; its apex frame joins the 4 sampled ones, framed in the micro
+    colour; the timeline shows its span; the legend is below."""
+    from edge.data.synth import SyntheticVideo
+    from edge.data.synth import write_clip as write_synthetic
+    from edge.debug_strip import CAPTION_H, KIND_COLOURS
+
+    clip, out = tmp_path / "micro.avi", tmp_path / "strip.png"
+    write_synthetic(SyntheticVideo("webcam30", seed=7, duration_s=3.0, script=[
+        {"t": 2.0, "kind": "micro", "label": "surprise", "amplitude_px": 3.0}]), clip)
+    r = subprocess.run([sys.executable, "-m", "edge", "view", str(clip), "-o", str(out), "--strip-frames", "4"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    assert "(90 frames, 1 tracks, 1 intervals spotted)" in r.stdout, r.stdout
     img = cv2.imread(str(out))
-    assert img.shape == (2 * 240, 2 * (640 + 256) // 2, 3)
+    tile_h, tile_w = 240 + CAPTION_H, (640 + 256) // 2
+    assert img.shape[1] == 2 * tile_w and img.shape[0] > 3 * tile_h + 150, "5 tiles in 3 rows, timeline, legend"
+    micro = np.array(KIND_COLOURS["micro"])
+    framed = [(row, col) for row in range(3) for col in range(2)
+              if (img[row * tile_h + CAPTION_H + 1, col * tile_w + tile_w // 2] == micro).all()]
+    assert framed and (0, 0) not in framed, "the apex tile (and a sampled one inside the interval) framed"
+    timeline = img[3 * tile_h:3 * tile_h + 40]
+    assert (timeline == micro).all(axis=2).sum() > 100, "the interval's span on the timeline"
+    assert img[3 * tile_h + 64:].max() > 200, "the legend's text"
 
 
 def test_view_bad_input(clip, tmp_path, capsys):

@@ -20,11 +20,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.debug_view import ROI_COLOURS, compose_view
+from edge.debug_view import ROI_GROUPS, compose_view, roi_group
 from edge.perception.face.track import TrackedFaces
 from edge.perception.flow import resize_flow
 from edge.perception.geometry import CROP_SIZE, ROIS
-from edge.perception.spot.features import PAIRS, RoiFeatures
+from edge.perception.spot.features import RoiFeatures
 from edge.runtime.messages import Message
 
 FRAMES_KEPT = 8  # recent frames, to draw the one the newest crops belong to (crops come a few ms later)
@@ -33,13 +33,8 @@ EVENTS_KEPT = 200  # events kept for a page opened late
 RATE_WINDOW = 30  # frames over which the shown frame rate is measured
 
 
-def _group_of(roi: str) -> str:
-    """The plot line of an ROI: its mirrored pair (edge.perception.spot.features.PAIRS), else itself."""
-    return next((pair for pair, members in PAIRS.items() if roi in members), roi)
-
-
-# The plot's lines, in ROI order: brows, eyes, nose, mouth, chin.
-GROUPS: list[str] = list(dict.fromkeys(_group_of(r) for r in ROIS))
+# The plot's lines, one per mirrored ROI pair (the same names and colours as the ROI boxes' legend).
+GROUPS: list[str] = list(ROI_GROUPS)
 
 
 def _css(bgr: tuple[int, int, int]) -> str:
@@ -71,7 +66,7 @@ class RoiMotion:
 
     def __init__(self) -> None:
         self.features: dict[int, RoiFeatures] = {}  # per flow grid side
-        self.members = [[i for i, r in enumerate(ROIS) if _group_of(r) == g] for g in GROUPS]
+        self.members = [[i for i, r in enumerate(ROIS) if roi_group(r) == g] for g in GROUPS]
 
     def __call__(self, flow: np.ndarray, scale: float) -> list[float]:
         size = flow.shape[-1]
@@ -214,8 +209,7 @@ class LiveState:
 
     def hello(self) -> dict[str, Any]:
         """What the page needs once: the plot's lines and their colours (those of the ROI boxes)."""
-        colour = {g: _css(ROI_COLOURS[r]) for r in reversed(ROIS) for g in [_group_of(r)]}
-        return {"stream": self.stream, "series": [{"name": g, "colour": colour[g]} for g in GROUPS]}
+        return {"stream": self.stream, "series": [{"name": g, "colour": _css(c)} for g, c in ROI_GROUPS.items()]}
 
     def since(self, roi_n: int, events_n: int) -> dict[str, Any]:
         """The status, the ROI samples after `roi_n` and the events after `events_n` (as many as are kept)."""
