@@ -195,9 +195,12 @@ def test_stats_and_subscribe_on_a_running_graph(run_graph, tmp_path, plugin_env)
     live = subprocess.Popen([*cli, "stats", "--json", "--timeout", "1.5"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
-        time.sleep(2.5)  # a few snapshots, then the graph goes away under the live view
+        # Two snapshots (read as they come: the command's start-up takes seconds on a loaded machine), then
+        # the graph goes away under the live view.
+        first = [live.stdout.readline() for _ in range(2)]
         g.terminate()
         live_out, live_err = live.communicate(timeout=15)
+        live_out = "".join(first) + live_out
     finally:
         live.kill()
     assert live.returncode == 0 and "stopped" in live_err, live_err
