@@ -38,29 +38,63 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 log = logging.getLogger("facesleuth")
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default in its help, unless the help names it already or there is none to show
+    (None, False, a store_const pair)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS) or (not action.option_strings and action.nargs not in ("?", "*"))
+                or isinstance(action, argparse._StoreConstAction)):
+            return text
+        shown = ",".join(map(str, action.default)) if isinstance(action.default, list | tuple) else "%(default)s"
+        return f"{text} (default {shown})"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one dialect: defaults in --help, and a bad argument is ONE line on stderr, exit 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        # argparse prints the whole usage first; the line that says what is wrong is what people read.
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="facesleuth",
         description="FaceSleuth Edge: real-time micro-expression recognition for edge devices.",
     )
     p.add_argument("--version", action="version", version=f"facesleuth-edge {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(*VERBOSE_FLAGS, action="store_true", help="debug logging (anywhere on the line)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
     return p
 
 
+def _pop_verbose(argv: list[str]) -> tuple[list[str], bool]:
+    """`argv` without -v/--verbose (before a `--`), and whether one was there: `-v` goes anywhere."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a not in VERBOSE_FLAGS]
+    return kept + argv[end:], len(kept) < end
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, verbose = _pop_verbose(list(sys.argv[1:] if argv is None else argv))
     top = _top_parser()
     # Phase 1: find the command without importing anything heavy.
     ns, rest = top.parse_known_args(argv)
+    ns.verbose = verbose
     if ns.command is None:
         top.print_help()
-        return EXIT_BAD_INPUT if argv and argv[0] not in ("-v", "--verbose") else 0
+        return EXIT_BAD_INPUT if argv else 0
     logging.basicConfig(
         level=logging.DEBUG if ns.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
@@ -69,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, help_ = COMMANDS[ns.command]
     # Phase 2: the command's own parser, from the module that owns the work.
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"facesleuth {ns.command}", description=help_)
+    parser = Parser(prog=f"facesleuth {ns.command}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     args.verbose = ns.verbose

@@ -223,9 +223,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Every argument checked before any data is made or any fold trained."""
+    from edge.extras import require
+    from edge.train import check_arch
+
+    if args.model is not None and not args.model.is_file():
+        raise UserError(f"--model {args.model}: no such file")
+    if args.protocol is not None:
+        check_arch([a.strip() for a in args.arch.split(",") if a.strip()])
+        if args.select == "val" and not (args.val_frac or 0) > 0:
+            raise UserError("--select val needs a validation set: give --val-frac (e.g. 0.2)")
+        if args.protocol == "domain" and not args.test_domain:
+            raise UserError("--protocol domain needs --test-domain (e.g. webcam30)")
+    for flag, values in (("--widths", args.widths or []), ("--stem", [args.stem] if args.stem is not None else []),
+                         ("--workers", [args.workers] if args.workers is not None else [])):
+        if any(v < 1 for v in values):
+            raise UserError(f"{flag}: must be >= 1")
+    if args.out.is_file():
+        raise UserError(f"--out {args.out}: is a file (a report directory is made there)")
+    require("eval", "train", "matplotlib")  # its confusion matrices and curves come at the end
+
+
 def main(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.protocol is None):
         raise UserError("give either --protocol (train and test) or --model (test a trained model)")
+    _check_args(args)
     progress = not args.quiet
     cache = None if args.no_cache else (args.cache or default_cache_dir())
     d = with_set(DataConfig(), config_values(args, DataConfig))

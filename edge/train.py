@@ -473,7 +473,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--cache", type=Path, help="feature cache directory (default ~/.cache/facesleuth/features)")
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--workers", type=int, help="preprocessing processes (default: CPU count)")
+    p.add_argument("--workers", type=positive_int, help="preprocessing processes (default: CPU count)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -491,14 +491,44 @@ def resolve_args(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
                    config_values(args, TrainConfig))
     if not data.data:
         raise UserError("train: give --data (synth:PRESET or a samples .npz) or --preset")
+    check_arch(cfg.arch)
+    if cfg.select == "val" and data.val_frac <= 0:
+        raise UserError("--select val needs a validation set: give --val-frac (e.g. 0.2)")
     return data, cfg
+
+
+def check_arch(names: str | list[str], flag: str = "--arch") -> None:
+    """UserError unless every network name is registered (checked before any data is made)."""
+    from edge.model import list_models
+
+    known = list_models()
+    bad = [a for a in ([names] if isinstance(names, str) else names) if a not in known]
+    if bad or not names:
+        raise UserError(f"{flag}: unknown network {', '.join(bad) or '(none given)'} (known: {', '.join(known)})")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not >= 1")
+    return v
 
 
 def main(args: argparse.Namespace) -> int:
     from edge.data.protocols import validation_split
+    from edge.extras import require
     from edge.model.file import save_model
 
     d, cfg = resolve_args(args)
+    require("train", "train", "matplotlib")  # its angles plot comes after the training, checked here
+    if args.resume and not (args.checkpoint or args.out.with_suffix(".ckpt")).is_file():
+        raise UserError(f"--resume: no checkpoint {args.checkpoint or args.out.with_suffix('.ckpt')}")
+    if args.out.is_dir() or (args.out.parent != Path("") and args.out.parent.is_file()):
+        raise UserError(f"--out {args.out}: not a file path")
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if local_world > 1:  # several ranks on one box: share its cores instead of oversubscribing them

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     # Only the chosen target's module is imported (each has its own, sometimes heavy, dependencies).
     module = importlib.import_module(f"edge.bench.{args.target}")
-    p = argparse.ArgumentParser(prog=f"facesleuth bench {args.target}", description=TARGETS[args.target])
+    from edge.cli import Parser  # the CLI's dialect: one-line errors, defaults in --help
+
+    p = Parser(prog=f"facesleuth bench {args.target}", description=TARGETS[args.target])
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     module.add_arguments(p)
     sub = p.parse_args(args.rest)
