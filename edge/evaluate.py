@@ -236,10 +236,11 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UserError("--select val needs a validation set: give --val-frac (e.g. 0.2)")
         if args.protocol == "domain" and not args.test_domain:
             raise UserError("--protocol domain needs --test-domain (e.g. webcam30)")
-    for flag, values in (("--widths", args.widths or []), ("--stem", [args.stem] if args.stem is not None else []),
-                         ("--workers", [args.workers] if args.workers is not None else [])):
+    for flag, values in (("--widths", args.widths or []), ("--stem", [args.stem] if args.stem is not None else [])):
         if any(v < 1 for v in values):
             raise UserError(f"{flag}: must be >= 1")
+    if args.workers is not None and args.workers < 0:  # 0 or 1: in this process
+        raise UserError("--workers: must be >= 0")
     if args.out.is_file():
         raise UserError(f"--out {args.out}: is a file (a report directory is made there)")
     require("eval", "train", "matplotlib")  # its confusion matrices and curves come at the end

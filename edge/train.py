@@ -473,7 +473,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--cache", type=Path, help="feature cache directory (default ~/.cache/facesleuth/features)")
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--workers", type=positive_int, help="preprocessing processes (default: CPU count)")
+    p.add_argument("--workers", type=non_negative_int,
+                   help="preprocessing processes (default: CPU count; 0 or 1 = in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -505,6 +506,17 @@ def check_arch(names: str | list[str], flag: str = "--arch") -> None:
     bad = [a for a in ([names] if isinstance(names, str) else names) if a not in known]
     if bad or not names:
         raise UserError(f"{flag}: unknown network {', '.join(bad) or '(none given)'} (known: {', '.join(known)})")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} is not >= 0")
+    return v
 
 
 def positive_int(text: str) -> int:

@@ -21,7 +21,7 @@ CASES = [
     (["train", "--out", "{tmp}/m.pt", *SYNTH, "--epochs", "0"], 2, "--epochs: 0 is outside"),
     (["train", "--out", "{tmp}/m.pt", *SYNTH, "--lr", "-1"], 2, "--lr: -1.0 is outside"),
     (["train", "--out", "{tmp}/m.pt", *SYNTH, "--batch", "0"], 2, "--batch: 0 is outside"),
-    (["train", "--out", "{tmp}/m.pt", *SYNTH, "--workers", "0"], 2, "--workers: 0 is not >= 1"),
+    (["train", "--out", "{tmp}/m.pt", *SYNTH, "--workers", "-1"], 2, "--workers: -1 is not >= 0"),
     (["train", "--out", "{tmp}", *SYNTH], 2, "not a file path"),
     (["train", "--out", "{tmp}/m.pt", *SYNTH, "--resume"], 2, "--resume: no checkpoint"),
     (["train", "--out", "{tmp}/m.pt", *SYNTH, "--select", "val"], 2, "needs a validation set: give --val-frac"),
