@@ -508,26 +508,24 @@ def check_arch(names: str | list[str], flag: str = "--arch") -> None:
         raise UserError(f"{flag}: unknown network {', '.join(bad) or '(none given)'} (known: {', '.join(known)})")
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
+def _int_at_least(text: str, least: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} is not >= 0")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"{v} is not >= {least}")
     return v
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
 
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not >= 1")
-    return v
+    return _int_at_least(text, 1)
 
 
 def main(args: argparse.Namespace) -> int:
