@@ -32,6 +32,7 @@ CASES = [
     (["eval", *SYNTH], 2, "give either --protocol"),
     (["events", "export", "{tmp}/none.db", "--csv"], 2, "event log not found"),
     (["events", "export", "{tmp}/none.db"], 2, "one of the arguments --csv --jsonl is required"),
+    (["run", "configs/demo.yaml", "--view", "-1"], 2, "--view: port -1 is not 0..65535"),
     (["nosuch"], 2, "invalid choice: 'nosuch'"),
 ]
 

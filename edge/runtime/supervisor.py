@@ -461,18 +461,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE",
                         help="override a node param (repeatable; last wins)")
-    parser.add_argument("--view", nargs="?", const=-1, type=int, metavar="PORT",
+    parser.add_argument("--view", nargs="?", const=DEFAULT_PORT, type=int, metavar="PORT",
                         help=f"also serve the live view on http://127.0.0.1:PORT/ (default port {DEFAULT_PORT}; "
                              "0: any free port; docs/live-view.md)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.view is not None and not 0 <= args.view <= 65535:
+        raise UserError(f"--view: port {args.view} is not 0..65535")
     graph = load_graph(args.graph, args.set)
     if args.view is not None:
         from edge.live.wiring import add_view
 
-        if not -1 <= args.view <= 65535:
-            raise UserError(f"--view: port {args.view} is not 0..65535")
-        add_view(graph, None if args.view == -1 else args.view)
+        add_view(graph, args.view)
     sup = Supervisor(graph, log_level="DEBUG" if args.verbose else "INFO")
     return sup.run(args.duration)
