@@ -116,3 +116,31 @@ def test_a_textured_patch_sliding_over_the_mouth_is_discarded_as_occlusion():
     occluded = [iv for iv in out if iv.discarded.startswith("occluded:")]
     assert occluded and overlaps(occluded[0].onset, occluded[0].offset, patch["onset"], patch["offset"])
     assert occluded[0].context["occluded"]
+
+
+def test_an_interval_whose_occluded_rois_moved_most_is_the_occluders():
+    """A hand over the chin shifts the ROIs next to it and the face's registration under it: a brow
+    motion smaller than the chin's, while the chin is occluded, is discarded as the occluder's; the same
+    brow motion with the chin moving less is a micro-expression."""
+    brows = micro(1.5, {1: 1.2, 2: 1.2}, rise=0.12, dur=0.33)
+    chin_big = micro(1.45, {17: 6.0}, rise=0.12, dur=0.4)
+    names = ("brow_left", "brow_right", "eye_left", "eye_right", "nose_left", "nose_right", "mouth_left",
+             "mouth_right", "chin")
+    info = {k: FrameInfo(occlusion=tuple(9.0 if r == "chin" else 1.0 for r in names)) for k in range(int(3 * FPS))}
+    out = spot(flows(render(int(3 * FPS), [brows, chin_big], sigma=1.0)), info=info)
+    assert not [i for i in out if i.kind == "micro" and not i.discarded], [(i.rois, i.discarded) for i in out]
+    assert any("occluded: chin (the occluded ROIs moved" in i.discarded for i in out)
+    chin_small = micro(1.45, {17: 0.3}, rise=0.12, dur=0.4)
+    kept = [i for i in spot(flows(render(int(3 * FPS), [brows, chin_small], sigma=1.0)), info=info)
+            if not i.discarded]
+    assert [i.kind for i in kept] == ["micro"] and {"brow_left", "brow_right"} & set(kept[0].rois)
+
+
+@pytest.mark.parametrize("dur", [0.3, 0.45])
+def test_the_first_syllable_is_the_mouth_opening_not_a_micro_expression(dur):
+    """One jaw drop (AU26) before talking is known from the swings (3 swings: the first syllables) is the
+    mouth opening, not an expression, and says so."""
+    fl = flows(render(int(3 * FPS), [micro(1.5, {26: 2.5}, rise=0.4 * dur, dur=dur)], sigma=1.0))
+    out = spot(fl)
+    assert not [i for i in out if i.kind == "micro" and not i.discarded], [(i.rois, i.discarded) for i in out]
+    assert any(i.discarded.startswith("the jaw opening") for i in out)

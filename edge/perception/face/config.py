@@ -28,6 +28,8 @@ class FaceTrackerConfig:
     crop_size: int = knob(CROP_SIZE, "aligned crop side", "px", min=32, max=512)
     min_hits: int = knob(2, "detections before a track is output (birth)", min=1)
     max_missed: int = knob(3, "detection rounds without a match before a track ends", min=1)
+    max_missed_locked: int = knob(12, "... for an established track that still holds its lock (a hand over an eye "
+                                  "or a rolled head defeats the detector, not the tracker)", min=1)
     max_faces: int = knob(8, "most faces tracked at once", min=1)
     det_width: int = knob(320, "detection runs on frames downscaled to this width", "px", min=64)
     min_face: int = knob(48, "smallest face side to detect", "frame px", min=16)

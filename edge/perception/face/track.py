@@ -9,7 +9,10 @@ Rules:
 - A track whose lock is lost is re-locked from the next matching detection (a new alignment: its
   head_motion that frame is the jump, large, so the spotter discards it).
 - Death: a track unmatched in `max_missed` detection rounds in a row, or lost for longer than that, or a
-  duplicate of an older track (boxes overlapping by IoU > 0.5), ends; ids are never reused.
+  duplicate of an older track (boxes overlapping by IoU > 0.5), ends; ids are never reused. An
+  established track (ESTABLISHED_HITS detections) that still holds its lock lives `max_missed_locked`
+  rounds without a detection: Haar finds no face with a hand over one eye, and the track that ended
+  there came back as a new one, whose spotting needs a second of history (docs/face-frontend.md).
 - A frame's detection round runs after its crops are out (track(), then detect()): births, re-locks and
   ends show in the next frame's output, and detection is never in a frame's latency. With
   detect(background=True) (the face node) the detector itself runs in a worker thread while the next
@@ -127,6 +130,7 @@ class FaceTracker:
     """
 
     RETARGET_ROUNDS = 4
+    ESTABLISHED_HITS = 8  # detections before a locked track outlives missed rounds (not a passing false face)
 
     def __init__(self, config: FaceTrackerConfig | None = None, **fields: Any) -> None:
         cfg = dataclasses.replace(config or FaceTrackerConfig(), **fields).check()
@@ -234,7 +238,8 @@ class FaceTracker:
         for i, t in enumerate(list(self.tracks)):
             if i not in used_t and scheduled:
                 t.missed += 1
-                if t.missed >= self.max_missed:
+                locked = t.lost == 0 and t.hits >= self.ESTABLISHED_HITS
+                if t.missed >= (max(self.config.max_missed_locked, self.max_missed) if locked else self.max_missed):
                     ended += self._end(t, "no detection")
         for j, d in enumerate(dets):
             if j not in used_d and len(self.tracks) < self.max_faces:

@@ -59,6 +59,7 @@ class Measured:
     reason: str = ""          # a discard reason known beforehand (track lost)
 
 
+
 def describe(ctx: TrackContext, m: Measured) -> Interval:
     """The interval m.onset -> m.apex -> m.offset, with its ROIs, kind and discard reason (module doc)."""
     p, roi_of, D, channels = ctx.params, ctx.roi_of, m.displacement, m.channels
@@ -86,9 +87,15 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
     if not reason and sig.any() and not (sig & ~muted).any():
         reason = muted_reason(during)
     sig &= ~muted
+    occluder = peak[[names.index(r) for r in interval_occluded(during)]]  # crop px, before muting
     peak = np.where(sig, peak, 0.0)
     ok = peak > tol_r
     top = float(peak.max())
+    # Something moving over the face moves more than what it uncovers: an interval whose occluded ROIs
+    # moved more than its own ROIs is the occluder's (its edge and the face's re-registration under it
+    # shift the ROIs next to it by a fraction of its own motion: docs/spotting.md).
+    if not reason and occluder.size and float(occluder.max()) > top:
+        reason = f"{muted_reason(during)} (the occluded ROIs moved {float(occluder.max()):.1f} crop px, more than its own)"
     rois = [names[r] for r in np.flatnonzero(ok & (peak >= p.roi_frac * top))]
     duration = (off.t_mono_ns - on.t_mono_ns) * 1e-9
     # Blink: the eyes dominate. A lid sweeps several px, and flow bleeds some of it into the brow
@@ -169,7 +176,9 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
     # emotions move the chin up (AU17) or the lips, and surprise's jaw drop comes with the brows (FACS).
     chin = single & (roi_of == names.index("chin"))
     if not reason and kind == "micro" and rois and set(rois) <= set(SPEECH_ROIS) and chin.any():
-        u, v = D[i_peak][chin].mean(0)
+        # at the chin's own peak: the face's peak frame can be a block of another ROI's, or the end of
+        # the interval, where the jaw is already coming back up
+        u, v = D[:, chin].mean(1)[int(np.argmax(np.hypot(*D[:, chin].mean(1).T)))]
         if v > max(abs(u), float(ctx.tolerance[chin].min())):
             reason = f"the jaw opening ({v:.1f} crop px down) and nothing else: the mouth opening, not an expression"
     if not reason and kind == "micro" and top > p.micro_max_px:
@@ -181,9 +190,14 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
                     context)
 
 
+def interval_occluded(during: Sequence[FrameRecord]) -> list[str]:
+    """The ROIs occluded at some frame of an interval."""
+    return sorted({r for g in during if g.context is not None for r in g.context.occluded})
+
+
 def muted_reason(during: Sequence[FrameRecord]) -> str:
     """Why every ROI that carried an interval was muted."""
-    occluded = sorted({r for g in during if g.context is not None for r in g.context.occluded})
+    occluded = interval_occluded(during)
     if occluded:
         return "occluded: " + ", ".join(occluded)
     return "talking: only the mouth and chin moved"
@@ -193,7 +207,7 @@ def interval_context(during: Sequence[FrameRecord], apex: FrameRecord, muted: li
     """An interval's context (Interval.context; plain types, as events carry it)."""
     ctxs = [g.context for g in during if g.context is not None]
     out: dict = {"talking": any(c.talking for c in ctxs), "blink_near": blink_near,
-                 "occluded": sorted({r for c in ctxs for r in c.occluded}), "muted": muted}
+                 "occluded": interval_occluded(during), "muted": muted}
     speech = [c.speech for c in ctxs if c.speech == c.speech]  # not nan
     if speech:
         out["speech"] = round(max(speech), 3)
