@@ -61,14 +61,18 @@ class EventsSink(Node):
         self.check_params(vars(self.p))
         curve, allowed = None, None
         if self.p.keys:
-            from edge.runtime.keys import allowed_clients, load_curve
+            from edge.runtime.keys import AllowList, load_curve
 
-            curve, allowed = load_curve(self.p.keys), allowed_clients(self.p.keys)
+            curve, allowed = load_curve(self.p.keys), AllowList(self.p.keys)
+            if curve.server_secret is None:
+                raise UserError(f"param 'keys': {self.p.keys} has no server.key_secret (a subscriber's copy?): "
+                                "the events node serves, it needs the full directory from `keys generate`")
         self.log_db = EventLog(self.p.db)
         self.duplicates = 0  # events received again that the log already held (by delivery id)
         self.ctx = context()
         self.zap = None
-        if curve is not None:  # only the key directory's clients (client.key, allowed/*.key) get events
+        if curve is not None:  # only the key directory's clients (client.key, allowed/*.key) get events;
+            # `keys allow` while running takes effect for the next connection
             from edge.runtime.zap import ZapHandler
 
             self.zap = ZapHandler(self.ctx, allowed)
@@ -131,13 +135,15 @@ class EventsSink(Node):
         return stored
 
     def rejected(self) -> int:
-        return self.server.bad_requests if hasattr(self, "server") else 0
+        refused = self.zap.denied if getattr(self, "zap", None) is not None else 0  # keys not on the allow-list
+        return (self.server.bad_requests if hasattr(self, "server") else 0) + refused
 
     def teardown(self) -> None:
         if hasattr(self, "server"):
             self.server.close()
-            if self.zap is not None:
-                self.zap.close()
+        if getattr(self, "zap", None) is not None:  # also when the endpoints failed to bind
+            self.zap.close()
+        if hasattr(self, "ctx"):
             self.ctx.term()
         if getattr(self, "jsonl", None):
             self.jsonl.close()

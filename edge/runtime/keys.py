@@ -18,6 +18,7 @@ host reaches the loopback ports but holds no allowed key, so it reads no frame a
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from edge.errors import UserError
 from edge.runtime.transport import Curve
 
 ALLOWED_DIR = "allowed"
+
+log = logging.getLogger(__name__)
 
 
 def generate(directory: str | Path) -> Path:
@@ -74,6 +77,37 @@ def allowed_clients(directory: str | Path) -> set[bytes]:
     return keys
 
 
+class AllowList:
+    """The allowed client keys of a key directory, read again when `allowed/` (or `client.key`) changes, so
+    `keys allow` (and removing a file from `allowed/`) takes effect for the next connection without a
+    restart. A connection already made stays until it closes."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._stamp = self._files_stamp()
+        self._keys = frozenset(allowed_clients(self.directory))  # a bad file at start: one clear error
+
+    def _files_stamp(self) -> tuple[float, ...]:
+        stamps = []
+        for p in (self.directory / ALLOWED_DIR, self.directory / "client.key"):
+            try:
+                stamps.append(p.stat().st_mtime_ns)
+            except OSError:
+                stamps.append(-1)
+        return tuple(stamps)
+
+    def __call__(self) -> frozenset[bytes]:
+        stamp = self._files_stamp()
+        if stamp != self._stamp:
+            try:
+                self._keys = frozenset(allowed_clients(self.directory))
+                log.info("allow-list of %s: %d client key(s)", self.directory, len(self._keys))
+            except UserError as e:  # keep the last good list; the next change is read again
+                log.warning("allow-list of %s not reloaded: %s", self.directory, e)
+            self._stamp = stamp
+        return self._keys
+
+
 def allow(directory: str | Path, public_file: str | Path, name: str | None = None) -> Path:
     """Copy a client's public key file into DIR/allowed/ (checked first; a secret key file is refused)."""
     d, src = Path(directory), Path(public_file)
@@ -85,10 +119,18 @@ def allow(directory: str | Path, public_file: str | Path, name: str | None = Non
         raise UserError(f"{src}: not a CURVE public key file ({e})") from None
     if secret is not None:
         raise UserError(f"{src} holds a secret key: give the public key file (NAME.key) only")
-    dest = d / ALLOWED_DIR / f"{name or src.stem}.key"
+    stem = name or src.stem
+    if not stem.replace("_", "").replace("-", "").replace(".", "").isalnum() or stem.startswith("."):
+        raise UserError(f"--name {stem!r}: use letters, digits, '.', '_' and '-' (a file name under {ALLOWED_DIR}/)")
+    dest = d / ALLOWED_DIR / f"{stem}.key"
     dest.parent.mkdir(exist_ok=True)
-    if dest.exists() and zmq.auth.load_certificate(str(dest))[0] != public:
-        raise UserError(f"{dest} exists with another key: choose another --name")
+    if dest.exists():
+        try:
+            same = zmq.auth.load_certificate(str(dest))[0] == public
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise UserError(f"{dest} exists with another key: choose another --name")
     shutil.copyfile(src, dest)
     return dest
 

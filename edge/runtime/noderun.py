@@ -241,7 +241,7 @@ class NodeProcess:
             dropped_in=sum(i.dropped + i.gaps for _, i in self.inputs),
             dropped_out=sum(o.dropped for o in self.outputs.values()),
             foreign=sum(i.foreign for _, i in self.inputs) + sum(o.foreign for o in self.outputs.values())
-            + self.control_dropped + self.node.rejected(),
+            + self.control_dropped + self.node.rejected() + (self.zap.denied if self.zap is not None else 0),
             errors=self.errors,
             outbox=sum(o.outbox_fill for o in self.outputs.values()),
             resent=sum(o.resent for o in self.outputs.values()),

@@ -6,8 +6,8 @@
 
 NODE.PORT resolves through RUN_DIR/endpoints.json (the newest run, or --run-dir); on a graph whose links are
 CURVE-secured (tcp, or `keys:`) it uses the run's own tap key, which only this user can read (--keys
-overrides it). The tap is an extra
-latest-wins subscriber: it never slows the graph down, and what it misses while printing is counted
+overrides it), for NODE.PORT and for an endpoint URL of that run alike. The tap is an extra latest-wins
+subscriber: it never slows the graph down, and what it misses while printing is counted
 (sequence gaps) and reported at the end. For a CURVE-secured endpoint, --keys names a directory with the
 server's public key (server.key) and the client pair (client.key, client.key_secret).
 
@@ -34,16 +34,27 @@ from edge.runtime.transport import Curve, Input, context, is_loopback, new_polle
 
 def resolve(target: str, run_dir: str | None = None) -> tuple[str, str, str | None, dict[str, Any] | None]:
     """ENDPOINT or NODE.PORT -> (endpoint, default topic, the graph's CURVE key dir or None, the run's
-    endpoints.json map or None). UserError naming the known ports, or when the run's runner is gone."""
-    if "://" in target:
-        return target, "", None, None
+    endpoints.json map or None). UserError naming the known ports, or when the run's runner is gone. An
+    ENDPOINT that is a port of the running graph (--run-dir, or the newest) is resolved as that port, so a
+    secured graph's tap key is used for it too."""
     from edge.runtime.stats import find_run_dir, read_endpoints
 
+    if "://" in target:
+        try:
+            eps = read_endpoints(find_run_dir(run_dir))
+        except UserError:
+            if run_dir:
+                raise
+            return target, "", None, None  # no graph of ours runs: a raw endpoint of some other program
+        port = next((p for p, ep in eps.get("ports", {}).items() if ep == target), None)
+        if port is None:
+            return target, "", None, None
+        return target, "", eps.get("keys"), {**eps, "port": port}
     eps = read_endpoints(find_run_dir(run_dir))
     ports = eps.get("ports", {})
     if target not in ports:
         raise UserError(f"no output port {target!r} in the running graph (ports: {', '.join(sorted(ports))})")
-    return ports[target], target, eps.get("keys"), eps
+    return ports[target], target, eps.get("keys"), {**eps, "port": target}
 
 
 def tap_curve(run: dict[str, Any], port: str) -> Curve:
@@ -117,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
 
         curve = load_curve(args.keys)
     elif run is not None and run.get("tap"):  # NODE.PORT of a secured graph: the run's own tap key
-        curve = tap_curve(run, args.target)
+        curve = tap_curve(run, run["port"])
     elif graph_keys:
         from edge.runtime.keys import load_curve
 

@@ -193,15 +193,18 @@ class Supervisor:
 
     def _write_specs(self) -> None:
         g = self.graph
-        # tcp (reachable by every user of the host) or a key directory: every link CURVE with per-run keys,
-        # and only the graph's own client keys let in (edge.runtime.keys, edge.runtime.zap)
-        secured = run_keys(list(g.nodes), g.keys) if g.endpoints == "tcp" or g.keys else None
         outputs: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in g.nodes}
         for n in g.nodes.values():
             for port in n.cls.outputs:
                 ep = self._endpoint(f"{n.name}.{port}", n.endpoints.get(port))
                 outputs[n.name][port] = {"topic": f"{n.name}.{port}", "pub": ep, "push": []}
                 self.endpoints[f"{n.name}.{port}"] = ep
+        # A tcp port (`endpoints: tcp`, or one pinned) is reachable by every user of the host, unlike the ipc
+        # files of this 0700 run directory; with any, or with a key directory, every link is CURVE with
+        # per-run keys and each server lets in only the graph's own client keys (edge.runtime.keys, .zap).
+        secured = run_keys(list(g.nodes), g.keys) \
+            if g.endpoints == "tcp" or g.keys or any(not ep.startswith("ipc://") for ep in self.endpoints.values()) \
+            else None
         inputs: dict[str, dict[str, list]] = {n: {p: [] for p in g.nodes[n].cls.inputs} for n in g.nodes}
         expected: dict[str, dict[str, int]] = {n: {} for n in g.nodes}
         for i, lk in enumerate(g.links):

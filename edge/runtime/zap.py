@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import zmq
 import zmq.utils.z85
@@ -25,10 +25,16 @@ log = logging.getLogger(__name__)
 
 
 class ZapHandler:
-    """Answers the ZAP requests of `ctx`: CURVE clients whose public key (Z85) is in `allowed` get in."""
+    """Answers the ZAP requests of `ctx`: CURVE clients whose public key (Z85) is in `allowed` get in.
+    `allowed` is a fixed set, or a callable asked at each handshake (a list that can change while running,
+    e.g. edge.runtime.keys.AllowList)."""
 
-    def __init__(self, ctx: zmq.Context, allowed: Iterable[bytes]) -> None:
-        self.allowed = frozenset(bytes(k) for k in allowed)
+    def __init__(self, ctx: zmq.Context, allowed: Iterable[bytes] | Callable[[], Collection[bytes]]) -> None:
+        if callable(allowed):
+            self._allowed = allowed
+        else:
+            fixed = frozenset(bytes(k) for k in allowed)
+            self._allowed = lambda: fixed
         self.accepted = 0
         self.denied = 0
         self._sock = ctx.socket(zmq.REP)
@@ -45,7 +51,7 @@ class ZapHandler:
         request_id, address, mechanism = frames[1], frames[3], frames[5]
         key = zmq.utils.z85.encode(frames[6]) if mechanism == b"CURVE" and len(frames) == 7 and \
             len(frames[6]) == 32 else None
-        if key is not None and key in self.allowed:
+        if key is not None and key in self._allowed():
             self.accepted += 1
             return [ZAP_VERSION, request_id, b"200", b"OK", key, b""]
         self.denied += 1
@@ -60,7 +66,15 @@ class ZapHandler:
                 if not self._sock.poll(100):
                     continue
                 frames = self._sock.recv_multipart()
-                self._sock.send_multipart(self._answer(frames))
+            except zmq.ZMQError:  # the context is going away
+                return
+            try:
+                reply = self._answer(frames)
+            except Exception as e:  # never let the handler die: libzmq would then wait on it forever
+                log.error("ZAP request failed (%s: %s): refused", type(e).__name__, e)
+                reply = [ZAP_VERSION, frames[1] if len(frames) > 1 else b"", b"500", b"internal error", b"", b""]
+            try:
+                self._sock.send_multipart(reply)
             except zmq.ZMQError:  # the context is going away
                 return
 
