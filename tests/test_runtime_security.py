@@ -22,7 +22,7 @@ import zmq
 from conftest import need
 
 from edge.events.log import EventLog
-from edge.runtime.keys import generate, load_curve
+from edge.runtime.keys import allow, generate, load_curve
 from edge.runtime.messages import Message
 from edge.runtime.transport import Curve, Input, Output
 
@@ -119,6 +119,14 @@ def test_secured_graph_and_subscribe_with_keys(run_graph, tmp_path, plugin_env, 
     r = subprocess.run([*cli, ep, "--keys", str(remote), "--count", "1", "--timeout", "10"],
                        capture_output=True, text=True, timeout=30, env=plugin_env)
     assert r.returncode == 0 and r.stdout.startswith("cam.frames frame seq="), r.stderr
+    # Another client pair, allowed while the graph runs (its nodes read allowed/ at each handshake).
+    friend = generate(tmp_path / "friend")
+    (friend / "server.key_secret").unlink()
+    (friend / "server.key").write_bytes((key_dir / "server.key").read_bytes())
+    allow(key_dir, friend / "client.key", "friend")
+    r = subprocess.run([*cli, ep, "--keys", str(friend), "--count", "1", "--timeout", "10"],
+                       capture_output=True, text=True, timeout=30, env=plugin_env)
+    assert r.returncode == 0 and r.stdout.startswith("cam.frames frame seq="), r.stderr
     raw = socket(zmq.SUB, subscribe=b"")
     raw.connect(ep)
     assert not raw.poll(1000), "a client without keys received data"
@@ -174,7 +182,6 @@ def test_zap_lets_only_allowed_client_keys_read_or_take(zmq_context, endpoint, k
 
 def test_keys_allow_refuses_secret_keys_bad_names_and_non_key_files(tmp_path, plugin_env):
     from edge.errors import UserError
-    from edge.runtime.keys import allow
 
     d, friend = generate(tmp_path / "device"), generate(tmp_path / "friend")
     for args, message in (((friend / "client.key_secret",), "holds a secret key"),
@@ -281,7 +288,7 @@ connections: {chain}
                    + [{"name": "events.replay", "endpoint": replay,
                        "server_key": load_curve(key_dir).server_public.decode()}],
                    "files": [str(run_dir / "tap.json"), str(run_dir / "events.json"), str(key_dir / "server.key_secret")],
-                   "hello": HELLO.decode(), "seconds": 2.5}
+                   "hello": HELLO.decode(), "seconds": 2.0}
             intruder = subprocess.Popen([*SECOND_UID, sys.executable, "-c", INTRUDER.read_text()], cwd="/",
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             intruder.stdin.write(json.dumps(cfg))

@@ -6,8 +6,9 @@ A key directory holds two ZeroMQ certificate pairs (Z85 text files written by py
 `client.key`/`client.key_secret` for the sockets that connect (node inputs, `facesleuth subscribe`). A client
 must know the server's public key to complete the CURVE handshake, and its own public key must be on the
 directory's allow-list: `client.key` and every public key file in `allowed/` (`keys allow` copies one
-there). A client with any other key pair gets nothing (edge.runtime.zap). Copy only `server.key` and a
-client pair to a subscribing machine; `server.key_secret` stays on the device.
+there; re-read when it changes, see AllowList). A client with any other key pair gets nothing
+(edge.runtime.zap). Copy only `server.key` and a client pair to a subscribing machine; `server.key_secret`
+stays on the device. docs/security.md has the whole picture.
 
 A graph with `endpoints: tcp` secures every link even without `keys:`: the runner makes a server and a
 client pair per node for each run (`run_keys`), and allows only those client keys plus the run's own tap
@@ -143,17 +144,17 @@ def _pair() -> dict[str, str]:
 def run_keys(nodes: list[str], keys_dir: Path | None) -> dict[str, Any]:
     """Per-run CURVE material of a graph: for each node a server pair (the key directory's, if the graph
     names one, so remote subscribers keep working) and its own client pair; a tap client pair; and the
-    allow-list: every one of these client keys, plus the key directory's allowed clients."""
+    allow-list of the run: every one of these client keys. The key directory's own allowed clients are not
+    copied in: each node reads them itself (AllowList), so `keys allow` and removals apply while it runs."""
     fixed = load_curve(keys_dir) if keys_dir else None
+    if keys_dir:
+        allowed_clients(keys_dir)  # a bad file in allowed/: one clear error now, before any node starts
     out: dict[str, Any] = {"nodes": {}, "tap": _pair()}
     for n in nodes:
         server = {"public": fixed.server_public.decode(), "secret": fixed.server_secret.decode()} \
             if fixed and fixed.server_secret else _pair()
         out["nodes"][n] = {"server": server, "client": _pair()}
-    allowed = {out["tap"]["public"], *(v["client"]["public"] for v in out["nodes"].values())}
-    if keys_dir:
-        allowed |= {k.decode() for k in allowed_clients(keys_dir)}
-    out["allowed"] = sorted(allowed)
+    out["allowed"] = sorted({out["tap"]["public"], *(v["client"]["public"] for v in out["nodes"].values())})
     return out
 
 
@@ -177,7 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.action == "allow":
         dest = allow(args.dir, args.public_key, args.name)
-        print(f"allowed {dest}: takes effect when the node using {args.dir} (re)starts")
+        print(f"allowed {dest}: nodes serving with {args.dir} (an events node's `keys`, a graph's `keys:`) let "
+              "this client in from its next connection")
         return 0
     d = generate(args.dir)
     print(f"CURVE keys written to {d}: server.key(_secret), client.key(_secret). "

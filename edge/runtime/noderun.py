@@ -113,7 +113,14 @@ class NodeProcess:
             if spec.get("curve") else None  # keys travel in the 0600 spec file of the private run dir
         self.zap = None
         if spec.get("allowed_clients") is not None:  # before any server binds: libzmq lets all in without it
-            self.zap = ZapHandler(self.ctx, [k.encode() for k in spec["allowed_clients"]])
+            run_keys = frozenset(k.encode() for k in spec["allowed_clients"])
+            if spec.get("allowed_dir"):  # the graph's key directory: its clients as they are at each handshake
+                from edge.runtime.keys import AllowList
+
+                listed = AllowList(spec["allowed_dir"])
+                self.zap = ZapHandler(self.ctx, lambda: run_keys | listed())
+            else:
+                self.zap = ZapHandler(self.ctx, run_keys)
         self.outputs = {
             port: Output(self.ctx, o["topic"], o["pub"], [tuple(x) for x in o.get("push", [])],
                          hwm=o.get("hwm", LATEST_HWM), max_msg_bytes=spec["max_msg_bytes"], curve=curve)

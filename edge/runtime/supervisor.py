@@ -229,6 +229,7 @@ class Supervisor:
                 "max_msg_bytes": g.max_msg_bytes, "log_level": self.log_level,
                 "curve": node_curve(secured, n.name) if secured else None,
                 "allowed_clients": secured["allowed"] if secured else None,
+                "allowed_dir": str(g.keys) if secured and g.keys else None,  # + its client.key, allowed/*.key
             }
             path = self.run_dir / f"{n.name}.json"
             _write_private(path, json.dumps(spec, indent=1, default=str))
