@@ -4,6 +4,9 @@
   ROUTER per lossless link (acknowledged delivery, edge.runtime.delivery); inputs connect. Endpoints are ipc files in a private run directory (or
   loopback tcp); `RUN_DIR/endpoints.json` lists them, and `/tmp/facesleuth-UID/latest` points at the
   newest run directory so `facesleuth stats` and `facesleuth subscribe NODE.PORT` find a running graph.
+- Security: a graph with any tcp port (or `keys:`) gets CURVE key pairs made per run for every node; each
+  spec holds only its node's secrets, and each node's ZAP handler lets in only the graph's own client
+  keys and the run's tap key (RUN_DIR/tap.json, for `subscribe`); docs/security.md.
 - Control: the protocol with each node and the stats record are in edge.runtime.control.
 - Readiness: a node reports `ready` once all its expected subscribers are attached; sources get `start`
   only when every node is ready, so nothing is lost to slow joiners.
@@ -205,6 +208,9 @@ class Supervisor:
         secured = run_keys(list(g.nodes), g.keys) \
             if g.endpoints == "tcp" or g.keys or any(not ep.startswith("ipc://") for ep in self.endpoints.values()) \
             else None
+        if secured:
+            log.info("links are CURVE-secured with keys made for this run: only this graph's processes%s may "
+                     "connect (docs/security.md)", f" and the clients of {g.keys}" if g.keys else "")
         inputs: dict[str, dict[str, list]] = {n: {p: [] for p in g.nodes[n].cls.inputs} for n in g.nodes}
         expected: dict[str, dict[str, int]] = {n: {} for n in g.nodes}
         for i, lk in enumerate(g.links):
