@@ -128,8 +128,12 @@ def test_secured_graph_and_subscribe_with_keys(run_graph, tmp_path, plugin_env, 
                        capture_output=True, text=True, timeout=30, env=plugin_env)
     assert r.returncode == 0 and r.stdout.startswith("cam.frames frame seq="), r.stderr
     raw = socket(zmq.SUB, subscribe=b"")
-    raw.connect(ep)
+    fresh = socket(zmq.SUB, subscribe=b"", curve_serverkey=load_curve(key_dir).server_public)
+    fresh.curve_publickey, fresh.curve_secretkey = zmq.curve_keypair()  # knows the server key, not allowed
+    for s in (raw, fresh):
+        s.connect(ep)
     assert not raw.poll(1000), "a client without keys received data"
+    assert not fresh.poll(10), "a fresh key pair that is not on the allow-list received data"
     r = subprocess.run([*cli, ep, "--timeout", "2"], capture_output=True, text=True, timeout=30, env=plugin_env)
     assert r.returncode == 1 and "no message" in r.stderr and r.stdout == ""
 
