@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("edge.runtime.graph", "validate or show a node graph"),
     "stats": ("edge.runtime.stats", "live per-node metrics of a running graph"),
     "subscribe": ("edge.runtime.subscribe", "print any stream's messages as JSON lines"),
-    "keys": ("edge.runtime.keys", "generate CURVE keys for non-loopback tcp endpoints"),
+    "keys": ("edge.runtime.keys", "CURVE keys: generate a key directory, allow a client's public key"),
     "doctor": ("edge.doctor", "what this machine offers the pipeline"),
     "bench": ("edge.bench", "benchmarks: transport, classifier, flow, face, pipeline, spotting"),
     "export": ("edge.model.export", "export a model file to TorchScript, ONNX or TensorRT"),

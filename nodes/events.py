@@ -44,7 +44,8 @@ class EventsSink(Node):
         "replay": Param(str, "tcp://127.0.0.1:5572", "replay endpoint (events since N)"),
         "jsonl": Param(Path, None, "also append every event to this JSON-lines file"),
         "print": Param(bool, True, "print each event as one line on stdout"),
-        "keys": Param(Path, None, "CURVE key dir; required to bind a non-loopback address"),
+        "keys": Param(Path, None, "CURVE key dir: the endpoints take only its allowed clients (client.key, "
+                                  "allowed/*.key: facesleuth keys allow); required to bind a non-loopback address"),
         "write_retry_s": Param(float, 60.0, "retry a failing log write (disk full, read-only) this long, s, "
                                             "holding the stream, then fail", min=0),
     }
@@ -58,14 +59,23 @@ class EventsSink(Node):
 
     def setup(self) -> None:
         self.check_params(vars(self.p))
-        curve = None
+        curve, allowed = None, None
         if self.p.keys:
-            from edge.runtime.keys import load_curve
+            from edge.runtime.keys import AllowList, load_curve
 
-            curve = load_curve(self.p.keys)
+            curve, allowed = load_curve(self.p.keys), AllowList(self.p.keys)
+            if curve.server_secret is None:
+                raise UserError(f"param 'keys': {self.p.keys} has no server.key_secret (a subscriber's copy?): "
+                                "the events node serves, it needs the full directory from `keys generate`")
         self.log_db = EventLog(self.p.db)
         self.duplicates = 0  # events received again that the log already held (by delivery id)
         self.ctx = context()
+        self.zap = None
+        if curve is not None:  # only the key directory's clients (client.key, allowed/*.key) get events;
+            # `keys allow` while running takes effect for the next connection
+            from edge.runtime.zap import ZapHandler
+
+            self.zap = ZapHandler(self.ctx, allowed)
         self.server = EventServer(self.ctx, self.p.pub, self.p.replay, self.log_db.since,
                                   lambda: self.log_db.last_seq, curve)
         self.jsonl = None
@@ -125,11 +135,15 @@ class EventsSink(Node):
         return stored
 
     def rejected(self) -> int:
-        return self.server.bad_requests if hasattr(self, "server") else 0
+        refused = self.zap.denied if getattr(self, "zap", None) is not None else 0  # keys not on the allow-list
+        return (self.server.bad_requests if hasattr(self, "server") else 0) + refused
 
     def teardown(self) -> None:
         if hasattr(self, "server"):
             self.server.close()
+        if getattr(self, "zap", None) is not None:  # also when the endpoints failed to bind
+            self.zap.close()
+        if hasattr(self, "ctx"):
             self.ctx.term()
         if getattr(self, "jsonl", None):
             self.jsonl.close()

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--count", type=int, help="exit after this many events")
     t.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
     t.add_argument("--json", action="store_true", help="JSON lines instead of text")
-    t.add_argument("--keys", help="CURVE key dir (for a non-loopback endpoint)")
+    t.add_argument("--keys", help="CURVE key dir: the events node's server.key and a client pair it allows "
+                                  "(facesleuth keys allow)")
     q = sub.add_parser("query", help="query the SQLite event log")
     q.add_argument("db", help="event log file (the events node's `db`)")
     q.add_argument("--since", type=int, default=0, help="events after this sequence number")

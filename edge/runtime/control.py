@@ -126,7 +126,7 @@ class NodeStats:
     dropped_in: int = _stat(unit="messages dropped or missing (seq gaps) on the inputs", counter=True)
     dropped_out: int = _stat(unit="messages dropped by full output queues", counter=True)
     foreign: int = _stat(unit="messages rejected (other schema, too large, undecodable): inputs, control, "
-                              "the node's own endpoints (replay)")
+                              "the node's own endpoints (replay); and clients refused for their CURVE key")
     errors: int = _stat(unit="process() calls that raised", counter=True)
     outbox: int = _stat(unit="messages on lossless links not acknowledged yet (the fullest link's outbox)")
     resent: int = _stat(unit="messages sent again on lossless links (consumer restarted, or no ack in time)")

@@ -20,7 +20,6 @@ link's name, so a restarted consumer takes the old one's place):
 from __future__ import annotations
 
 import secrets
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +125,3 @@ class Receipts:
         out, self.to_ack = self.to_ack, []
         return out
 
-
-def monotonic() -> float:
-    return time.monotonic()

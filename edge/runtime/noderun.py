@@ -50,6 +50,7 @@ from edge.runtime.messages import Message  # noqa: E402
 from edge.runtime.node import Node, get_node_class  # noqa: E402
 from edge.runtime.sync import InputSync, deliver  # noqa: E402
 from edge.runtime.transport import LATEST_HWM, Curve, Input, Output, context, new_poller  # noqa: E402
+from edge.runtime.zap import ZapHandler  # noqa: E402
 
 STATS_PERIOD_S = 1.0
 READY_TIMEOUT_S = 20.0
@@ -92,9 +93,13 @@ class NodeProcess:
         except FacesleuthError as e:  # e.g. a pinned endpoint in use: the supervisor hears why
             if hasattr(self, "control"):
                 self._send_control(Op.FAILED, reason=str(e))
+            if getattr(self, "zap", None) is not None:
+                self.zap.close()
             self.ctx.destroy()  # each socket's own linger: the control socket's lets the report out
             raise
         except BaseException:
+            if getattr(self, "zap", None) is not None:
+                self.zap.close()
             self.ctx.destroy(0)
             raise
 
@@ -106,6 +111,16 @@ class NodeProcess:
         self.control.connect(spec["control"])
         curve = Curve(**{k: v.encode() if isinstance(v, str) else v for k, v in spec["curve"].items()}) \
             if spec.get("curve") else None  # keys travel in the 0600 spec file of the private run dir
+        self.zap = None
+        if spec.get("allowed_clients") is not None:  # before any server binds: libzmq lets all in without it
+            run_keys = frozenset(k.encode() for k in spec["allowed_clients"])
+            if spec.get("allowed_dir"):  # the graph's key directory: its clients as they are at each handshake
+                from edge.runtime.keys import AllowList
+
+                listed = AllowList(spec["allowed_dir"])
+                self.zap = ZapHandler(self.ctx, lambda: run_keys | listed())
+            else:
+                self.zap = ZapHandler(self.ctx, run_keys)
         self.outputs = {
             port: Output(self.ctx, o["topic"], o["pub"], [tuple(x) for x in o.get("push", [])],
                          hwm=o.get("hwm", LATEST_HWM), max_msg_bytes=spec["max_msg_bytes"], curve=curve)
@@ -116,8 +131,10 @@ class NodeProcess:
         for port, links in spec["inputs"].items():
             for link in links:
                 hwm = link.get("queue", LATEST_HWM) if not link["latest"] else LATEST_HWM
+                link_curve = curve.for_server(link["server_key"].encode()) \
+                    if curve is not None and link.get("server_key") else curve  # the producer's server key
                 self.inputs.append((port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"], hwm=hwm,
-                                                max_msg_bytes=spec["max_msg_bytes"], curve=curve,
+                                                max_msg_bytes=spec["max_msg_bytes"], curve=link_curve,
                                                 peer=link.get("peer", ""))))
                 self.input_src.append(link.get("src", ""))
         self.links_ended: set[int] = set()  # in-band eos received
@@ -231,7 +248,7 @@ class NodeProcess:
             dropped_in=sum(i.dropped + i.gaps for _, i in self.inputs),
             dropped_out=sum(o.dropped for o in self.outputs.values()),
             foreign=sum(i.foreign for _, i in self.inputs) + sum(o.foreign for o in self.outputs.values())
-            + self.control_dropped + self.node.rejected(),
+            + self.control_dropped + self.node.rejected() + (self.zap.denied if self.zap is not None else 0),
             errors=self.errors,
             outbox=sum(o.outbox_fill for o in self.outputs.values()),
             resent=sum(o.resent for o in self.outputs.values()),
@@ -313,6 +330,8 @@ class NodeProcess:
                 for _, i in self.inputs:
                     i.close()
                 self.control.close()
+                if self.zap is not None:
+                    self.zap.close()
                 self.ctx.term()
 
     def _all_inputs_ended(self) -> bool:

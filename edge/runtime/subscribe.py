@@ -4,9 +4,10 @@
     facesleuth subscribe ipc:///tmp/.../camera.frames.ipc --json
     facesleuth subscribe tcp://10.0.0.5:5555 --keys keys/   # a CURVE-secured endpoint
 
-NODE.PORT resolves through RUN_DIR/endpoints.json (the newest run, or --run-dir), which also names the
-graph's CURVE key directory if it has one (--keys overrides it). The tap is an extra
-latest-wins subscriber: it never slows the graph down, and what it misses while printing is counted
+NODE.PORT resolves through RUN_DIR/endpoints.json (the newest run, or --run-dir); on a graph whose links are
+CURVE-secured (tcp, or `keys:`) it uses the run's own tap key, which only this user can read (--keys
+overrides it), for NODE.PORT and for an endpoint URL of that run alike. The tap is an extra latest-wins
+subscriber: it never slows the graph down, and what it misses while printing is counted
 (sequence gaps) and reported at the end. For a CURVE-secured endpoint, --keys names a directory with the
 server's public key (server.key) and the client pair (client.key, client.key_secret).
 
@@ -21,27 +22,48 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge.errors import FacesleuthError, UserError
 from edge.runtime.messages import Message
-from edge.runtime.transport import Input, context, is_loopback, new_poller, poll_inputs
+from edge.runtime.transport import Curve, Input, context, is_loopback, new_poller, poll_inputs
 
 
 def resolve(target: str, run_dir: str | None = None) -> tuple[str, str, str | None, dict[str, Any] | None]:
     """ENDPOINT or NODE.PORT -> (endpoint, default topic, the graph's CURVE key dir or None, the run's
-    endpoints.json map or None). UserError naming the known ports, or when the run's runner is gone."""
-    if "://" in target:
-        return target, "", None, None
+    endpoints.json map or None). UserError naming the known ports, or when the run's runner is gone. An
+    ENDPOINT that is a port of the running graph (--run-dir, or the newest) is resolved as that port, so a
+    secured graph's tap key is used for it too."""
     from edge.runtime.stats import find_run_dir, read_endpoints
 
+    if "://" in target:
+        try:
+            eps = read_endpoints(find_run_dir(run_dir))
+        except UserError:
+            if run_dir:
+                raise
+            return target, "", None, None  # no graph of ours runs: a raw endpoint of some other program
+        port = next((p for p, ep in eps.get("ports", {}).items() if ep == target), None)
+        if port is None:
+            return target, "", None, None
+        return target, "", eps.get("keys"), {**eps, "port": port}
     eps = read_endpoints(find_run_dir(run_dir))
     ports = eps.get("ports", {})
     if target not in ports:
         raise UserError(f"no output port {target!r} in the running graph (ports: {', '.join(sorted(ports))})")
-    return ports[target], target, eps.get("keys"), eps
+    return ports[target], target, eps.get("keys"), {**eps, "port": target}
+
+
+def tap_curve(run: dict[str, Any], port: str) -> Curve:
+    """The run's tap client pair (0600 in the run directory) for the server key of output `port`."""
+    try:
+        tap = json.loads(Path(run["tap"]).read_text())
+        return Curve(run["server_keys"][port].encode(), None, tap["public"].encode(), tap["secret"].encode())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"the run's tap key {run.get('tap')} is unusable ({type(e).__name__}: {e})") from None
 
 
 def summarize(arr: np.ndarray) -> dict[str, Any]:
@@ -101,10 +123,16 @@ def main(args: argparse.Namespace) -> int:
     endpoint, topic, graph_keys, run = resolve(args.target, args.run_dir)
     topic = topic if args.topic is None else args.topic
     curve = None
-    if args.keys or graph_keys:  # NODE.PORT of a graph with `keys:` uses the graph's keys by default
+    if args.keys:
         from edge.runtime.keys import load_curve
 
-        curve = load_curve(args.keys or graph_keys)
+        curve = load_curve(args.keys)
+    elif run is not None and run.get("tap"):  # NODE.PORT of a secured graph: the run's own tap key
+        curve = tap_curve(run, run["port"])
+    elif graph_keys:
+        from edge.runtime.keys import load_curve
+
+        curve = load_curve(graph_keys)
     elif not is_loopback(endpoint):
         print(f"facesleuth subscribe: {endpoint} is not loopback, so it is CURVE-secured: without --keys "
               "nothing will arrive", file=sys.stderr)

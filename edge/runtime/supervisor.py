@@ -4,6 +4,9 @@
   ROUTER per lossless link (acknowledged delivery, edge.runtime.delivery); inputs connect. Endpoints are ipc files in a private run directory (or
   loopback tcp); `RUN_DIR/endpoints.json` lists them, and `/tmp/facesleuth-UID/latest` points at the
   newest run directory so `facesleuth stats` and `facesleuth subscribe NODE.PORT` find a running graph.
+- Security: a graph with any tcp port (or `keys:`) gets CURVE key pairs made per run for every node; each
+  spec holds only its node's secrets, and each node's ZAP handler lets in only the graph's own client
+  keys and the run's tap key (RUN_DIR/tap.json, for `subscribe`); docs/security.md.
 - Control: the protocol with each node and the stats record are in edge.runtime.control.
 - Readiness: a node reports `ready` once all its expected subscribers are attached; sources get `start`
   only when every node is ready, so nothing is lost to slow joiners.
@@ -59,7 +62,7 @@ from edge.runtime.control import (
     parse,
 )
 from edge.runtime.graph import Graph, load_graph
-from edge.runtime.keys import load_curve
+from edge.runtime.keys import node_curve, run_keys
 from edge.runtime.transport import ipc_endpoint
 from edge.table import format_table
 
@@ -193,44 +196,62 @@ class Supervisor:
 
     def _write_specs(self) -> None:
         g = self.graph
-        curve = load_curve(g.keys) if g.keys else None
         outputs: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in g.nodes}
         for n in g.nodes.values():
             for port in n.cls.outputs:
                 ep = self._endpoint(f"{n.name}.{port}", n.endpoints.get(port))
                 outputs[n.name][port] = {"topic": f"{n.name}.{port}", "pub": ep, "push": []}
                 self.endpoints[f"{n.name}.{port}"] = ep
+        # A tcp port (`endpoints: tcp`, or one pinned) is reachable by every user of the host, unlike the ipc
+        # files of this 0700 run directory; with any, or with a key directory, every link is CURVE with
+        # per-run keys and each server lets in only the graph's own client keys (edge.runtime.keys, .zap).
+        secured = run_keys(list(g.nodes), g.keys) \
+            if g.endpoints == "tcp" or g.keys or any(not ep.startswith("ipc://") for ep in self.endpoints.values()) \
+            else None
+        if secured:
+            log.info("links are CURVE-secured with keys made for this run: only this graph's processes%s may "
+                     "connect (docs/security.md)", f" and the clients of {g.keys}" if g.keys else "")
         inputs: dict[str, dict[str, list]] = {n: {p: [] for p in g.nodes[n].cls.inputs} for n in g.nodes}
         expected: dict[str, dict[str, int]] = {n: {} for n in g.nodes}
         for i, lk in enumerate(g.links):
             out = outputs[lk.src][lk.src_port]
+            server_key = secured["nodes"][lk.src]["server"]["public"] if secured else None
             if lk.delivery == "latest":
                 inputs[lk.dst][lk.dst_port].append({"endpoint": out["pub"], "topic": out["topic"], "latest": True,
-                                                    "src": lk.src})
+                                                    "src": lk.src, "server_key": server_key})
                 expected[lk.src][lk.src_port] = expected[lk.src].get(lk.src_port, 0) + 1
             else:
                 ep = self._endpoint(f"{lk.src}.{lk.src_port}.{i}")
                 peer = f"{lk.dst}.{lk.dst_port}/{i}"  # the consumer's routing id: the same after a restart
                 out["push"].append([ep, lk.queue, peer])
                 inputs[lk.dst][lk.dst_port].append({"endpoint": ep, "topic": out["topic"], "latest": False,
-                                                    "src": lk.src, "queue": lk.queue, "peer": peer})
+                                                    "src": lk.src, "queue": lk.queue, "peer": peer,
+                                                    "server_key": server_key})
         for n in g.nodes.values():
             spec = {
                 "name": n.name, "type": n.type, "params": n.params, "control": self.control_ep,
                 "graph": g.name, "stats": self.stats_ep,
                 "outputs": outputs[n.name], "inputs": inputs[n.name], "expected_subs": expected[n.name],
                 "max_msg_bytes": g.max_msg_bytes, "log_level": self.log_level,
-                "curve": {k: v.decode() if isinstance(v, bytes) else v for k, v in vars(curve).items()}
-                if curve else None,
+                "curve": node_curve(secured, n.name) if secured else None,
+                "allowed_clients": secured["allowed"] if secured else None,
+                "allowed_dir": str(g.keys) if secured and g.keys else None,  # + its client.key, allowed/*.key
             }
             path = self.run_dir / f"{n.name}.json"
             _write_private(path, json.dumps(spec, indent=1, default=str))
             self.children[n.name] = Child(n.name, path, n.restart.policy, n.restart.max_restarts,
                                           n.restart.backoff_s, n.cls.is_source())
+        tap = None
+        if secured:  # the client pair of `facesleuth subscribe NODE.PORT` on this run: this user only
+            tap = self.run_dir / "tap.json"
+            _write_private(tap, json.dumps(secured["tap"]))
         (self.run_dir / "endpoints.json").write_text(json.dumps(
             {"graph": g.name, "pid": os.getpid(), "started": _start_time(os.getpid()),
              "control": self.control_ep, "stats": self.stats_ep,
-             "ports": self.endpoints, "keys": str(g.keys) if g.keys else None}, indent=1))
+             "ports": self.endpoints, "keys": str(g.keys) if g.keys else None,
+             "server_keys": {f"{n}.{p}": secured["nodes"][n]["server"]["public"]
+                             for n in g.nodes for p in g.nodes[n].cls.outputs} if secured else None,
+             "tap": str(tap) if tap else None}, indent=1))
         latest = runs_root() / "latest"
         try:
             if latest.is_symlink() or latest.exists():

@@ -26,6 +26,8 @@ Two delivery modes per link:
 
 Endpoints: producers bind, consumers connect. `ipc://` paths live in the run directory (Linux limits them
 to 107 bytes); `tcp://127.0.0.1:*` otherwise. A non-loopback tcp bind needs CURVE keys (edge.runtime.keys).
+With tcp every link is CURVE-secured, with keys made per run, and each node's ZAP handler lets in only the
+graph's own client keys (edge.runtime.zap): loopback is reachable by every user of the host.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import zmq
 from edge.errors import UserError
 from edge.runtime.delivery import ACK, HELLO, OUTBOX_MAX, RECEIPTS_MIN, Entry, Outbox, Receipts, new_token
 from edge.runtime.messages import SCHEMA_VERSION, Message
+from edge.runtime.zap import DOMAIN as ZAP_DOMAIN
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +170,10 @@ class Curve:
     client_public: bytes
     client_secret: bytes
 
+    def for_server(self, server_public: bytes) -> Curve:
+        """The same client pair, for connecting to the server whose public key is `server_public`."""
+        return Curve(server_public, None, self.client_public, self.client_secret)
+
     def apply(self, sock: zmq.Socket, server: bool) -> None:
         if server:
             if self.server_secret is None:
@@ -174,6 +181,7 @@ class Curve:
             sock.curve_secretkey = self.server_secret
             sock.curve_publickey = self.server_public
             sock.curve_server = True
+            sock.zap_domain = ZAP_DOMAIN  # the context's ZAP handler (edge.runtime.zap) checks client keys
         else:
             sock.curve_secretkey = self.client_secret
             sock.curve_publickey = self.client_public
