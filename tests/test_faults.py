@@ -1,0 +1,82 @@
+"""Fault injection (issue 27): one fault of each kind in a batch job of real processes, judged by the
+invariant of `facesleuth bench faults` (edge/bench/faults.py): the run ends by itself with exit 0, and its
+log holds exactly the events of an undisturbed run, none twice, seq without a gap.
+
+The job is the cheapest graph with the same links as the pipeline's tail (intervals -> classify -> events,
+acknowledged): the bench runs the whole pipeline on a video, 15 s a run, too slow for the suite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.bench.faults import Fault, Job, RunResult, run_once, table
+
+TIMEOUT_S = 40.0  # a run past this has hung (an undisturbed one takes about 2 s)
+
+GRAPH = """\
+name: faults-tiny
+nodes:
+  - {name: src, type: test_intervals, params: {count: 8, rate: 20}}
+  - name: cls
+    type: test_classify
+    restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.2}
+  - name: events
+    type: events
+    restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.2}
+connections: [src.intervals -> cls.intervals, cls.events -> events.events]
+"""
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory, plugin_env: dict[str, str]) -> Job:
+    graph = tmp_path_factory.mktemp("faults") / "tiny.yaml"
+    graph.write_text(GRAPH)
+    return Job(graph, {}, {"cls": ("src",), "events": ("cls",)}, env=plugin_env)
+
+
+@pytest.fixture(scope="module")
+def reference() -> RunResult:
+    """The undisturbed run's log, known by construction (one event per interval: frame 10 i, track i), and
+    the nodes' lives in it as measured here (about 0.6 s and 0.8 s from the sources' start): the moments
+    of the faults are fractions of these. The bench runs its reference; this saves the suite a run."""
+    events = [{"stream": "cam0", "track_id": i, "onset": {"frame": 10 * i}, "apex": {"frame": 10 * i},
+               "offset": {"frame": 10 * i}, "kind": "micro", "label": "surprise"} for i in range(8)]
+    return RunResult(None, "none", "-", rc=0, events=events, lifetimes={"cls": 0.6, "events": 0.8})
+
+
+def _run(job: Job, reference: RunResult, tmp_path: Path, fault: Fault) -> RunResult:
+    r = run_once(job, tmp_path / "run", fault, reference, TIMEOUT_S)
+    assert r.injected, f"{fault.describe()}: not injected ({r.note})\n{r.log_tail}"
+    assert r.survived, (f"{fault.describe()}: exit {r.rc}, hung {r.hung}, lost {r.lost}, duplicated "
+                        f"{r.duplicated}, gaps {r.gaps}\n{r.log_tail}")
+    assert [e["seq"] for e in r.events] == list(range(1, 9))
+    return r
+
+
+@pytest.mark.parametrize("fault", [
+    Fault(1, "kill9", "cls", at=0.5, pause_s=0.0),
+    Fault(2, "stopkill", "events", at=0.3, pause_s=0.6),
+    Fault(3, "eos-restart", "events", at=0.0, pause_s=0.0),
+], ids=lambda f: f"{f.kind}-{f.node}")
+def test_a_killed_node_loses_no_event_and_stores_none_twice(job, reference, tmp_path, fault):
+    r = _run(job, reference, tmp_path, fault)
+    assert f"{fault.node}: restart 1/3" in r.log_tail
+
+
+def test_a_full_disk_under_the_events_node_holds_the_stream_until_there_is_room(job, reference, tmp_path):
+    r = _run(job, reference, tmp_path, Fault(4, "diskfull", "events", at=0.2, pause_s=1.0))
+    assert r.note == "writes failed", r.log_tail  # the fault did bite
+    assert "writes work again" in r.log_tail and "restart 1/" not in r.log_tail
+
+
+def test_the_table_counts_failures_by_kind_and_node():
+    ok = RunResult(1, "kill9", "cls", injected=True, rc=0)
+    lost = RunResult(2, "kill9", "cls", injected=True, rc=0, lost=2)
+    hung = RunResult(3, "diskfull", "events", injected=True, hung=True)
+    rows = {(r["fault"], r["node"]): r for r in table([ok, lost, hung])}
+    assert rows[("kill9", "cls")] | {} == {"fault": "kill9", "node": "cls", "runs": 2, "injected": 2, "survived": 1,
+                                          "lost": 2, "duplicated": 0, "hung": 0, "exit!=0": 0, "failed seeds": "2"}
+    assert rows[("diskfull", "events")]["hung"] == 1 and rows[("diskfull", "events")]["failed seeds"] == "3"
