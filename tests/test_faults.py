@@ -8,9 +8,11 @@ acknowledged): the bench runs the whole pipeline on a video, 15 s a run, too slo
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import need
 
 from edge.bench.faults import Fault, Job, RunResult, run_once, table
 
@@ -70,6 +72,18 @@ def test_a_full_disk_under_the_events_node_holds_the_stream_until_there_is_room(
     r = _run(job, reference, tmp_path, Fault(4, "diskfull", "events", at=0.2, pause_s=1.0))
     assert r.note == "writes failed", r.log_tail  # the fault did bite
     assert "writes work again" in r.log_tail and "restart 1/" not in r.log_tail
+
+
+def test_a_log_read_only_when_the_events_node_restarts_is_retried_not_bad_input(job, reference, tmp_path):
+    """Regression: the restarted events node called a log that turned read-only mid-run bad input (exit 2,
+    not retried), and the run ended with the events after it lost."""
+    import os
+
+    if os.geteuid() == 0:
+        need("chattr", shutil.which("chattr") is not None, "root, and no chattr to make the log read-only")
+    r = _run(job, reference, tmp_path, Fault(5, "readonly", "events", at=0.3, pause_s=1.0))
+    assert "is read-only" in r.log_tail and "retrying for up to" in r.log_tail, r.log_tail
+    assert "writable again after" in r.log_tail
 
 
 def test_the_table_counts_failures_by_kind_and_node():

@@ -273,7 +273,9 @@ class NodeProcess:
         except FacesleuthError as e:
             self.log.error("setup failed: %s", e)
             self._send_control(Op.FAILED, reason=str(e))
-            return 2
+            # Setup refused its input (exit 2: not retried), unless the node gave up on a failing resource
+            # (NodeFailed: exit 1, the restart policy applies).
+            return 1 if isinstance(e, NodeFailed) else 2
         except Exception as e:  # a bug or an unexpected OS error: one line (the traceback with -v)
             self.log.error("setup failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
             self._send_control(Op.FAILED, reason=f"{type(e).__name__}: {e}")
