@@ -86,6 +86,59 @@ def test_a_log_read_only_when_the_events_node_restarts_is_retried_not_bad_input(
     assert "writable again after" in r.log_tail
 
 
+FLOW_GRAPH = """\
+name: faults-flow
+nodes:
+  - {name: src, type: test_crops, params: {count: 24, rate: 30}}
+  - name: flow
+    type: flow
+    params: {backend: farneback, lag: 3}
+    restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.2}
+  - {name: fev, type: test_flow_events}
+  - name: events
+    type: events
+    restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.2}
+connections:  # as in configs/video.yaml: crops and flows lossless, short queues
+  - {from: src.crops, to: flow.crops, delivery: lossless, queue: 8}
+  - {from: flow.flows, to: fev.flows, delivery: lossless, queue: 8}
+  - fev.events -> events.events
+"""
+
+
+def _flow_reference() -> RunResult:
+    """What the flow graph logs undisturbed, computed here with the same backend: an event per crop after
+    the first, its label the mean |flow| against the crop 3 back (or the oldest, while fewer)."""
+    import numpy as np
+    from fs_testnodes import CropsSource
+
+    from edge.perception.flow import LagBuffer, create_flow
+
+    src = CropsSource.for_test("src", {"count": 24, "rate": 1000})
+    src.run_source()
+    flow, buf, events = create_flow("farneback"), LagBuffer(3), []
+    for _, msg in src.emitted:
+        ref = buf.push(0, msg.frame, np.array(msg.arrays["crops"][0]))
+        if ref is not None:
+            f = flow.calc(ref[1], np.array(msg.arrays["crops"][0]))
+            events.append({"stream": "cam0", "track_id": 0, "onset": {"frame": msg.frame}, "apex": {"frame": ref[0]},
+                           "offset": {"frame": msg.frame}, "kind": "micro", "label": f"{np.abs(f).mean():.2f}"})
+    return RunResult(None, "none", "-", rc=0, events=events, lifetimes={"flow": 0.9})
+
+
+def test_a_killed_flow_node_rebuilds_its_lag_window_and_logs_the_same_events(tmp_path, plugin_env):
+    """Regression: a restarted flow process had no reference crops, so its first flows were taken against
+    younger ones (other events) or not at all (lost). The last `lag` crops now stay unacknowledged
+    (Node.ack_retain), so the producer sends them to the new process again."""
+    graph = tmp_path / "flow.yaml"
+    graph.write_text(FLOW_GRAPH)
+    job = Job(graph, {}, {"flow": ("src",)}, env=plugin_env)
+    reference = _flow_reference()
+    assert len(reference.events) == 23 and len({e["label"] for e in reference.events}) > 1
+    r = run_once(job, tmp_path / "run", Fault(6, "kill9", "flow", at=0.5, pause_s=0.0), reference, TIMEOUT_S)
+    assert r.injected and "flow: restart 1/3" in r.log_tail, r.log_tail
+    assert r.survived, f"exit {r.rc}, lost {r.lost}, duplicated {r.duplicated}, gaps {r.gaps}\n{r.log_tail}"
+
+
 def test_the_table_counts_failures_by_kind_and_node():
     ok = RunResult(1, "kill9", "cls", injected=True, rc=0)
     lost = RunResult(2, "kill9", "cls", injected=True, rc=0, lost=2)

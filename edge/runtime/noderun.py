@@ -112,6 +112,10 @@ class NodeProcess:
             for port, o in spec["outputs"].items()
         }
         self.inputs: list[tuple[str, Input]] = []
+        self._queue: dict[int, int] = {}  # id(input) -> its link's queue (the producer's outbox capacity)
+        # Node.ack_retain: the newest handled messages of each lossless input left unacknowledged (ids, oldest
+        # first), so that a restarted process is sent them again and rebuilds the state they made.
+        self._retained: dict[int, deque[str]] = {}
         self.input_src: list[str] = []  # producer node of each input link
         for port, links in spec["inputs"].items():
             for link in links:
@@ -119,6 +123,7 @@ class NodeProcess:
                 self.inputs.append((port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"], hwm=hwm,
                                                 max_msg_bytes=spec["max_msg_bytes"], curve=curve,
                                                 peer=link.get("peer", ""))))
+                self._queue[id(self.inputs[-1][1])] = int(hwm)
                 self.input_src.append(link.get("src", ""))
         self.links_ended: set[int] = set()  # in-band eos received
         self.producers_ended: set[str] = set()  # relayed by the supervisor
@@ -201,7 +206,25 @@ class NodeProcess:
         inp, due, waiting = self._handling[msg_id]
         if due[0] <= 0 and not waiting:
             del self._handling[msg_id]
+            self._release(inp, msg_id)
+
+    def _release(self, inp: Input, msg_id: str) -> None:
+        """Acknowledge a handled message, or keep it among the node's `ack_retain` newest of its input. At most
+        the link's queue - 1 are kept: the producer's outbox must keep room to send what releases them."""
+        keep = min(int(getattr(self.node, "ack_retain", 0)), self._queue.get(id(inp), 1) - 1)
+        if keep <= 0:
             inp.complete(msg_id)
+            return
+        held = self._retained.setdefault(id(inp), deque())
+        held.append(msg_id)
+        while len(held) > keep:
+            inp.complete(held.popleft())
+
+    def _release_retained(self) -> None:
+        """End of stream: no state is needed any more, everything held is acknowledged."""
+        for _, inp in self.inputs:
+            for msg_id in self._retained.pop(id(inp), ()):
+                inp.complete(msg_id)
 
     def _drain_outputs(self) -> None:
         """After end of stream: wait until downstream acknowledged everything (a consumer restarting
@@ -291,6 +314,7 @@ class NodeProcess:
                 for stage, batch in self.sync.flush():
                     self._deliver(stage, batch)
                 self.node.end_of_stream()
+                self._release_retained()
                 for out in self.outputs.values():
                     out.send_eos(self._template, "end of stream")
                 self._drain_outputs()  # the supervisor hears of the end once downstream has everything
