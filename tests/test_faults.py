@@ -147,3 +147,24 @@ def test_the_table_counts_failures_by_kind_and_node():
     assert rows[("kill9", "cls")] | {} == {"fault": "kill9", "node": "cls", "runs": 2, "injected": 2, "survived": 1,
                                           "lost": 2, "duplicated": 0, "hung": 0, "exit!=0": 0, "failed seeds": "2"}
     assert rows[("diskfull", "events")]["hung"] == 1 and rows[("diskfull", "events")]["failed seeds"] == "3"
+
+
+def test_a_restart_window_without_room_upstream_is_refused_before_the_run(write_graph):
+    """flow keeps its last `lag` crops unacknowledged, and face (acknowledging after downstream) keeps the
+    frames they came from: a capture queue of `lag` or less would leave the batch job waiting forever."""
+    from edge.runtime.graph import GraphError, load_graph
+
+    text = """
+    nodes:
+      - {name: src, type: test_arrays, params: {count: 3}}
+      - {name: face, type: face}
+      - {name: flow, type: flow, params: {lag: LAG}}
+      - {name: rec, type: test_record, params: {path: r.jsonl}}
+    connections:
+      - {from: src.frames, to: face.frames, delivery: lossless, queue: 4}
+      - {from: face.crops, to: flow.crops, delivery: lossless, queue: 8}
+      - {from: flow.flows, to: rec.messages, delivery: lossless}
+    """
+    assert load_graph(write_graph(text.replace("LAG", "3"))).nodes["flow"].params["lag"] == 3
+    with pytest.raises(GraphError, match=r":7: connections src.frames -> face.frames: queue 4 must be above 4: flow"):
+        load_graph(write_graph(text.replace("LAG", "4")))

@@ -10,7 +10,7 @@ then each seed draws one fault and injects it into its own run of the same file:
                  prlimit(2)) for a seeded time: every SQLite write fails as on a full disk, then room again
     readonly     the log file is made read-only (chmod; as root, whom modes do not stop, the immutable
                  flag) and the events node killed, so its restart finds the log read-only; writable again
-                 after a seeded pause
+                 a seeded pause after the new process first found it so
     eos-restart  SIGKILL the node once its upstream has ended (the restarted process must learn of the end)
 
 Invariant of every run: it ends by itself with exit 0 within the timeout (else it hung), and its log
@@ -360,10 +360,12 @@ def _inject(g: _Graph, job: Job, fault: Fault, life_s: float, deadline: float) -
             return False, why
         try:
             _signal(pid, signal.SIGKILL)
+            # Read-only from the restarted process's first look (its start-up time varies) for pause_s.
+            found = g.wait_for(lambda: g.seen("is read-only"), min(deadline, time.monotonic() + 30.0))
             time.sleep(fault.pause_s)
         finally:
             ro.restore()
-        return True, ""
+        return True, "" if found else "the restarted node never found it read-only"
     raise ValueError(f"unknown fault kind {fault.kind!r}")
 
 
@@ -387,7 +389,9 @@ def run_once(job: Job, folder: Path, fault: Fault | None, reference: RunResult |
         g.close()
     res.wall_s = time.monotonic() - t0
     res.lifetimes = g.lifetimes()
-    res.log_tail = g.text()[-6000:]
+    text = g.text()
+    (folder / "run.log").write_text(text + "\n")  # the runner's and the nodes' lines (kept with --keep)
+    res.log_tail = text[-6000:]
     res.events = _stored(g.db)
     seqs = [e.get("seq") for e in res.events]
     res.gaps = sum(1 for i, s in enumerate(seqs, 1) if s != i)

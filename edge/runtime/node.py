@@ -123,11 +123,6 @@ class Node:
     # while its results are still on their way; "handled" as soon as process() returned: for a node that
     # stores what it gets durably itself (the events node, after the SQLite commit).
     ack_after: ClassVar[str] = "downstream"
-    # State that a bounded window of inputs rebuilds (flow: the last `lag` crops of a track): the newest
-    # `ack_retain` handled messages of each lossless input stay unacknowledged, so the producer sends them
-    # again to a restarted process, which rebuilds that state before it handles anything new (what it
-    # emits again for them carries the same ids and is dropped downstream). Set it in setup().
-    ack_retain: int = 0
     # Set by the runner before setup(): the graph's name, the supervisor's stats endpoint, the input
     # ports that are connected ("inputs"; absent in tests: take every declared input as connected) and
     # how often this node has been restarted in this run ("restarts"; absent in tests: 0).
@@ -210,6 +205,15 @@ class Node:
                 out[key] = spec.default
         cls.check_params(out)
         return out
+
+    @classmethod
+    def ack_retain(cls, params: dict[str, Any]) -> int:
+        """State that a bounded window of inputs rebuilds (flow: the last `lag` crops): the newest this many
+        handled messages of each lossless input stay unacknowledged, so the producer sends them again to a
+        restarted process, which rebuilds that state before it handles anything new (what it emits again for
+        them has the same ids and is dropped downstream). Held upstream too (edge.runtime.graph checks that
+        every queue on the way has room beyond them). Default 0: acknowledged once handled."""
+        return 0
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:

@@ -113,7 +113,7 @@ class NodeProcess:
         }
         self.inputs: list[tuple[str, Input]] = []
         self._queue: dict[int, int] = {}  # id(input) -> its link's queue (the producer's outbox capacity)
-        # Node.ack_retain: the newest handled messages of each lossless input left unacknowledged (ids, oldest
+        # Node.ack_retain(): the newest handled messages of each lossless input left unacknowledged (ids, oldest
         # first), so that a restarted process is sent them again and rebuilds the state they made.
         self._retained: dict[int, deque[str]] = {}
         self.input_src: list[str] = []  # producer node of each input link
@@ -141,6 +141,7 @@ class NodeProcess:
                               "inputs": sorted({port for port, _ in self.inputs}),  # the connected ones
                               "restarts": int(os.environ.get(RESTARTS_ENV, "0"))}
         self.sync = InputSync(self.node)
+        self.retain = self.node.ack_retain(spec["params"])
         # Acknowledged delivery (edge.runtime.delivery): what is left to do before an input message
         # counts as handled, per id: (its input, deliveries to process() still due, ids of the messages
         # emitted from it that are not acknowledged yet).
@@ -211,7 +212,7 @@ class NodeProcess:
     def _release(self, inp: Input, msg_id: str) -> None:
         """Acknowledge a handled message, or keep it among the node's `ack_retain` newest of its input. At most
         the link's queue - 1 are kept: the producer's outbox must keep room to send what releases them."""
-        keep = min(int(getattr(self.node, "ack_retain", 0)), self._queue.get(id(inp), 1) - 1)
+        keep = min(self.retain, self._queue.get(id(inp), 1) - 1)
         if keep <= 0:
             inp.complete(msg_id)
             return
