@@ -22,7 +22,7 @@ from typing import Any
 
 from edge.errors import NodeFailed, UserError
 from edge.events.format import format_event
-from edge.events.log import EventLog
+from edge.events.log import EventLog, ReadOnlyLog
 from edge.runtime.messages import EVENT_SCHEMA_VERSION, Message
 from edge.runtime.node import Node, Param, Port, register_node
 from edge.runtime.transport import EventServer, context, is_loopback
@@ -67,7 +67,7 @@ class EventsSink(Node):
             if curve.server_secret is None:
                 raise UserError(f"param 'keys': {self.p.keys} has no server.key_secret (a subscriber's copy?): "
                                 "the events node serves, it needs the full directory from `keys generate`")
-        self.log_db = EventLog(self.p.db)
+        self.log_db = self._open_log()
         self.duplicates = 0  # events received again that the log already held (by delivery id)
         self.ctx = context()
         self.zap = None
@@ -87,6 +87,31 @@ class EventsSink(Node):
                 raise UserError(f"jsonl sink {self.p.jsonl}: {e.strerror}") from None
         self.log.info("event log %s (last seq %d), publishing on %s, replay on %s",
                       self.p.db, self.log_db.last_seq, self.p.pub, self.p.replay)
+
+    def _open_log(self) -> EventLog:
+        """The log, for writing. When the run starts, a read-only log is bad input (exit 2, not retried). A
+        restarted events node found it writable before, in this run: read-only now is a durable-write
+        failure like a full disk, so it retries for write_retry_s (classify keeps the events meanwhile),
+        then fails (exit 1)."""
+        if not self.run_info.get("restarts"):
+            return EventLog(self.p.db)
+        t0, delay, failures = time.monotonic(), 0.05, 0
+        while True:
+            try:
+                log_db = EventLog(self.p.db)
+                break
+            except ReadOnlyLog as e:
+                failures += 1
+                waited = time.monotonic() - t0
+                if failures == 1:
+                    self.log.error("%s: retrying for up to %g s", e, self.p.write_retry_s)
+                if waited >= self.p.write_retry_s or self.stopping:
+                    raise NodeFailed(f"event log {self.p.db} stayed read-only for {waited:.1f} s") from None
+                time.sleep(min(delay, max(0.0, self.p.write_retry_s - waited)))
+                delay = min(2 * delay, 2.0)
+        if failures:
+            self.log.warning("event log %s: writable again after %.1f s", self.p.db, time.monotonic() - t0)
+        return log_db
 
     def process(self, port: str, msg: Message) -> None:
         ev = dict(msg.meta)

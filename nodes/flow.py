@@ -25,6 +25,12 @@ class FlowNode(Node):
         "strain": Param(bool, False, "also send optical strain magnitude `strain` (N, S', S') float32"),
     }
 
+    @classmethod
+    def ack_retain(cls, params: dict) -> int:
+        # A restarted flow process gets the last `lag` crops again: its first new flow is the one the dead
+        # process would have computed, not one against a younger reference crop (or none).
+        return int(params["lag"])
+
     def setup(self) -> None:
         self.flow = create_flow(self.p.backend, **self.p.backend_params)
         self.log.info("flow backend %s %s, lag %d, scale %.3g", self.flow.name, self.flow.params, self.p.lag,

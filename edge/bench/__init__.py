@@ -17,6 +17,7 @@ TARGETS: dict[str, str] = {
     "pipeline": "end-to-end pipeline: fps, drops, event latency, CPU and memory per node",
     "spotting": "spotting F1 and false events vs a plain baseline",
     "real": "spotting on annotated real footage: false micro events on blinks, speech, occlusion; blinks recognised",
+    "faults": "seeded kill -9, SIGSTOP, disk-full and read-only faults in the batch job: events lost, duplicated, hung",
     "synth": "synthetic source: training samples/s and live frame render time per preset",
 }
 

@@ -39,6 +39,11 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 LOCK_TIMEOUT_S = 10.0  # waiting for another writer's transaction
 
 
+class ReadOnlyLog(UserError):
+    """A valid event log that cannot be written (read-only file, directory or file system). Bad input when
+    a run starts; the events node retries it when the log turned read-only under a running graph."""
+
+
 def _is_readonly_error(e: sqlite3.Error) -> bool:
     text = str(e).lower()
     return "readonly" in text or "read-only" in text or "unable to open" in text
@@ -115,7 +120,7 @@ class EventLog:
             self._check_layout(readonly)
         except sqlite3.DatabaseError as e:
             if not readonly and _is_readonly_error(e):
-                raise UserError(f"event log {self.path} is read-only ({e}): the events node needs to write it; "
+                raise ReadOnlyLog(f"event log {self.path} is read-only ({e}): the events node needs to write it; "
                                 "`facesleuth events query` reads it") from None
             raise UserError(f"{self.path} is not a FaceSleuth event log ({e})") from None
         self._lock = threading.Lock()

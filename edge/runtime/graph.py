@@ -310,8 +310,29 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
     for n in nodes.values():
         if n.cls.inputs and not any(lk.dst == n.name for lk in links):
             raise _err(path, n.line, f"nodes.{n.name}", "has inputs but nothing is connected to it")
+    _check_retained(path, nodes, links)
     return Graph(name, path.resolve(), nodes, links, endpoints, bind,
                  (path.parent / keys).resolve() if keys else None, max_bytes)
+
+
+def _check_retained(path: Path, nodes: dict[str, NodeSpec], links: list[Link]) -> None:
+    """A node that keeps its last k inputs unacknowledged (Node.ack_retain: flow, its `lag`) holds them on
+    every lossless link upstream where producers acknowledge after downstream: each such queue must exceed
+    k, or the producers wait for acknowledgements that wait for more input (a batch job that never ends)."""
+    for n in nodes.values():
+        k = n.cls.ack_retain(n.params)
+        todo, seen = [n.name], set()
+        while k > 0 and todo:
+            name = todo.pop()
+            for lk in links:
+                if lk.dst != name or lk.delivery != "lossless" or str(lk) in seen:
+                    continue
+                seen.add(str(lk))
+                if lk.queue <= k:
+                    raise _err(path, lk.line, f"connections {lk}", f"queue {lk.queue} must be above {k}: {n.name} "
+                               f"keeps its last {k} inputs unacknowledged (to rebuild its state after a restart)")
+                if nodes[lk.src].cls.ack_after == "downstream":
+                    todo.append(lk.src)
 
 
 def _restart(path: Path, obj: dict, where: str, base: Restart) -> Restart:

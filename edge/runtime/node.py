@@ -207,6 +207,15 @@ class Node:
         return out
 
     @classmethod
+    def ack_retain(cls, params: dict[str, Any]) -> int:
+        """State that a bounded window of inputs rebuilds (flow: the last `lag` crops): the newest this many
+        handled messages of each lossless input stay unacknowledged, so the producer sends them again to a
+        restarted process, which rebuilds that state before it handles anything new (what it emits again for
+        them has the same ids and is dropped downstream). Held upstream too (edge.runtime.graph checks that
+        every queue on the way has room beyond them). Default 0: acknowledged once handled."""
+        return 0
+
+    @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         """Refuse (UserError) a combination of resolved params that setup() would refuse, e.g. a public
         endpoint without keys, so that `graph validate` refuses it too. setup() calls it as well."""

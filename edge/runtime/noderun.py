@@ -127,6 +127,10 @@ class NodeProcess:
             for port, o in spec["outputs"].items()
         }
         self.inputs: list[tuple[str, Input]] = []
+        self._queue: dict[int, int] = {}  # id(input) -> its link's queue (the producer's outbox capacity)
+        # Node.ack_retain(): the newest handled messages of each lossless input left unacknowledged (ids, oldest
+        # first), so that a restarted process is sent them again and rebuilds the state they made.
+        self._retained: dict[int, deque[str]] = {}
         self.input_src: list[str] = []  # producer node of each input link
         for port, links in spec["inputs"].items():
             for link in links:
@@ -136,6 +140,7 @@ class NodeProcess:
                 self.inputs.append((port, Input(self.ctx, link["endpoint"], link["topic"], link["latest"], hwm=hwm,
                                                 max_msg_bytes=spec["max_msg_bytes"], curve=link_curve,
                                                 peer=link.get("peer", ""))))
+                self._queue[id(self.inputs[-1][1])] = int(hwm)
                 self.input_src.append(link.get("src", ""))
         self.links_ended: set[int] = set()  # in-band eos received
         self.producers_ended: set[str] = set()  # relayed by the supervisor
@@ -153,6 +158,7 @@ class NodeProcess:
                               "inputs": sorted({port for port, _ in self.inputs}),  # the connected ones
                               "restarts": int(os.environ.get(RESTARTS_ENV, "0"))}
         self.sync = InputSync(self.node)
+        self.retain = self.node.ack_retain(spec["params"])
         # Acknowledged delivery (edge.runtime.delivery): what is left to do before an input message
         # counts as handled, per id: (its input, deliveries to process() still due, ids of the messages
         # emitted from it that are not acknowledged yet).
@@ -218,7 +224,25 @@ class NodeProcess:
         inp, due, waiting = self._handling[msg_id]
         if due[0] <= 0 and not waiting:
             del self._handling[msg_id]
+            self._release(inp, msg_id)
+
+    def _release(self, inp: Input, msg_id: str) -> None:
+        """Acknowledge a handled message, or keep it among the node's `ack_retain` newest of its input. At most
+        the link's queue - 1 are kept: the producer's outbox must keep room to send what releases them."""
+        keep = min(self.retain, self._queue.get(id(inp), 1) - 1)
+        if keep <= 0:
             inp.complete(msg_id)
+            return
+        held = self._retained.setdefault(id(inp), deque())
+        held.append(msg_id)
+        while len(held) > keep:
+            inp.complete(held.popleft())
+
+    def _release_retained(self) -> None:
+        """End of stream: no state is needed any more, everything held is acknowledged."""
+        for _, inp in self.inputs:
+            for msg_id in self._retained.pop(id(inp), ()):
+                inp.complete(msg_id)
 
     def _drain_outputs(self) -> None:
         """After end of stream: wait until downstream acknowledged everything (a consumer restarting
@@ -290,7 +314,9 @@ class NodeProcess:
         except FacesleuthError as e:
             self.log.error("setup failed: %s", e)
             self._send_control(Op.FAILED, reason=str(e))
-            return 2
+            # Setup refused its input (exit 2: not retried), unless the node gave up on a failing resource
+            # (NodeFailed: exit 1, the restart policy applies).
+            return 1 if isinstance(e, NodeFailed) else 2
         except Exception as e:  # a bug or an unexpected OS error: one line (the traceback with -v)
             self.log.error("setup failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
             self._send_control(Op.FAILED, reason=f"{type(e).__name__}: {e}")
@@ -306,6 +332,7 @@ class NodeProcess:
                 for stage, batch in self.sync.flush():
                     self._deliver(stage, batch)
                 self.node.end_of_stream()
+                self._release_retained()
                 for out in self.outputs.values():
                     out.send_eos(self._template, "end of stream")
                 self._drain_outputs()  # the supervisor hears of the end once downstream has everything

@@ -11,6 +11,8 @@ on the node processes' PYTHONPATH). No OpenCV here, so node processes start fast
     test_fail    sink: process() raises on every message
     test_intervals  source: `count` small intervals messages (acknowledged delivery tests)
     test_classify   intervals -> one mer.event each, like the classify node without a model
+    test_crops      source: `count` crops messages of one track, a texture sliding 1 px a frame
+    test_flow_events  flows -> one mer.event per tracked flow, labelled with the flow's rounded mean
 """
 
 from __future__ import annotations
@@ -220,3 +222,43 @@ class FakeClassify(Node):
               "duration_s": 0.0, "intensity": float(msg.arrays["apex"][0, 0]), "box": [], "rois": [],
               "model": {"id": "test", "angles_deg": [], "runtime": "test"}, "t_wall_ns": time.time_ns()}
         self.emit("events", msg.derive("event", ev))
+
+
+@register_node("test_crops")
+class CropsSource(Node):
+    """`count` crops messages (track 0, 32x32) of a random texture that slides one px a frame (flow tests)."""
+
+    outputs = {"crops": Port("crops")}
+    params = {
+        "count": Param(int, 30, "crops to send", min=1),
+        "rate": Param(float, 30.0, "per second", min=0.1),
+    }
+
+    def run_source(self) -> None:
+        texture = np.random.default_rng(7).integers(0, 256, (32, 96), dtype=np.uint8)
+        for i in range(self.p.count):
+            if self.stopping:
+                return
+            crop = np.ascontiguousarray(texture[:, i % 64:i % 64 + 32])[None]
+            self.emit("crops", Message("crops", frame=i, t_mono_ns=time.monotonic_ns(),
+                                       meta={"crop_size": 32, "ended": [], "head_motion": [0.0]},
+                                       arrays={"crops": crop, "track_ids": np.zeros(1, np.int32)}))
+            time.sleep(1.0 / self.p.rate)
+
+
+@register_node("test_flow_events")
+class FlowEvents(Node):
+    """One mer.event per track in each flows message, its label the mean |flow| and its apex the reference
+    frame, so that a flow computed against another reference frame is another event."""
+
+    inputs = {"flows": Port("flows")}
+    outputs = {"events": Port("event")}
+
+    def process(self, port: str, msg: Message) -> None:
+        for flow, tid, ref in zip(msg.arrays["flows"], msg.arrays["track_ids"], msg.arrays["ref_frames"], strict=True):
+            at = {"frame": msg.frame, "t_mono_ns": msg.t_mono_ns, "t_wall_ns": 0}
+            ev = {"stream": msg.stream, "track_id": int(tid), "kind": "micro", "label": f"{np.abs(flow).mean():.2f}",
+                  "scores": {}, "confidence": 1.0, "onset": at, "apex": {**at, "frame": int(ref)}, "offset": at,
+                  "duration_s": 0.0, "intensity": 0.0, "box": [], "rois": [],
+                  "model": {"id": "test", "angles_deg": [], "runtime": "test"}, "t_wall_ns": time.time_ns()}
+            self.emit("events", msg.derive("event", ev))
