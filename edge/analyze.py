@@ -536,4 +536,6 @@ def _run_jobs(todo: list[tuple[Path, Path]], totals: list[int], set_total: int |
                     print(f"facesleuth analyze: {video}: error: {e}", flush=True)
                     continue
                 print(_line(video, out_dir, s["frames"], s["events"], s["wall_s"]), flush=True)
+            if finished:
+                bar.update(0, files=f"{done_files}/{len(todo)}")
     return failed
