@@ -108,8 +108,8 @@ def _series(rows: list[dict[str, Any]], key, n: int) -> np.ndarray:
     out = np.full(n, np.nan)
     for r in rows:
         v = key(r)
-        if v is not None and 0 <= r["frame"] < n:
-            out[r["frame"]] = v
+        if v is not None and 0 <= r["frame"] < n:  # several tracks on a frame: the largest
+            out[r["frame"]] = v if np.isnan(out[r["frame"]]) else max(out[r["frame"]], v)
     return out
 
 
@@ -137,8 +137,8 @@ def _text(img: np.ndarray, s: str, x: int, y: int, colour=WHITE, scale: float = 
 
 def timeline_png(name: str, rows: list[dict[str, Any]], events: list[dict[str, Any]], fps: float, n_frames: int,
                  k_on: float, path: Path, width: int = 1280) -> None:
-    """ROI motion (per ROI pair, the largest of its ROIs) and the spotting score over time for the clip's
-    main track (the one with the most scored frames), each event a span in its kind's colour with its
+    """ROI motion (per ROI pair, the largest of its ROIs) and the spotting score over time (the largest over
+    the tracks at each frame), each event a span in its kind's colour with its
     number and label, then the strip's event bar and a legend."""
     from edge.analyze import _roi_names
 
@@ -148,7 +148,7 @@ def timeline_png(name: str, rows: list[dict[str, Any]], events: list[dict[str, A
         return int(round(LEFT + f / span * (width - LEFT - RIGHT)))
 
     tid = _main_track(rows)
-    mine = [r for r in rows if r["track_id"] == tid]
+    mine = rows  # every track: a face tracked again under a new id keeps one curve
     groups: dict[str, list[str]] = {}
     for roi in _roi_names():
         groups.setdefault(roi_group(roi), []).append(roi)
@@ -160,7 +160,7 @@ def timeline_png(name: str, rows: list[dict[str, Any]], events: list[dict[str, A
     img = np.full((head + mh + gap + sh + 8, width, 3), 20, np.uint8)
     tracks = len({r["track_id"] for r in rows})
     _text(img, f"{name}: {n_frames} frames at {fps:.3g} fps, {len(events)} event(s); "
-               f"track #{tid} shown (of {tracks})" if tid is not None else f"{name}: no face tracked", 8, 20,
+               f"largest over {tracks} track(s)" if tid is not None else f"{name}: no face tracked", 8, 20,
           scale=0.5)
     panels = []
     for top, h, title in ((head, mh, "ROI motion, crop px"), (head + mh + gap, sh, "spotting score, noise units")):
