@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("edge.evaluate", "evaluate under LOSO / LODO / held-out-domain protocols"),
     "events": ("edge.events.cli", "tail a live event stream or query the event log"),
     "view": ("edge.debug_view", "write an annotated debug video / PNG strip of what the nodes see"),
+    "analyze": ("edge.analyze", "videos through configs/video.yaml: events and per-frame CSVs, annotated video, timeline"),
 }
 
 log = logging.getLogger("facesleuth")
