@@ -41,7 +41,7 @@ def _truth(video, kind: str, first: int) -> list[int]:
     return [t["onset"] + first, t["apex"] + first, t["offset"] + first]
 
 
-def _faces(root: Path) -> dict[str, Path]:
+def face_trees(root: Path) -> dict[str, Path]:
     """A CAS(ME)^2 tree (frames img001.jpg..: number n is synthetic frame n - 1) and a CAS(ME)^3 part A
     tree (frames 0.jpg.., frame 33 dropped as in the release) of synthetic faces."""
     rows, keys = [], {}
@@ -76,7 +76,7 @@ def first_run(tmp_path_factory):
     from edge.cli import main
 
     root = tmp_path_factory.mktemp("lv")
-    trees = _faces(root)
+    trees = face_trees(root)
     stdout = io.StringIO()
     with redirect_stdout(stdout):
         code = main(_argv(trees, root, "--lodo", "--json", str(root / "r1.json")))
@@ -105,7 +105,9 @@ def test_finds_the_scripted_intervals_through_the_nodes_and_writes_table_json_pn
     for mode in ("defaults", "loso", "lodo"):
         assert [line for line in table.splitlines() if line.split()[:3] == [mode, "pooled", "overall"]]
     assert table.strip() in stdout and "precision" in table and "casme3_lv" in table
-    assert len(table.splitlines()) == 2 + 3 * 3 * 3  # header, rule, (mode x dataset-or-pooled x kind)
+    scores, notes = table.split("\n\n")
+    assert len(scores.splitlines()) == 2 + 3 * 3 * 3  # header, rule, (mode x dataset-or-pooled x kind)
+    assert notes.strip() == "loso casme3_lv/spNO.1: no training video: scored with the defaults"
 
 
 def test_loso_thresholds_are_fitted_without_the_held_out_subject(first_run, monkeypatch):
@@ -165,7 +167,27 @@ def test_second_run_reads_no_frame_and_scores_the_same(first_run, tmp_path, monk
     again = json.loads((out / "r2.json").read_text())
     assert again["frames_read"] == 0 and again["from_cache"] == 3 and again["recorded"] == 0
     assert again["scores"] == doc["scores"]
-    assert "3 videos (3 from the cache, 0 frames read)" in capsys.readouterr().out
+    assert "3 videos (3 from the cache, 0 frames recorded)" in capsys.readouterr().out
+
+
+def test_strs_labels_the_spotted_true_positives_with_the_shipped_weights(first_run, tmp_path, capsys):
+    """--strs: the true positives' onset and apex crops (face node again, from the frames) through the
+    classify node's code path; the scripted micro-expression's label comes back."""
+    from edge.cli import main
+
+    trees, root, _, _ = first_run
+    argv = ["eval", "spotting", "--dataset", "casme3_lv", "--root", str(trees["casme3_lv"]), "--cache",
+            str(root / "cache"), "--out", str(tmp_path / "o"), "--json", str(tmp_path / "s.json"), "--no-png",
+            "--quiet", "--strs", *GRID]
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "s.json").read_text())["strs"]
+    assert doc["model"].endswith("soa_synthetic_3c.pt")
+    (micro,) = [lab for lab in doc["labels"] if lab["onset_index"] < 60]
+    assert micro["label"] == "negative"  # scripted disgust: composite negative
+    pooled = doc["modes"]["defaults"]["pooled"]
+    assert pooled["n"] == 2 and pooled["spot_f1"] == 1.0
+    assert pooled["strs"] == pytest.approx(pooled["spot_f1"] * pooled["recognition_uf1"])
+    assert "recognition_uf1" in capsys.readouterr().out
 
 
 def test_a_damaged_cache_entry_is_recorded_again(tmp_path):

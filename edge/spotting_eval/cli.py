@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("eval_spotting"), help="folder for the table and the PNGs")
     p.add_argument("--json", type=Path, help="write the full report (JSON) here")
     p.add_argument("--no-png", action="store_true", help="no per-video PNG")
+    p.add_argument("--strs", nargs="?", const="", metavar="MODEL",
+                   help="also STRS: label the spotted true positives with MODEL (a composite-class model file; "
+                        "alone: the shipped weights) and score spot-then-recognise")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -78,6 +81,11 @@ def check_args(args: argparse.Namespace) -> None:
     args.grid_values = parse_grid(args.grid)
     if not args.no_png:
         require("eval spotting", "train", "matplotlib")
+    args.labeller = None
+    if args.strs is not None:
+        from edge.spotting_eval.strs import open_labeller
+
+        args.labeller = open_labeller(args.strs or None)
 
 
 def load_all(names: list[str], roots: list[Path]) -> list[LongVideo]:
@@ -132,6 +140,17 @@ def main(args: argparse.Namespace) -> int:
                                            for m, spots in modes.items()}
     rows = [{"mode": m, **row} for m, vs in scored.items() for row in table_rows(pool(vs))]
     table = format_table(rows, TABLE_COLUMNS)
+    strs_doc = None
+    if args.labeller is not None:
+        from edge.spotting_eval.strs import label_matches
+
+        strs_doc = label_matches(recordings, scored, args.labeller, progress=not args.quiet)
+        strs_rows = [{"mode": m, "dataset": name, **v} for m, per in strs_doc["modes"].items()
+                     for name, v in per.items()]
+        table += "\n\n" + format_table(strs_rows, ("mode", "dataset", "spot_f1", "recognition_uf1", "n", "strs"))
+    notes = [f"{kind} {f.name}: {f.fallback}" for kind, fs in folds.items() for f in fs if f.fallback]
+    if notes:
+        table += "\n\n" + "\n".join(notes)
 
     args.out.mkdir(parents=True, exist_ok=True)
     pngs: list[Path | None] = [None] * len(recordings)
@@ -157,6 +176,7 @@ def main(args: argparse.Namespace) -> int:
         "scores": {m: {name: {k: c.as_dict() for k, c in kinds.items()} for name, kinds in pool(vs).items()}
                    for m, vs in scored.items()},
         "folds": {kind: [_fold_doc(f, recordings) for f in fs] for kind, fs in folds.items()},
+        "strs": strs_doc,
         "videos": [{"key": r.video.key, "folder": str(r.video.folder), "frames": len(r.numbers), "fps": r.video.fps,
                     "source": r.source, "png": str(pngs[i]) if pngs[i] else None,
                     "truth": [[iv.kind, iv.onset, iv.offset] for iv in r.video.intervals],
@@ -169,7 +189,8 @@ def main(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     print(table)
     n_png = sum(p is not None for p in pngs)
-    print(f"eval spotting: {len(recordings)} videos ({report['from_cache']} from the cache, {frames_read} frames read),"
+    print(f"eval spotting: {len(recordings)} videos ({report['from_cache']} from the cache, {frames_read} frames "
+          "recorded),"
           f" {len(rep.settings)} threshold settings; table {args.out / 'summary.txt'}"
           + (f", {n_png} PNGs in {args.out}" if n_png else "") + (f", report {args.json}" if args.json else ""))
     return 0

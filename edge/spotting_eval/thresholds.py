@@ -60,9 +60,18 @@ def replay(clip: Clip, params: SpotParams) -> tuple[list[Interval], np.ndarray]:
     return out, trace
 
 
+@dataclass(frozen=True)
+class Found(Spotted):
+    """A spotted interval with the pipeline frames the classifier reads (STRS): its onset and apex."""
+
+    onset_index: int = 0
+    apex_index: int = 0
+
+
 def spotted(rec: Recording, intervals: Sequence[Interval]) -> list[Spotted]:
     """What the pipeline publishes as expressions (kept micro / macro intervals), in dataset frames."""
-    return [Spotted(to_number(rec.numbers, iv.onset), to_number(rec.numbers, iv.offset), iv.kind, float(iv.score))
+    return [Found(to_number(rec.numbers, iv.onset), to_number(rec.numbers, iv.offset), iv.kind, float(iv.score),
+                  iv.onset, iv.apex)
             for iv in intervals if iv.kind in SPOTTED_KINDS and not iv.discarded]
 
 
