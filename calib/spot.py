@@ -107,15 +107,16 @@ def fit(clips: list, base: SpotParams, grid: dict[str, tuple] | None = None,
             scores.append(s)
             if progress is not None:
                 progress.update(1)
-    best, best_key, tried = None, None, []
-    for v, p, s in zip(settings, params, scores, strict=True):
-        tried.append({**v, **s})
-        key = (round(s["f1"], 4), -s["fp"], p.k_on, p.k_bump)
-        if best_key is None or key > best_key:
-            best, best_key = (p, s), key
-    assert best is not None
-    return best[0], {"micro_f1": best[1]["f1"], "tp": best[1]["tp"], "fp": best[1]["fp"], "fn": best[1]["fn"],
-                     "fp_per_min": best[1]["fp_per_min"], "tried": len(tried)}
+    i = choose(params, scores)
+    return params[i], {"micro_f1": scores[i]["f1"], "tp": scores[i]["tp"], "fp": scores[i]["fp"],
+                       "fn": scores[i]["fn"], "fp_per_min": scores[i]["fp_per_min"], "tried": len(params)}
+
+
+def choose(params: list[SpotParams], scores: list[dict]) -> int:
+    """The index of the setting `fit` keeps: the best micro F1, then the fewest false micro events, then
+    the larger k_on and k_bump (`eval spotting` chooses its held-out thresholds with this too)."""
+    keys = [(round(s["f1"], 4), -s["fp"], p.k_on, p.k_bump) for p, s in zip(params, scores, strict=True)]
+    return max(range(len(keys)), key=lambda i: (keys[i], -i))  # the first of equal keys, as before
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("edge.analyze", "videos through configs/video.yaml: events and per-frame CSVs, annotated video, timeline"),
 }
 
+# (command, first positional) -> (module, one-line help): a mode of a command with a parser of its own,
+# dispatched by that word (`facesleuth eval spotting ...`), so it pays for none of the command's imports.
+SUBCOMMANDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("eval", "spotting"): ("edge.spotting_eval.cli", "spotting on the long-video datasets (MEGC rule)"),
+}
+
 log = logging.getLogger("facesleuth")
 VERBOSE_FLAGS = ("-v", "--verbose")
 
@@ -102,28 +108,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     module_name, help_ = COMMANDS[ns.command]
+    name = f"facesleuth {ns.command}"
+    if rest and (ns.command, rest[0]) in SUBCOMMANDS:
+        module_name, help_ = SUBCOMMANDS[ns.command, rest[0]]
+        name, rest = f"{name} {rest[0]}", rest[1:]
     # Phase 2: the command's own parser, from the module that owns the work.
     module = importlib.import_module(module_name)
-    parser = Parser(prog=f"facesleuth {ns.command}", description=help_)
+    parser = Parser(prog=name, description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     args.verbose = ns.verbose
     try:
         return int(module.main(args) or 0)
     except FacesleuthError as e:
-        print(f"facesleuth {ns.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"facesleuth {ns.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as e:  # the file system said no (a path the user gave, a full disk): say so, not "crash"
         log.debug("os error", exc_info=True)
         where = f"{e.filename}: " if e.filename else ""
-        print(f"facesleuth {ns.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"{name}: error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:  # a crash: one line on stderr, the traceback only with -v
         log.debug("crash", exc_info=True)
-        print(f"facesleuth {ns.command}: internal error: {type(e).__name__}: {e} (run with -v for details)",
+        print(f"{name}: internal error: {type(e).__name__}: {e} (run with -v for details)",
               file=sys.stderr)
         return EXIT_CRASH
 

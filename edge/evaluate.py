@@ -205,6 +205,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = "Spotting on the long-video datasets is its own mode: facesleuth eval spotting --help"
     p.add_argument("--data", required=True, help="synth:PRESET[+PRESET...], a samples .npz, or DATASET:ROOT[+...]")
     p.add_argument("--protocol", choices=PROTOCOLS, help="train-and-test protocol (not with --model)")
     p.add_argument("--model", type=Path, help="test this trained model on all of --data instead of training")
