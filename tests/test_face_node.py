@@ -106,7 +106,8 @@ def test_face_node_bad_params_are_one_clear_error():
 @pytest.mark.slow
 def test_face_node_as_a_process_streams_one_still_track(tmp_path):
     """capture -> face as real processes on a real video file; a test subscriber on the face node's pinned
-    tcp endpoint sees one track whose crops stay still across the process boundary."""
+    tcp endpoint sees one track whose crops stay still across the process boundary. A pinned tcp port is
+    CURVE-secured, so the graph names a key directory and the subscriber uses its client pair."""
     import socket
     import subprocess
     import sys
@@ -114,6 +115,7 @@ def test_face_node_as_a_process_streams_one_still_track(tmp_path):
     import zmq
 
     from edge.bench.faceclips import crop_shift
+    from edge.runtime.keys import generate, load_curve
 
     clip = tmp_path / "one.avi"
     write_clip(clip, 40, 1)
@@ -122,8 +124,10 @@ def test_face_node_as_a_process_streams_one_still_track(tmp_path):
         port = s.getsockname()[1]
     endpoint = f"tcp://127.0.0.1:{port}"
     graph = tmp_path / "face.yaml"
+    key_dir = generate(tmp_path / "keys")
     graph.write_text(f"""
 name: facetest
+keys: {key_dir}
 nodes:
   - name: capture
     type: capture
@@ -143,6 +147,7 @@ connections:
     sub.linger = 0
     sub.rcvhwm = 10000
     sub.setsockopt(zmq.SUBSCRIBE, b"")
+    load_curve(key_dir).apply(sub, server=False)
     sub.connect(endpoint)  # before the graph binds: zmq connects when it appears, no early message lost
     proc = subprocess.Popen([sys.executable, "-m", "edge", "run", str(graph), "--duration", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
