@@ -36,9 +36,10 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from edge.errors import FacesleuthError, NodeFailed  # noqa: E402
+from edge.errors import EXIT_BAD_INPUT, FacesleuthError, NodeFailed, Unavailable  # noqa: E402
 from edge.runtime.control import (  # noqa: E402
     CONTROL_ID_ENV,
+    NODE_EXIT_UNAVAILABLE,
     RESTARTS_ENV,
     ControlError,
     NodeStats,
@@ -270,10 +271,10 @@ class NodeProcess:
             self.in_setup = True
             self.node.setup()
             self.in_setup = False
-        except FacesleuthError as e:
+        except FacesleuthError as e:  # neither is retried: the same setup would fail the same way
             self.log.error("setup failed: %s", e)
             self._send_control(Op.FAILED, reason=str(e))
-            return 2
+            return NODE_EXIT_UNAVAILABLE if isinstance(e, Unavailable) else EXIT_BAD_INPUT
         except Exception as e:  # a bug or an unexpected OS error: one line (the traceback with -v)
             self.log.error("setup failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
             self._send_control(Op.FAILED, reason=f"{type(e).__name__}: {e}")
