@@ -19,15 +19,15 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from edge.errors import Unavailable, UserError
-from edge.model.file import model_from_record, read_record
-from edge.model.quant import calibrate, compare, quantize_model
 from edge.progress import track
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,13 @@ def _preprocess(onset: np.ndarray, apex: np.ndarray, rec: dict[str, Any]) -> np.
 def run(model_path: str | Path, source: str, out: str | Path, n: int = 512, heldout: float = 0.5,
         seed: int = 0, percentile: float = 99.99) -> dict[str, Any]:
     """Calibrate and estimate; returns the report that is also written to DIR/int8_report.json."""
+    # torch here, not at the top: `facesleuth calib` imports every target's module for its --help, and
+    # `calib spot` needs no torch (its argument checks answer within a second).
+    import torch
+
+    from edge.model.file import model_from_record, read_record
+    from edge.model.quant import calibrate, compare, quantize_model
+
     if n < 8:
         raise UserError(f"--n must be >= 8, got {n}")
     if not 0.0 < heldout < 1.0:

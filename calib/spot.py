@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -70,6 +71,23 @@ def find_clips(paths: list[str]) -> list[Path]:
 
 
 _CLIPS: list = []  # a grid worker's copy of the clips (set once per process by _init)
+
+
+def check_long_enough(videos: list, params: SpotParams, lag: int) -> None:
+    """UserError (one line) naming the clips too short to fill the spotter's noise window: on them it never
+    sees its steady state, so thresholds fitted there say nothing about a live graph. Checked on the frame
+    counts the files declare, before any frame is decoded."""
+    short = []
+    for v in videos:
+        needed = math.ceil(params.noise_window_s * v.fps) + lag  # the first flow needs `lag` frames behind it
+        if 0 < v.n_frames < needed:
+            short.append((v, needed))
+    if short:
+        v, needed = short[0]
+        more = f" (and {len(short) - 1} more clip(s))" if len(short) > 1 else ""
+        raise UserError(f"{v.path}: {v.n_frames} frames ({v.n_frames / v.fps:.1f} s at {v.fps:g} fps) is too short "
+                        f"for the spotter's {params.noise_window_s:g} s noise window: it needs at least {needed} "
+                        f"frames (window + {lag}-frame flow lag){more}; give longer clips")
 
 
 def _init(clips: list) -> None:
@@ -152,9 +170,12 @@ def parse_grid(items: list[str]) -> dict[str, tuple]:
 def main(args: argparse.Namespace) -> int:
     from edge.bench.clips import extract
 
+    if args.lag < 1:
+        raise UserError(f"--lag: must be >= 1 (frames), got {args.lag}")
     grid = parse_grid(args.grid)
     paths = find_clips(args.clips)
     videos = [video_clip(p) for p in paths]
+    check_long_enough(videos, SpotParams(), args.lag)
     with Progress(sum(v.n_frames for v in videos), "calib spot: face+flow") as prog:
         clips = [extract(v, args.lag, args.backend, baseline=False, progress=prog) for v in videos]
     n_micro = sum(1 for c in clips for t in c.truth if t.get("kind") == "micro")

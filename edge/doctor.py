@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import logging
 import platform
 import sys
 from pathlib import Path
 from typing import Any
+
+from edge.jsonout import JsonOut, add_json_argument
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,13 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_argument(parser, "the report as one JSON document")
 
 
 def main(args: argparse.Namespace) -> int:
+    out = JsonOut(args.json)
     report = collect()
-    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    if out.text:
+        print(format_report(report))
+    out.document(report)
     return 0

@@ -85,38 +85,42 @@ def run_protocol(data: SampleSet, x: np.ndarray, folds: list[Any], archs: list[s
     """Train and test every (architecture, seed, fold); pooled scores per (architecture, seed)."""
     from edge.data.metrics import scores
     from edge.data.protocols import validation_split
+    from edge.progress import Progress
 
     k = len(data.classes)
     runs, rows, histories = [], [], {}
-    for arch in archs:
-        for seed in seeds:
-            y_true, y_pred = [], []
-            for fold in folds:
-                if val_frac > 0:
-                    fit_idx, val_idx = validation_split(fold.train, data.subjects, val_frac, seed=seed)
-                else:
-                    fit_idx, val_idx = fold.train, fold.train[:0]
-                cfg = TrainConfig(**{**base.__dict__, "arch": arch, "seed": seed})
-                log.info("%s seed %d fold %s: %d train (%d val) / %d test", arch, seed, fold.name,
-                         len(fit_idx), len(val_idx), len(fold.test))
-                res = fit(x[fit_idx], data.labels[fit_idx], data.classes, cfg,
-                          x_val=x[val_idx] if len(val_idx) else None,
-                          y_val=data.labels[val_idx] if len(val_idx) else None, progress=progress)
-                pred = predict(res.model, x[fold.test]).argmax(1)
-                s = scores(data.labels[fold.test], pred, k)
-                rows.append({"arch": arch, "seed": seed, "fold": fold.name, "n_train": int(len(fit_idx)),
-                             "n_val": int(len(val_idx)), "n_test": int(len(fold.test)),
-                             "train_subjects": len({data.subjects[i] for i in fit_idx}),
-                             "test_subjects": sorted({data.subjects[i] for i in fold.test}),
-                             "uf1": s["uf1"], "uar": s["uar"], "accuracy": s["accuracy"],
-                             "epoch": res.best_epoch, "angles": res.model.angles()})
-                histories[f"{arch} s{seed} {fold.name}"] = res.history
-                y_true.append(data.labels[fold.test])
-                y_pred.append(pred)
-            pooled = scores(np.concatenate(y_true), np.concatenate(y_pred), k)
-            runs.append({"arch": arch, "seed": seed, **pooled})
-            log.info("%s seed %d: pooled UF1 %.3f UAR %.3f acc %.3f", arch, seed, pooled["uf1"], pooled["uar"],
-                     pooled["accuracy"])
+    # The outer bar: fold k/N over every (architecture, seed, fold); fit() nests its epochs and batches in it.
+    with Progress(len(archs) * len(seeds) * len(folds), "eval: folds", enabled=progress) as folds_bar:
+        for arch in archs:
+            for seed in seeds:
+                y_true, y_pred = [], []
+                for fold in folds:
+                    if val_frac > 0:
+                        fit_idx, val_idx = validation_split(fold.train, data.subjects, val_frac, seed=seed)
+                    else:
+                        fit_idx, val_idx = fold.train, fold.train[:0]
+                    cfg = TrainConfig(**{**base.__dict__, "arch": arch, "seed": seed})
+                    log.info("%s seed %d fold %s: %d train (%d val) / %d test", arch, seed, fold.name,
+                             len(fit_idx), len(val_idx), len(fold.test))
+                    res = fit(x[fit_idx], data.labels[fit_idx], data.classes, cfg,
+                              x_val=x[val_idx] if len(val_idx) else None,
+                              y_val=data.labels[val_idx] if len(val_idx) else None, progress=progress)
+                    pred = predict(res.model, x[fold.test]).argmax(1)
+                    s = scores(data.labels[fold.test], pred, k)
+                    rows.append({"arch": arch, "seed": seed, "fold": fold.name, "n_train": int(len(fit_idx)),
+                                 "n_val": int(len(val_idx)), "n_test": int(len(fold.test)),
+                                 "train_subjects": len({data.subjects[i] for i in fit_idx}),
+                                 "test_subjects": sorted({data.subjects[i] for i in fold.test}),
+                                 "uf1": s["uf1"], "uar": s["uar"], "accuracy": s["accuracy"],
+                                 "epoch": res.best_epoch, "angles": res.model.angles()})
+                    histories[f"{arch} s{seed} {fold.name}"] = res.history
+                    folds_bar.update(1, fold=f"{arch} s{seed} {fold.name}", uf1=s["uf1"])
+                    y_true.append(data.labels[fold.test])
+                    y_pred.append(pred)
+                pooled = scores(np.concatenate(y_true), np.concatenate(y_pred), k)
+                runs.append({"arch": arch, "seed": seed, **pooled})
+                log.info("%s seed %d: pooled UF1 %.3f UAR %.3f acc %.3f", arch, seed, pooled["uf1"], pooled["uar"],
+                         pooled["accuracy"])
     summary = []
     for arch in archs:
         rs = [r for r in runs if r["arch"] == arch]

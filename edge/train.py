@@ -337,66 +337,71 @@ def fit(x: np.ndarray, y: np.ndarray, classes: Sequence[str], cfg: TrainConfig, 
 
     best_epoch, best_uf1 = (state or {}).get("best_epoch", -1), (state or {}).get("best_uf1", -1.0)
     best_state = (state or {}).get("best_model")
-    for epoch in range(start, cfg.epochs):
-        t0 = time.monotonic()
-        # Everything random in this epoch comes from (seed, epoch): a resumed run repeats it exactly.
-        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        flips = (torch.rand(n, generator=g) < 0.5) if cfg.flip else torch.zeros(n, dtype=torch.bool)
-        torch.manual_seed(cfg.seed * 7919 + epoch + 1)  # dropout
-        net.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        per_rank = batch // world
-        with Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress and rank == 0) as bar:
-            for b in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + b
-                for grp, base in zip(opt.param_groups, base_lrs, strict=True):
-                    grp["lr"] = base * _lr_factor(step, steps_per_epoch, cfg)
-                idx = perm[b * batch:(b + 1) * batch][rank * per_rank:(rank + 1) * per_rank]
-                xb = _flip(xt[idx], flips[idx], channels).to(device, non_blocking=True)
-                yb = yt[idx].to(device, non_blocking=True)
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    out = net(xb)
-                    per = F.cross_entropy(out.float(), yb, reduction="none") * weights[yb]
-                    # Normalised by the GLOBAL batch and scaled by world size: DDP's gradient mean over
-                    # ranks then equals the gradient of the global-batch mean loss.
-                    loss = per.sum() * world / batch
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                loss_sum += float(per.sum().detach())
-                correct += int((out.argmax(1) == yb).sum())
-                seen += len(yb)
-                bar.update(1, loss=loss_sum / seen)
-        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], device)
-        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": correct / seen,
-                               "angles": [round(a, 3) for a in model.angles()],
-                               "lr": opt.param_groups[0]["lr"]}
-        if x_val is not None and y_val is not None and len(y_val):
-            pv = predict(model, x_val, device=device).argmax(1)
-            s = scores(y_val, pv, k)
-            rec["val"] = {"uf1": s["uf1"], "uar": s["uar"], "accuracy": s["accuracy"]}
-            if cfg.select == "val" and s["uf1"] > best_uf1:
-                best_uf1, best_epoch = s["uf1"], epoch + 1
-                best_state = {kk: v.detach().cpu().clone() for kk, v in model.state_dict().items()}
-        rec["time_s"] = round(time.monotonic() - t0, 2)
-        history.append(rec)
-        if rank == 0:
-            val = f" val_uf1 {rec['val']['uf1']:.3f} val_uar {rec['val']['uar']:.3f}" if "val" in rec else ""
-            ang = " angles " + " ".join(f"{a:.1f}" for a in rec["angles"]) if rec["angles"] else ""
-            log.info("epoch %d/%d loss %.4f acc %.3f%s%s (%.1f s)", epoch + 1, cfg.epochs, rec["loss"], rec["acc"],
-                     val, ang, rec["time_s"])
-        if ckpt is not None:
+    # Nested bars: the epochs, and inside each the batches (inside `eval`'s bar over the folds).
+    with Progress(cfg.epochs, "train: epochs", enabled=progress and rank == 0, initial=start) as epochs_bar:
+        for epoch in range(start, cfg.epochs):
+            t0 = time.monotonic()
+            # Everything random in this epoch comes from (seed, epoch): a resumed run repeats it exactly.
+            g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+            perm = torch.randperm(n, generator=g)
+            flips = (torch.rand(n, generator=g) < 0.5) if cfg.flip else torch.zeros(n, dtype=torch.bool)
+            torch.manual_seed(cfg.seed * 7919 + epoch + 1)  # dropout
+            net.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            per_rank = batch // world
+            with Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}: batches",
+                          enabled=progress and rank == 0) as bar:
+                for b in range(steps_per_epoch):
+                    step = epoch * steps_per_epoch + b
+                    for grp, base in zip(opt.param_groups, base_lrs, strict=True):
+                        grp["lr"] = base * _lr_factor(step, steps_per_epoch, cfg)
+                    idx = perm[b * batch:(b + 1) * batch][rank * per_rank:(rank + 1) * per_rank]
+                    xb = _flip(xt[idx], flips[idx], channels).to(device, non_blocking=True)
+                    yb = yt[idx].to(device, non_blocking=True)
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                        out = net(xb)
+                        per = F.cross_entropy(out.float(), yb, reduction="none") * weights[yb]
+                        # Normalised by the GLOBAL batch and scaled by world size: DDP's gradient mean over
+                        # ranks then equals the gradient of the global-batch mean loss.
+                        loss = per.sum() * world / batch
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    loss_sum += float(per.sum().detach())
+                    correct += int((out.argmax(1) == yb).sum())
+                    seen += len(yb)
+                    bar.update(1, loss=loss_sum / seen)
+            loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], device)
+            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": correct / seen,
+                                   "angles": [round(a, 3) for a in model.angles()],
+                                   "lr": opt.param_groups[0]["lr"]}
+            if x_val is not None and y_val is not None and len(y_val):
+                pv = predict(model, x_val, device=device).argmax(1)
+                s = scores(y_val, pv, k)
+                rec["val"] = {"uf1": s["uf1"], "uar": s["uar"], "accuracy": s["accuracy"]}
+                if cfg.select == "val" and s["uf1"] > best_uf1:
+                    best_uf1, best_epoch = s["uf1"], epoch + 1
+                    best_state = {kk: v.detach().cpu().clone() for kk, v in model.state_dict().items()}
+            rec["time_s"] = round(time.monotonic() - t0, 2)
+            history.append(rec)
             if rank == 0:
-                _save_checkpoint(ckpt, {
-                    "config": _cfg_key(cfg, n, x.shape), "epoch": epoch, "history": history,
-                    "model": {kk: v.detach().cpu() for kk, v in model.state_dict().items()},
-                    "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                    "best_epoch": best_epoch, "best_uf1": best_uf1, "best_model": best_state})
-            _barrier()
-        if on_epoch is not None:
-            on_epoch(rec)
+                val = f" val_uf1 {rec['val']['uf1']:.3f} val_uar {rec['val']['uar']:.3f}" if "val" in rec else ""
+                ang = " angles " + " ".join(f"{a:.1f}" for a in rec["angles"]) if rec["angles"] else ""
+                log.info("epoch %d/%d loss %.4f acc %.3f%s%s (%.1f s)", epoch + 1, cfg.epochs, rec["loss"], rec["acc"],
+                         val, ang, rec["time_s"])
+            if ckpt is not None:
+                if rank == 0:
+                    _save_checkpoint(ckpt, {
+                        "config": _cfg_key(cfg, n, x.shape), "epoch": epoch, "history": history,
+                        "model": {kk: v.detach().cpu() for kk, v in model.state_dict().items()},
+                        "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                        "best_epoch": best_epoch, "best_uf1": best_uf1, "best_model": best_state})
+                _barrier()
+            if on_epoch is not None:
+                on_epoch(rec)
+            epochs_bar.update(1, loss=rec["loss"], acc=rec["acc"],
+                              **({"val_uf1": rec["val"]["uf1"]} if "val" in rec else {}))
 
     if cfg.select == "val":
         if best_state is None:

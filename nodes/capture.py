@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge.errors import UserError
-from edge.perception.capture import KINDS, open_source
+from edge.errors import Unavailable, UserError
+from edge.perception.capture import KINDS, LiveSource, list_cameras, open_source
 from edge.runtime.messages import Message
 from edge.runtime.node import Node, Param, Port, register_node
 
@@ -27,7 +27,8 @@ class CaptureNode(Node):
         "pace": Param(bool, True, "play stored sources in real time (false: as fast as possible)"),
         "loop": Param(bool, False, "restart a stored source at its end"),
         "count": Param(int, 0, "end after this many frames (0: at the source's end)", min=0),
-        "max_reopen": Param(int, 0, "failed camera (re)open attempts before giving up (0: keep trying)", min=0),
+        "max_reopen": Param(int, 0, "failed reopen attempts of a camera lost mid-run before giving up (0: keep "
+                                    "trying); one absent at start fails the run at once", min=0),
         "mjpg": Param(bool, True, "ask a V4L2 camera for MJPG (full frame rate at high resolutions)"),
         "synthetic": Param(dict, {}, "SyntheticVideo options: preset, seed, duration_s, faces, script"),
         "stream": Param(str, "cam0", "stream id carried by every message"),
@@ -40,6 +41,15 @@ class CaptureNode(Node):
         self.src = open_source(p.kind, source, width=p.width, height=p.height, fps=p.fps, pace=p.pace,
                                loop=p.loop, max_reopen=p.max_reopen, mjpg=p.mjpg, synth=p.synthetic,
                                should_stop=lambda: self.stopping)
+        if isinstance(self.src, LiveSource):
+            try:
+                self.src.open_first()
+            except Unavailable as e:  # setup's Unavailable is not retried: the run ends with this line, exit 1
+                if self.src.name.startswith("camera"):
+                    present = ", ".join(list_cameras()) or "none"
+                    raise Unavailable(f"{e}: connect one, or choose another with --set {self.name}.path=DEVICE "
+                                      f"(video devices present: {present})") from None
+                raise
         self.log.info("source %s (%s, %.3g fps nominal)", self.src.name, self.src.kind, self.src.fps)
         if p.truth:
             if not hasattr(self.src, "truth"):

@@ -57,6 +57,10 @@ class EventsSink(Node):
                 raise UserError(f"param {key!r}: {params[key]} is not loopback: set the `keys` param "
                                 "(facesleuth keys generate DIR)")
 
+    @classmethod
+    def bound_endpoints(cls, params: dict[str, Any]) -> dict[str, str]:
+        return {"pub": params["pub"], "replay": params["replay"]}
+
     def setup(self) -> None:
         self.check_params(vars(self.p))
         curve, allowed = None, None

@@ -50,6 +50,11 @@ class ViewNode(Node):
     }
 
     @classmethod
+    def bound_endpoints(cls, params: dict[str, Any]) -> dict[str, str]:
+        host = params["bind"]
+        return {"port": f"tcp://{f'[{host}]' if ':' in host else host}:{params['port']}"} if params["port"] else {}
+
+    @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         if not bind_is_loopback(params["bind"]):
             missing = [k for k in ("tls_cert", "tls_key", "token_file") if not params[k]]

@@ -258,8 +258,9 @@ def test_a_killed_runner_leaves_a_run_that_stats_and_subscribe_refuse_and_the_ne
 
 
 def test_bad_input_is_exit_2_in_one_line_and_not_retried(run_graph, tmp_path):
-    """A log that is not SQLite, and a pinned endpoint that another program holds: setup refuses, the
-    node is not restarted (the same input fails the same way), the run exits 2, no traceback."""
+    """A log that is not SQLite: setup refuses, the node is not restarted (the same input fails the same
+    way), the run exits 2, no traceback. A pinned endpoint that another program holds is refused before any
+    node starts (edge.runtime.preflight; its --set advice: tests/test_run_failfast.py)."""
     (tmp_path / "junk.db").write_bytes(b"this is no database\n" * 20)
     retry = "restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.1}"
     bad_log = run_graph(f"""
@@ -280,8 +281,11 @@ def test_bad_input_is_exit_2_in_one_line_and_not_retried(run_graph, tmp_path):
         connections: [src.frames -> rec.messages]
         """)
         codes = (bad_log.wait(30), pinned.wait(30))
-    for g, code, node, reason in ((bad_log, codes[0], "ev", "not an SQLite database"),
-                                  (pinned, codes[1], "src", f"cannot bind tcp://127.0.0.1:{port}")):
+    assert codes[1] == 2 and "started src" not in pinned.stderr() and pinned.stdout() == "", pinned.describe()
+    assert pinned.stderr().splitlines() == [
+        f"facesleuth run: error: tcp://127.0.0.1:{port} (src.endpoints.frames) is in use (another graph running? "
+        f"`facesleuth stats` shows it): edit nodes.src.endpoints.frames in {pinned.proc.args[-1]}"]
+    for g, code, node, reason in ((bad_log, codes[0], "ev", "not an SQLite database"),):
         assert code == 2, g.describe()
         err = g.stderr()
         assert err.count(f"started {node} (pid") == 1 and "restart 1/" not in err, g.describe()

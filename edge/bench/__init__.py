@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from edge.jsonout import JsonOut, add_json_argument, text_to_stderr
 
 TARGETS: dict[str, str] = {
     "transport": "transport throughput and latency vs multiprocessing.Queue and memcpy",
@@ -34,8 +40,23 @@ def main(args: argparse.Namespace) -> int:
     from edge.cli import Parser  # the CLI's dialect: one-line errors, defaults in --help
 
     p = Parser(prog=f"facesleuth bench {args.target}", description=TARGETS[args.target])
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    add_json_argument(p, "the results as one JSON document")
     module.add_arguments(p)
     sub = p.parse_args(args.rest)
     sub.verbose = getattr(args, "verbose", False)
-    return int(module.main(sub) or 0)
+    out = JsonOut(sub.json)
+    if not out.to_stdout:
+        return int(module.main(sub) or 0)
+    # Every target writes its JSON to the file named by `json`: here a temporary one, copied to stdout
+    # once the target is done, while its table (and what the processes it starts print) goes to stderr.
+    fd, tmp = tempfile.mkstemp(prefix="facesleuth-bench-", suffix=".json")
+    os.close(fd)
+    sub.json = tmp
+    try:
+        with text_to_stderr():
+            rc = int(module.main(sub) or 0)
+        sys.stdout.write(Path(tmp).read_text())
+        sys.stdout.flush()
+    finally:
+        os.unlink(tmp)
+    return rc

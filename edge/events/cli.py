@@ -4,12 +4,12 @@ or export it as CSV / JSON lines."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from edge.errors import UserError
 from edge.events.log import EventLog
+from edge.jsonout import JsonOut, add_json_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--since", type=int, help="first replay every event after this sequence number")
     t.add_argument("--count", type=int, help="exit after this many events")
     t.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
-    t.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    add_json_argument(t, "one JSON object per event")
     t.add_argument("--keys", help="CURVE key dir: the events node's server.key and a client pair it allows "
                                   "(facesleuth keys allow)")
     q = sub.add_parser("query", help="query the SQLite event log")
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--label", help="only this label")
     q.add_argument("--stream", help="only this stream id")
     q.add_argument("--limit", type=int, help="at most this many events")
-    q.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    add_json_argument(q, "one JSON object per event")
     x = sub.add_parser("export", help="the whole log as CSV or JSON lines (times in seconds and frames, every field)")
     x.add_argument("db", help="event log file (read-only is fine; old logs too)")
     fmt = x.add_mutually_exclusive_group(required=True)
@@ -39,10 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     x.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
 
 
-def _show(ev: dict, as_json: bool) -> None:
+def _show(ev: dict, out: JsonOut) -> None:
     from edge.events.format import format_event
 
-    print(json.dumps(ev, default=str) if as_json else format_event(ev), flush=True)
+    out.line(ev)
+    if out.text:
+        print(format_event(ev), flush=True)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -68,13 +70,14 @@ def _export(args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     if args.action == "export":
         return _export(args)
+    out = JsonOut(args.json)
     if args.action == "query":
-        with EventLog(args.db, readonly=True) as log:
+        with EventLog(args.db, readonly=True) as log, out:
             n = 0
             for ev in log.query(args.since, args.track, args.label, args.stream, args.limit):
-                _show(ev, args.json)
+                _show(ev, out)
                 n += 1
-        if not args.json:
+        if out.text:
             print(f"{n} event(s)")
         return 0
 
@@ -90,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
     n = 0
     try:
         for ev in client.events(timeout_s=args.timeout):
-            _show(ev, args.json)
+            _show(ev, out)
             n += 1
             if args.count and n >= args.count:
                 break
@@ -99,4 +102,5 @@ def main(args: argparse.Namespace) -> int:
     finally:
         client.close()
         ctx.term()
+        out.close()
     return 0

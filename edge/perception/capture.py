@@ -233,6 +233,16 @@ class LiveSource(Source):
                 delay = min(delay * 2, self.backoff_s[1])
         return False
 
+    def open_first(self) -> None:
+        """Open once, now, without retrying: a source that is not there at start (no camera plugged in, a
+        wrong device path) is an error to report, not a loss to wait out. Raises Unavailable. Only what is
+        lost later is reopened with backoff (`frames`)."""
+        if self.cap is None:
+            try:
+                self.cap = self.opener()
+            except cv2.error as e:
+                raise Unavailable(f"{self.name}: {e}") from None
+
     def frames(self) -> Iterator[np.ndarray]:
         first = True
         while not self.should_stop():
@@ -264,6 +274,9 @@ def camera_opener(device: str | int, width: int = 0, height: int = 0, fps: float
     def open_() -> cv2.VideoCapture:
         if isinstance(dev, str) and not Path(dev).exists():
             raise Unavailable(f"camera {dev} not found (no such device)")
+        if isinstance(dev, int) and Path("/dev").is_dir() and not Path(f"/dev/video{dev}").exists():
+            # Said here, before OpenCV prints its own warnings about an index it cannot open.
+            raise Unavailable(f"camera {dev} (/dev/video{dev}) not found (no such device)")
         cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()

@@ -36,6 +36,10 @@ STATS_TOPIC = b"stats"
 MAX_CONTROL_BYTES = 64 * 1024  # a stats report is ~300 bytes; larger messages are refused by libzmq
 CONTROL_ID_ENV = "FACESLEUTH_CONTROL_ID"
 RESTARTS_ENV = "FACESLEUTH_RESTARTS"  # how often the supervisor has restarted this node (Node.run_info["restarts"])
+# A node process's exit code when its setup found a device or capability missing (Unavailable: no camera,
+# no GStreamer): restarting would fail the same way, so the supervisor does not retry it and the run
+# exits 1 (failed), where a setup refusing its input exits 2 (bad input: edge.errors.EXIT_BAD_INPUT).
+NODE_EXIT_UNAVAILABLE = 4
 
 
 class Op(str, Enum):  # not StrEnum: Python 3.10 (JetPack 6) has none

@@ -221,6 +221,13 @@ class Node:
         endpoint without keys, so that `graph validate` refuses it too. setup() calls it as well."""
 
     @classmethod
+    def bound_endpoints(cls, params: dict[str, Any]) -> dict[str, str]:
+        """The fixed endpoints this node binds itself (beyond its output ports), by the param that sets
+        each, e.g. {"pub": "tcp://127.0.0.1:5571"}: `facesleuth run` checks they are free before it starts
+        any node (edge.runtime.preflight). An HTTP port is given as tcp://HOST:PORT."""
+        return {}
+
+    @classmethod
     def for_test(cls, name: str = "test", params: dict[str, Any] | None = None) -> Node:
         """An in-process instance with no sockets: emitted messages collect in `.emitted`."""
         emitted: list[tuple[str, Message]] = []

@@ -36,9 +36,10 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from edge.errors import FacesleuthError, NodeFailed  # noqa: E402
+from edge.errors import EXIT_BAD_INPUT, FacesleuthError, NodeFailed, Unavailable  # noqa: E402
 from edge.runtime.control import (  # noqa: E402
     CONTROL_ID_ENV,
+    NODE_EXIT_UNAVAILABLE,
     RESTARTS_ENV,
     ControlError,
     NodeStats,
@@ -314,9 +315,11 @@ class NodeProcess:
         except FacesleuthError as e:
             self.log.error("setup failed: %s", e)
             self._send_control(Op.FAILED, reason=str(e))
-            # Setup refused its input (exit 2: not retried), unless the node gave up on a failing resource
-            # (NodeFailed: exit 1, the restart policy applies).
-            return 1 if isinstance(e, NodeFailed) else 2
+            # Setup refused its input (exit 2: not retried), found a capability missing (not retried either),
+            # or gave up on a failing resource (NodeFailed: exit 1, the restart policy applies).
+            if isinstance(e, NodeFailed):
+                return 1
+            return NODE_EXIT_UNAVAILABLE if isinstance(e, Unavailable) else EXIT_BAD_INPUT
         except Exception as e:  # a bug or an unexpected OS error: one line (the traceback with -v)
             self.log.error("setup failed: %s: %s", type(e).__name__, e, exc_info=self.log.isEnabledFor(logging.DEBUG))
             self._send_control(Op.FAILED, reason=f"{type(e).__name__}: {e}")

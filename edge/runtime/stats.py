@@ -22,6 +22,7 @@ import msgpack
 import zmq
 
 from edge.errors import FacesleuthError, UserError
+from edge.jsonout import JsonOut, add_json_argument
 from edge.runtime.control import STATS_TOPIC, NodeRecord
 from edge.table import format_table
 
@@ -138,15 +139,15 @@ def rows(snap: dict[str, Any], prev: dict[str, Any] | None = None) -> list[dict[
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", metavar="DIR", help="run directory (default: the newest running graph)")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    parser.add_argument("--json", action="store_true", help="one JSON line per snapshot instead of a table")
+    add_json_argument(parser, "one JSON line per snapshot")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
                         help="give up when no stats arrive for S seconds (default 5)")
 
 
-def _show(snap: dict[str, Any], table: list[dict[str, Any]], as_json: bool, redraw: bool) -> None:
-    if as_json:
-        print(json.dumps({"graph": snap.get("graph"), "t_wall_ns": snap["t_wall_ns"], "nodes": table,
-                          "control_dropped": snap.get("control_dropped", 0)}), flush=True)
+def _show(snap: dict[str, Any], table: list[dict[str, Any]], out: JsonOut, redraw: bool) -> None:
+    out.line({"graph": snap.get("graph"), "t_wall_ns": snap["t_wall_ns"], "nodes": table,
+              "control_dropped": snap.get("control_dropped", 0)})
+    if not out.text:
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(snap["t_wall_ns"] / 1e9))
     text = f"graph {snap.get('graph')}  {stamp}\n{format_table(table, COLUMNS)}\n"
@@ -155,9 +156,10 @@ def _show(snap: dict[str, Any], table: list[dict[str, Any]], as_json: bool, redr
 
 
 def main(args: argparse.Namespace) -> int:
+    out = JsonOut(args.json)
     run_dir = find_run_dir(args.run_dir)
     sub = StatsSubscriber(read_endpoints(run_dir)["stats"])
-    redraw = sys.stdout.isatty() and not args.json and not args.once
+    redraw = sys.stdout.isatty() and out.text and not args.once
     prev = None
     try:
         while True:
@@ -173,9 +175,10 @@ def main(args: argparse.Namespace) -> int:
                     return 0
                 raise FacesleuthError(f"no stats from {run_dir} for {args.timeout:g} s: "
                                       "is the graph still running?")
-            _show(snap, rows(snap, prev), args.json, redraw)
+            _show(snap, rows(snap, prev), out, redraw)
             if args.once:
                 return 0
             prev = snap
     finally:
         sub.close()
+        out.close()

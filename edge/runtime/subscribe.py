@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import FacesleuthError, UserError
+from edge.jsonout import JsonOut, add_json_argument
 from edge.runtime.messages import Message
 from edge.runtime.transport import Curve, Input, context, is_loopback, new_poller, poll_inputs
 
@@ -112,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", metavar="DIR", help="run directory for NODE.PORT (default: newest run)")
     parser.add_argument("--topic", help="topic prefix (default: the port's topic; all for a raw endpoint)")
     parser.add_argument("--count", type=int, metavar="N", help="exit after N messages")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_json_argument(parser, "one JSON object per message")
     parser.add_argument("--keys", metavar="DIR", help="CURVE keys (server.key + client pair) for a secured endpoint")
     parser.add_argument("--timeout", type=float, metavar="S", help="fail if no message arrives for S seconds")
 
@@ -120,6 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise UserError(f"--count must be at least 1, got {args.count}")
+    out = JsonOut(args.json)
     endpoint, topic, graph_keys, run = resolve(args.target, args.run_dir)
     topic = topic if args.topic is None else args.topic
     curve = None
@@ -159,7 +161,9 @@ def main(args: argparse.Namespace) -> int:
                 last = time.monotonic()
             for msg in msgs[:None if args.count is None else args.count - shown]:
                 rec = record(inp.last_topic, msg)
-                print(json.dumps(rec) if args.json else text_line(rec), flush=True)
+                out.line(rec)
+                if out.text:
+                    print(text_line(rec), flush=True)
                 shown += 1
             if msgs and msgs[-1].type == "eos":
                 break
@@ -168,4 +172,5 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         inp.close()
         ctx.term()
+        out.close()
     return 0

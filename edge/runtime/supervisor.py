@@ -21,7 +21,8 @@
   (endpoints.json), and the next run removes the directories of runners that are gone (and `latest`
   if it points at one); `stats` and `subscribe` refuse them with one line.
 - Bad input: a node whose setup failed with a UserError (missing or corrupt video, model or event log;
-  a pinned endpoint in use) exits 2. It is not restarted: the same input would fail the same way.
+  a pinned endpoint in use) exits 2, one whose setup found a device missing (no camera) exits 4
+  (NODE_EXIT_UNAVAILABLE). Neither is restarted: the same setup would fail the same way.
 - Exit code: 0 when every node ended cleanly, 2 when a node failed on bad input, 1 when a node failed
   for good otherwise, 130 on Ctrl-C.
 """
@@ -52,6 +53,7 @@ from edge.live import DEFAULT_PORT
 from edge.runtime.control import (
     CONTROL_ID_ENV,
     MAX_CONTROL_BYTES,
+    NODE_EXIT_UNAVAILABLE,
     RESTARTS_ENV,
     STATS_TOPIC,
     ControlError,
@@ -63,6 +65,7 @@ from edge.runtime.control import (
 )
 from edge.runtime.graph import Graph, load_graph
 from edge.runtime.keys import node_curve, run_keys
+from edge.runtime.preflight import check_endpoints_free
 from edge.runtime.transport import ipc_endpoint
 from edge.table import format_table
 
@@ -351,9 +354,9 @@ class Supervisor:
                     self._relay_eos(c.name)
             elif self.stop_reason:
                 pass  # stopping: an exit forced by the shutdown is no failure
-            elif code == EXIT_BAD_INPUT:
-                c.failed = c.bad_input = True
-                self.stop_reason = f"{c.name}: {c.reason or 'bad input'} (exit code 2, not retried)"
+            elif code in (EXIT_BAD_INPUT, NODE_EXIT_UNAVAILABLE):  # setup refused: a restart fails the same way
+                c.failed, c.bad_input = True, code == EXIT_BAD_INPUT
+                self.stop_reason = f"{c.name}: {c.reason or 'setup failed'} (exit code {code}, not retried)"
             elif c.restart_policy == "on-failure" and c.restarts < c.max_restarts:
                 c.restarts += 1
                 delay = c.backoff_s * (2 ** (c.restarts - 1))
@@ -495,5 +498,6 @@ def main(args: argparse.Namespace) -> int:
         from edge.live.wiring import add_view
 
         add_view(graph, args.view)
+    check_endpoints_free(graph)  # a second graph on the same ports: one line now, not after every node started
     sup = Supervisor(graph, log_level="DEBUG" if args.verbose else "INFO")
     return sup.run(args.duration)
