@@ -5,7 +5,6 @@ resends from the last acknowledged event, wrong credentials are one clear line a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -233,7 +232,7 @@ def test_bridge_restart_resends_from_the_last_acknowledged_event(tmp_path, run_g
         broker.stop()
 
 
-def test_wrong_credentials_are_one_clear_line_not_a_crash(tmp_path, run_graph):
+def test_wrong_credentials_are_one_clear_line_not_a_crash(tmp_path, run_graph, plugin_env):
     d = tmp_path / "broker"
     d.mkdir()
     broker = Broker(d, users={"jetson": "right"})
@@ -241,7 +240,7 @@ def test_wrong_credentials_are_one_clear_line_not_a_crash(tmp_path, run_graph):
     try:
         db = tmp_path / "ev.db"
         g = run_graph(graph_text(db, broker.url, count=60, rate=20.0, flush=0, extra=", username: jetson"),
-                      env={**os.environ, "FACESLEUTH_MQTT_PASSWORD": "wrong"})
+                      env={**plugin_env, "FACESLEUTH_MQTT_PASSWORD": "wrong"})
         assert g.wait(60) == 0, g.describe()  # ~3 s of retries, then the graph ends normally
         out = g.stdout() + g.stderr()
         lines = [ln for ln in out.splitlines() if "refused the connection" in ln]

@@ -330,6 +330,31 @@ def test_a_consumer_restarted_after_its_producer_ended_is_told_and_the_batch_job
     assert len({r["pid"] for r in _records(out)}) == 1  # nothing reached the new process: src was gone
 
 
+def test_a_producer_restarted_after_its_consumers_ended_is_stopped_and_the_batch_job_ends(run_graph, tmp_path):
+    """Regression (bench faults seed 6): a node killed after its end of stream, restarted once its consumer
+    had ended, waited forever in its end-of-stream drain for an acknowledgement nobody was left to send."""
+    out = tmp_path / "rec.jsonl"
+    g = run_graph(f"""
+    nodes:
+      - {{name: src, type: test_arrays, params: {{count: 10, height: 8, width: 8}}}}
+      - name: mid
+        type: test_relay
+        params: {{teardown_s: 30}}
+        restart: {{policy: on-failure, max_restarts: 1, backoff_s: 0.5}}
+      - {{name: rec, type: test_record, params: {{path: {out}}}}}
+      - {{name: slow, type: test_record, params: {{path: {tmp_path / "slow.jsonl"}, delay_s: 0.3}}}}
+    connections:  # slow keeps the run (and src) going past mid's restart
+      - {{from: src.frames, to: mid.frames, delivery: lossless, queue: 20}}
+      - {{from: mid.frames, to: rec.messages, delivery: lossless, queue: 20}}
+      - {{from: src.frames, to: slow.messages, delivery: lossless, queue: 20}}
+    """)
+    g.wait_for(lambda: "mid: end of stream" in g.stderr(), what="mid's end of stream")
+    os.kill(g.node_pids()["mid"], signal.SIGKILL)  # in its teardown, after its end
+    assert g.wait(20) == 0, g.describe()
+    assert "restart 1/1" in g.stderr() and "mid: every consumer has ended; stopping it" in g.stderr(), g.describe()
+    assert len(_records(out)) == 10 and len(_records(tmp_path / "slow.jsonl")) == 10
+
+
 def test_a_node_failing_the_same_way_on_every_message_fails_instead_of_spinning(run_graph):
     g = run_graph("""
     nodes:

@@ -12,7 +12,8 @@
   only when every node is ready, so nothing is lost to slow joiners.
 - Restart: per node, `never` or `on-failure` (max_restarts, backoff_s). Waiting for a restart never blocks
   shutdown: it is a deadline checked by the main loop. A node restarted after a producer of its has
-  ended is told so when it is ready (upstream_eos), so it drains and ends instead of waiting forever.
+  ended is told so when it is ready (upstream_eos), so it drains and ends instead of waiting forever; one
+  restarted after its consumers ended is told to stop (nobody is left to acknowledge its drain).
 - Stop (SIGINT/SIGTERM, --duration, or every stream ended): `stop` on the control channel and SIGINT,
   then SIGTERM after 2 s, SIGKILL after 3.5 s: done within 5 s. Each exit is logged with node, pid, code.
   The run directory (ipc files) is removed. Nodes also die with the runner (PR_SET_PDEATHSIG).
@@ -158,6 +159,7 @@ class Child:
     ended: bool = False  # reported end of stream
     failed: bool = False  # failed for good
     bad_input: bool = False  # its setup refused its input (exit 2): never restarted
+    released: bool = False  # told to stop because nobody is left to consume what it drains
     reason: str = ""  # its last `failed` report
     exit_codes: list[int] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # its last report (a NodeStats wire map)
@@ -269,7 +271,7 @@ class Supervisor:
         env = {**os.environ, CONTROL_ID_ENV: c.ident.decode(), RESTARTS_ENV: str(c.restarts)}
         c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)],
                                   start_new_session=True, env=env)
-        c.ready = c.heard = False
+        c.ready = c.heard = c.released = False
         c.reason = ""
         c.restart_at = None
         log.info("started %s (pid %d)", c.name, c.proc.pid)
@@ -367,6 +369,20 @@ class Supervisor:
                 self.stop_reason = self.stop_reason or f"{c.name} failed for good (exit code {code})" + (
                     f": {c.reason}" if c.reason else "")
 
+    def _release_orphans(self) -> None:
+        """Stop a node that has ended while every consumer of its has ended and exited for good: its
+        end-of-stream drain would wait forever for acknowledgements nobody is left to send. That happens to
+        a node killed after its end of stream and restarted after its consumers finished (they had already
+        handled everything it sent before its end)."""
+        for c in self.children.values():
+            if c.proc is None or not c.ready or not c.ended or c.released:
+                continue
+            consumers = [self.children[d] for d in sorted({lk.dst for lk in self.graph.links if lk.src == c.name})]
+            if consumers and all(d.ended and d.proc is None and d.restart_at is None for d in consumers):
+                c.released = True
+                log.info("%s: every consumer has ended; stopping it", c.name)
+                self._send(c.name, Op.STOP)
+
     def _publish_stats(self) -> None:
         nodes = {}
         for c in self.children.values():
@@ -396,6 +412,7 @@ class Supervisor:
                 if self.control.poll(50):
                     self._handle_control()
                 self._reap()
+                self._release_orphans()
                 if not self.started_sources and all(c.ready for c in self.children.values()):
                     self.started_sources = True
                     log.info("all %d nodes connected: starting sources", len(self.children))

@@ -74,13 +74,20 @@ class ArraysSource(Node):
 
 @register_node("test_relay")
 class Relay(Node):
-    """Re-sends every message unchanged."""
+    """Re-sends every message unchanged; `teardown_s` keeps the process alive after its end of stream
+    (until a stop)."""
 
     inputs = {"frames": Port("frame")}
     outputs = {"frames": Port("frame")}
+    params = {"teardown_s": Param(float, 0.0, "sleep in teardown, s", min=0)}
 
     def process(self, port: str, msg: Message) -> None:
         self.emit("frames", msg.derive("frame", dict(msg.meta), dict(msg.arrays)))
+
+    def teardown(self) -> None:
+        t_end = time.monotonic() + self.p.teardown_s
+        while time.monotonic() < t_end and not self.stopping:  # a stop ends the wait
+            time.sleep(0.02)
 
 
 @register_node("test_record")
