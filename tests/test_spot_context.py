@@ -9,6 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from edge.data.aus import ActionUnit, Patch
 from edge.perception.spot import FrameInfo, SpotParams
 from edge.perception.spot.context import SwingCounter
 from tests.test_spot import FPS, flows, frames_of, micro, render, spot
@@ -144,3 +145,20 @@ def test_the_first_syllable_is_the_mouth_opening_not_a_micro_expression(dur):
     out = spot(fl)
     assert not [i for i in out if i.kind == "micro" and not i.discarded], [(i.rois, i.discarded) for i in out]
     assert any(i.discarded.startswith("the jaw opening") for i in out)
+
+
+# Both eyes' irises sliding right under still lids: not a FACS action unit, a gaze shift.
+GAZE = ActionUnit(0, "gaze shift (test only)", (Patch((-0.5, 0.0), (0.09, 0.05), (1.0, 0.0)),
+                                                Patch((0.5, 0.0), (0.09, 0.05), (1.0, 0.0))),
+                  ("eye_left", "eye_right"), bilateral=False)
+
+
+def test_the_eyes_alone_moving_sideways_are_the_gaze_not_a_micro_expression():
+    out = spot(flows(render(int(3 * FPS), [micro(1.5, {GAZE: 3.0})], sigma=1.0)))
+    assert not [i for i in out if i.kind == "micro" and not i.discarded], [(i.kind, i.rois, i.discarded) for i in out]
+    assert any("the gaze shifting" in i.discarded for i in out), [(i.kind, i.rois, i.discarded) for i in out]
+    # AU7 (lid tightener) moves the eyes alone too, but vertically: an expression's, kept.
+    out = spot(flows(render(int(3 * FPS), [micro(1.5, {7: 3.0})], sigma=1.0)))
+    kept = [(i.kind, i.rois) for i in out if not i.discarded]
+    assert kept and kept[0][0] == "micro" and set(kept[0][1]) <= {"eye_left", "eye_right"}, \
+        [(i.kind, i.rois, i.discarded) for i in out]

@@ -11,7 +11,8 @@ rigid motion left in the crop above its limit; head motion also within `head_mar
 a head turn is slow where it turns); a micro interval with head speed within `head_margin_s` above the
 face's micro head limit (parallax of that size is left in the crop); motion already under way when
 spotting started; a micro shorter than `micro_min_s` (a facial action goes and comes back: a glitch); a
-peak ROI displacement below `min_intensity_px`. The rigid-motion and micro head limits are in noise units
+peak ROI displacement below `min_intensity_px`; a micro interval where only the eyes moved, more
+sideways than vertically (a gaze shift); the jaw opening alone; a displacement above `micro_max_px`. The rigid-motion and micro head limits are in noise units
 of each face's own recent speeds (edge.perception.spot.spotter).
 """
 
@@ -181,6 +182,16 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
         u, v = D[:, chin].mean(1)[int(np.argmax(np.hypot(*D[:, chin].mean(1).T)))]
         if v > max(abs(u), float(ctx.tolerance[chin].min())):
             reason = f"the jaw opening ({v:.1f} crop px down) and nothing else: the mouth opening, not an expression"
+    # The eyes alone moving sideways is the gaze shifting (the iris slides under still lids), not an
+    # expression: the eye-region action units move the lids and the skin round them vertically (AU5 up,
+    # AU6 and AU7 up, FACS), and a blink closes them (down). "Alone" as for a blink: every ROI away from
+    # the lids well below the eyes (flow bleeds into the brow blocks next to them). Compared where the
+    # eye blocks peak.
+    if not reason and kind == "micro" and eye > 0 and far.max() < p.blink_ratio * eye:
+        sideways, vertical = np.abs(D[i_eye][eye_blocks]).sum(0)
+        if sideways > vertical:
+            reason = (f"the eyes alone moved, sideways ({sideways / max(sideways + vertical, 1e-9):.0%} of their "
+                      "motion): the gaze shifting, not an expression")
     if not reason and kind == "micro" and top > p.micro_max_px:
         reason = (f"peak displacement {top:.1f} crop px > micro_max_px {p.micro_max_px}: larger than a "
                   "micro-expression moves")
