@@ -148,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--n", type=int, default=512, help="samples in all (calibration + held-out)")
     parser.add_argument("--heldout", type=float, default=0.5, help="fraction held out for the estimate")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the samples drawn")
     parser.add_argument("--percentile", type=float, default=99.99, help="activation range percentile of |x|")
 
 
