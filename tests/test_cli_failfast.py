@@ -106,10 +106,12 @@ def _parsers(parser: argparse.ArgumentParser):
 def test_every_help_shows_each_default_and_lists_each_choice():
     """Walks every command's parser (and its modes): an option with a default says it, one with choices
     lists them all, so a new option without help (whose default argparse would then never print) fails."""
+    from edge.bench import TARGETS
     from edge.cli import COMMANDS, SUBCOMMANDS, Parser
 
     modules = [(f"facesleuth {c}", m) for c, (m, _) in COMMANDS.items()]
     modules += [(f"facesleuth {c} {s}", m) for (c, s), (m, _) in SUBCOMMANDS.items()]
+    modules += [(f"facesleuth bench {t}", f"edge.bench.{t}") for t in TARGETS]  # each target's own options
     gaps, seen = [], 0
     for prog, module in modules:
         top = Parser(prog=prog)
@@ -128,4 +130,4 @@ def test_every_help_shows_each_default_and_lists_each_choice():
                       and "default" not in parser._get_formatter()._expand_help(action)):
                     gaps.append(f"{name}: default {action.default!r} not shown")
                 gaps += [f"{name}: choice {c} not listed" for c in action.choices or () if str(c) not in text]
-    assert seen > 150 and gaps == []
+    assert seen > 200 and gaps == []

@@ -299,7 +299,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", metavar="FILE", help="spot params JSON (from `facesleuth calib spot`)")
     parser.add_argument("--lag", type=int, default=3, help="flow lag, frames (default 3)")
     parser.add_argument("--backend", default="auto", help="flow backend, as the flow node's (default auto)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated clips")
     parser.add_argument("--clips", type=int, default=None, metavar="N",
                         help="clips per row (default 2, 1 with --quick; clip c has seed SEED + 100 c): a row of "
                              "2 clips holds 10 micro-expressions, so one event moves its F1 by ~0.05")
