@@ -118,6 +118,8 @@ def test_every_help_shows_each_default_and_lists_each_choice():
         importlib.import_module(module).add_arguments(top)
         for parser in _parsers(top):
             text = " ".join(parser.format_help().split())
+            if "(default )" in text:  # an empty default (a repeatable option's []) printed as nothing
+                gaps.append(f"{parser.prog}: '(default )'")
             for action in parser._actions:
                 if not action.option_strings or isinstance(action, argparse._HelpAction):
                     continue
@@ -125,7 +127,7 @@ def test_every_help_shows_each_default_and_lists_each_choice():
                 name = f"{parser.prog} {action.option_strings[-1]}"
                 if action.help in (None, ""):
                     gaps.append(f"{name}: no help")
-                elif (action.default not in (None, False, argparse.SUPPRESS)
+                elif (action.default not in (None, False, argparse.SUPPRESS, [], ())
                       and not isinstance(action, argparse._StoreConstAction)
                       and "default" not in parser._get_formatter()._expand_help(action)):
                     gaps.append(f"{name}: default {action.default!r} not shown")
