@@ -127,7 +127,7 @@ def test_every_help_shows_each_default_and_lists_each_choice():
                 name = f"{parser.prog} {action.option_strings[-1]}"
                 if action.help in (None, ""):
                     gaps.append(f"{name}: no help")
-                elif (action.default not in (None, False, argparse.SUPPRESS, [], ())
+                elif (action.default not in (None, False, argparse.SUPPRESS, [], (), "")
                       and not isinstance(action, argparse._StoreConstAction)
                       and "default" not in parser._get_formatter()._expand_help(action)):
                     gaps.append(f"{name}: default {action.default!r} not shown")
