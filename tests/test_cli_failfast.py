@@ -35,6 +35,7 @@ CASES = [
     (["events", "export", "{tmp}/none.db", "--csv"], 2, "event log not found"),
     (["events", "export", "{tmp}/none.db"], 2, "one of the arguments --csv --jsonl is required"),
     (["run", "configs/demo.yaml", "--view", "-1"], 2, "--view: port -1 is not 0..65535"),
+    (["synth", "samples", "--out", "{tmp}/s.npz", "--n", "4", "--subjects", "0"], 2, "--subjects must be >= 1"),
     (["nosuch"], 2, "invalid choice: 'nosuch'"),
 ]
 

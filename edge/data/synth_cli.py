@@ -41,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
     if args.what == "samples":
         if args.out.suffix != ".npz":
             raise UserError(f"--out must name a .npz file, got {args.out}")
+        if args.subjects < 1:  # the samples are drawn from this many faces
+            raise UserError(f"--subjects must be >= 1, got {args.subjects}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         onset, apex, meta = synth.make_samples(args.n, args.preset, args.seed, args.class_set, args.subjects,
                                                args.faces_dir, progress=True)
