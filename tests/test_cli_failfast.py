@@ -36,6 +36,9 @@ CASES = [
     (["events", "export", "{tmp}/none.db"], 2, "one of the arguments --csv --jsonl is required"),
     (["run", "configs/demo.yaml", "--view", "-1"], 2, "--view: port -1 is not 0..65535"),
     (["synth", "samples", "--out", "{tmp}/s.npz", "--n", "4", "--subjects", "0"], 2, "--subjects must be >= 1"),
+    (["bench", "flow", "--size", "0"], 2, "argument --size: 0 is outside [32, inf]"),
+    (["bench", "transport", "--repeats", "0"], 2, "argument --repeats: 0 is outside [1, inf]"),
+    (["calib", "spot", "{tmp}", "--out", "{tmp}/p.json", "--lag", "0"], 2, "argument --lag: 0 is outside [1, inf]"),
     (["nosuch"], 2, "invalid choice: 'nosuch'"),
 ]
 
