@@ -25,6 +25,7 @@ import numpy as np
 
 from edge.errors import Unavailable, UserError
 from edge.progress import track
+from edge.runtime.params import bounded
 
 if TYPE_CHECKING:
     import torch
@@ -148,8 +149,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--n", type=int, default=512, help="samples in all (calibration + held-out)")
     parser.add_argument("--heldout", type=float, default=0.5, help="fraction held out for the estimate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--percentile", type=float, default=99.99, help="activation range percentile of |x|")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the samples drawn")
+    parser.add_argument("--percentile", type=bounded(float, 0.0, 100.0), default=99.99, help="activation range percentile of |x|")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 from edge.errors import UserError
 from edge.perception.spot import SpotParams
 from edge.progress import Progress
+from edge.runtime.params import bounded
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def choose(params: list[SpotParams], scores: list[dict]) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clips", nargs="+", help=".avi clips (JSON ground truth next to each) or folders")
     parser.add_argument("--out", required=True, help="params file to write (JSON, read by the spot node)")
-    parser.add_argument("--lag", type=int, default=3, help="flow lag, frames (as the graph's flow node)")
+    parser.add_argument("--lag", type=bounded(int, 1), default=3, help="flow lag, frames (as the graph's flow node)")
     parser.add_argument("--backend", default="auto", help="flow backend (as the graph's flow node; default auto)")
     parser.add_argument("--grid", action="append", default=[], metavar="KNOB=V1,V2,...",
                         help="values to try for one of the grid's knobs instead of the default ones (repeatable; "

@@ -50,11 +50,13 @@ VERBOSE_FLAGS = ("-v", "--verbose")
 
 class HelpFormatter(argparse.HelpFormatter):
     """Every option's default in its help, unless the help names it already or there is none to show
-    (None, False, a store_const pair)."""
+    (None, False, "", an empty list of a repeatable option, a store_const pair)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or action.default in (None, False, argparse.SUPPRESS) or (not action.option_strings and action.nargs not in ("?", "*"))
+        empty = isinstance(action.default, str | list | tuple) and not action.default  # `--set` given no times, ""
+        if ("default" in text or empty or action.default in (None, False, argparse.SUPPRESS)
+                or (not action.option_strings and action.nargs not in ("?", "*"))
                 or isinstance(action, argparse._StoreConstAction)):
             return text
         shown = ",".join(map(str, action.default)) if isinstance(action.default, list | tuple) else "%(default)s"

@@ -55,6 +55,8 @@ def mark_tile(tile: np.ndarray, frame: int, fps: float, marks: list[Mark]) -> np
     x = 12 + cv2.getTextSize(text, FONT, 0.42, 1)[0][0]
     for m in inside:
         label = f"#{m.number} {m.kind}{' apex' if m.apex == frame else ''} (track {m.track_id})"
+        if x + cv2.getTextSize(label, FONT, 0.42, 1)[0][0] > out.shape[1]:  # a small video's tile: the short form
+            label = f"#{m.number} {m.kind}{' apex' if m.apex == frame else ''}"
         cv2.putText(out, label, (x, CAPTION_H - 5), FONT, 0.42, kind_colour(m.kind), 1, cv2.LINE_AA)
         x += 10 + cv2.getTextSize(label, FONT, 0.42, 1)[0][0]
     if inside:
@@ -95,11 +97,18 @@ def _wheel(size: int, flow_max: float) -> np.ndarray:
     return wheel
 
 
+LEGEND_ROW = 66  # px: one row of the legend (three lines of text)
+LEGEND_COLUMN = 380  # px: the widest legend column (its longest text line and the mark beside it)
+
+
 def legend(width: int, flow_max: float) -> np.ndarray:
-    """What each mark means: the frame's marks and the crop's (first row), the ROIs and the flow's colour
-    key and the event kinds (second row); two columns of half the width."""
-    row, col = 66, width // 2
-    img = np.full((2 * row + 8, width, 3), 20, np.uint8)
+    """What each mark means: the frame's marks and the ROIs (left column), the crop's marks, the flow's
+    colour key and the event kinds (right column). The columns sit side by side where the strip is wide
+    enough for both, else (a small video's strip) one under the other, so no text runs into another."""
+    row = LEGEND_ROW
+    side = width >= 2 * LEGEND_COLUMN
+    col = width // 2 if side else 0
+    img = np.full((4 * row + 60, width, 3), 20, np.uint8)  # cut to what was drawn at the end
 
     def text(s: str, x: int, y: int, colour: tuple[int, int, int] = WHITE) -> int:
         cv2.putText(img, s, (x, y), FONT, 0.4, colour, 1, cv2.LINE_AA)
@@ -110,35 +119,36 @@ def legend(width: int, flow_max: float) -> np.ndarray:
     text("face box, #track; res: stabilisation residual", 36, 21, YELLOW)
     text("(crop px); mot: head motion (frame px/frame)", 36, 37, YELLOW)
     text("head pose (deg), mouth opening, speech (0..1)", 36, 55, CYAN)
-    # the aligned crop
-    x = col
-    cv2.circle(img, (x + 10, 17), 2, GREEN, -1)
-    text("landmarks on the aligned crop", x + 22, 21)
-    cv2.rectangle(img, (x + 4, 26), (x + 8, 40), GREEN, -1)
-    cv2.rectangle(img, (x + 11, 30), (x + 15, 40), YELLOW, -1)
-    text("eye openness, crop edges (yellow: closing)", x + 22, 38)
-    cv2.rectangle(img, (x + 4, 50), (x + 16, 53), CYAN, -1)
-    text("speech activity, crop bottom", x + 22, 55)
     # the ROIs
     y = row + 18
     xx = text("ROIs on the crop:", 8, y) + 10
     for name, colour in ROI_GROUPS.items():
-        if xx > col - 70:
+        if xx > (col if side else width) - 70:
             xx, y = 24, y + 20
         cv2.rectangle(img, (xx, y - 10), (xx + 12, y + 1), colour, 1)
         xx = text(name, xx + 17, y) + 12
+    # the aligned crop: beside the frame's marks, or under the ROIs
+    x, y0 = col, (0 if side else y + 16)
+    cv2.circle(img, (x + 10, y0 + 17), 2, GREEN, -1)
+    text("landmarks on the aligned crop", x + 22, y0 + 21)
+    cv2.rectangle(img, (x + 4, y0 + 26), (x + 8, y0 + 40), GREEN, -1)
+    cv2.rectangle(img, (x + 11, y0 + 30), (x + 15, y0 + 40), YELLOW, -1)
+    text("eye openness, crop edges (yellow: closing)", x + 22, y0 + 38)
+    cv2.rectangle(img, (x + 4, y0 + 50), (x + 16, y0 + 53), CYAN, -1)
+    text("speech activity, crop bottom", x + 22, y0 + 55)
     # the flow's colours and the event kinds
-    x, y = col, row + 4
-    img[y:y + 40, x:x + 40] = _wheel(40, flow_max)
-    text("flow: hue = direction,", x + 48, y + 14)
-    text(f"brightness = magnitude (full at {flow_max:g} px)", x + 48, y + 30)
+    y = y0 + row + 4
+    img[y:y + 40, x + 4:x + 44] = _wheel(40, flow_max)
+    text("flow: hue = direction,", x + 52, y + 14)
+    text(f"brightness = magnitude (full at {flow_max:g} px)", x + 52, y + 30)
     y += 56
-    xx = text("intervals:", x, y) + 8
+    xx = text("intervals:", x + 8, y) + 8
     for kind, colour in KIND_COLOURS.items():
         cv2.rectangle(img, (xx, y - 10), (xx + 14, y + 1), colour, -1)
         xx = text(kind, xx + 18, y) + 12
-    text("spotted in-process (labels: classify, in a graph run)", 24, 2 * row, GREY)
-    return img
+    y = 2 * row if side else y + 22  # side by side: under the ROIs, left of the event kinds
+    text("spotted in-process (labels: classify, in a graph run)", 24, y, GREY)
+    return img[:y + 8]
 
 
 def compose_strip(tiles: list[tuple[int, np.ndarray]], frames: int, fps: float, marks: list[Mark],

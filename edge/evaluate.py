@@ -222,10 +222,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stem", type=int, help="stem width (default: the network's, 24)")
     add_config_arguments(p, DataConfig, ("n", "size", "flow", "channels", "class_set", "val_frac"))
     p.add_argument("--out", type=Path, default=Path("eval_out"), help="report directory")
-    p.add_argument("--cache", type=Path)
-    p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--cache", type=Path, help="feature cache directory (default ~/.cache/facesleuth/features)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    p.add_argument("--workers", type=int, help="preprocessing processes (default: CPU count; 0 or 1 = in this process)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -477,7 +477,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="checkpoint file (default OUT with .ckpt)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--cache", type=Path, help="feature cache directory (default ~/.cache/facesleuth/features)")
-    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     p.add_argument("--workers", type=non_negative_int,
                    help="preprocessing processes (default: CPU count; 0 or 1 = in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

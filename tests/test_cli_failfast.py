@@ -5,6 +5,8 @@ checks, not the interpreter's start; one subprocess case checks the whole path."
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -33,6 +35,10 @@ CASES = [
     (["events", "export", "{tmp}/none.db", "--csv"], 2, "event log not found"),
     (["events", "export", "{tmp}/none.db"], 2, "one of the arguments --csv --jsonl is required"),
     (["run", "configs/demo.yaml", "--view", "-1"], 2, "--view: port -1 is not 0..65535"),
+    (["synth", "samples", "--out", "{tmp}/s.npz", "--n", "4", "--subjects", "0"], 2, "--subjects must be >= 1"),
+    (["bench", "flow", "--size", "0"], 2, "argument --size: 0 is outside [32, inf]"),
+    (["bench", "transport", "--repeats", "0"], 2, "argument --repeats: 0 is outside [1, inf]"),
+    (["calib", "spot", "{tmp}", "--out", "{tmp}/p.json", "--lag", "0"], 2, "argument --lag: 0 is outside [1, inf]"),
     (["nosuch"], 2, "invalid choice: 'nosuch'"),
 ]
 
@@ -90,3 +96,44 @@ def test_a_bad_argument_from_the_shell_is_one_line_without_usage(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30)
     assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
     assert "argument --limit: invalid int value: 'x'" in r.stderr and "usage:" not in r.stderr
+
+
+def _parsers(parser: argparse.ArgumentParser):
+    """`parser` and every subparser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_help_shows_each_default_and_lists_each_choice():
+    """Walks every command's parser (and its modes): an option with a default says it, one with choices
+    lists them all, so a new option without help (whose default argparse would then never print) fails."""
+    from edge.bench import TARGETS
+    from edge.cli import COMMANDS, SUBCOMMANDS, Parser
+
+    modules = [(f"facesleuth {c}", m) for c, (m, _) in COMMANDS.items()]
+    modules += [(f"facesleuth {c} {s}", m) for (c, s), (m, _) in SUBCOMMANDS.items()]
+    modules += [(f"facesleuth bench {t}", f"edge.bench.{t}") for t in TARGETS]  # each target's own options
+    gaps, seen = [], 0
+    for prog, module in modules:
+        top = Parser(prog=prog)
+        importlib.import_module(module).add_arguments(top)
+        for parser in _parsers(top):
+            text = " ".join(parser.format_help().split())
+            if "(default )" in text:  # an empty default (a repeatable option's []) printed as nothing
+                gaps.append(f"{parser.prog}: '(default )'")
+            for action in parser._actions:
+                if not action.option_strings or isinstance(action, argparse._HelpAction):
+                    continue
+                seen += 1
+                name = f"{parser.prog} {action.option_strings[-1]}"
+                if action.help in (None, ""):
+                    gaps.append(f"{name}: no help")
+                elif (action.default not in (None, False, argparse.SUPPRESS, [], (), "")
+                      and not isinstance(action, argparse._StoreConstAction)
+                      and "default" not in parser._get_formatter()._expand_help(action)):
+                    gaps.append(f"{name}: default {action.default!r} not shown")
+                gaps += [f"{name}: choice {c} not listed" for c in action.choices or () if str(c) not in text]
+    assert seen > 200 and gaps == []

@@ -161,13 +161,18 @@ def test_second_run_reads_no_frame_and_scores_the_same(first_run, tmp_path, monk
 
     monkeypatch.setattr(frames.cv2, "imread", no_frames)
     out = tmp_path / "again"
-    argv = _argv(trees, root, "--lodo", "--no-png", "--json", str(out / "r2.json"))
+    argv = _argv(trees, root, "--lodo", "--no-png", "--json", str(tmp_path / "r2.json"))
     argv[argv.index("--out") + 1] = str(out / "report")
     assert main(argv) == 0
-    again = json.loads((out / "r2.json").read_text())
+    again = json.loads((tmp_path / "r2.json").read_text())
     assert again["frames_read"] == 0 and again["from_cache"] == 3 and again["recorded"] == 0
     assert again["scores"] == doc["scores"]
     assert "3 videos (3 from the cache, 0 frames recorded)" in capsys.readouterr().out
+    # `--json` alone, as on every command (edge/jsonout.py): the report on stdout and nothing else
+    argv[argv.index("--json"):argv.index("--json") + 2] = ["--json"]
+    assert main(argv) == 0
+    std = capsys.readouterr()
+    assert json.loads(std.out)["scores"] == doc["scores"] and "3 videos (3 from the cache" in std.err
 
 
 def test_strs_labels_the_spotted_true_positives_with_the_shipped_weights(first_run, tmp_path, capsys):

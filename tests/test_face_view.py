@@ -81,3 +81,17 @@ def test_flow_colour_encodes_direction_and_magnitude():
     c = flow_colour(flow, 1.0)
     assert c[:, :4].max() == 0, "no motion is black"
     assert c[:, 4:].max() == 255 and c[0, 4, 2] == 255, "1 px to the right is full red (hue 0)"
+
+
+def test_a_small_videos_strip_keeps_its_captions_and_legend_inside_the_picture():
+    """A 320x240 video's strip is 576 px wide: the legend's two columns go one under the other, and a
+    caption that would run off its tile drops the track, so no text is cut at the right edge."""
+    from edge.debug_strip import CAPTION_H, Mark, compose_strip
+
+    tile_h, tile_w = 100, 288
+    tiles = [(0, np.zeros((tile_h, tile_w, 3), np.uint8)), (48, np.zeros((tile_h, tile_w, 3), np.uint8))]
+    strip = compose_strip(tiles, 90, 30.0, [Mark("micro", 0, 42, 48, 57, 1)], flow_max=1.0)
+    assert strip.shape[1] == 2 * tile_w
+    caption, legend = strip[:CAPTION_H - 3], strip[tile_h + CAPTION_H + 64:]  # the caption above the border
+    assert caption[:, tile_w:].max() > 200 and caption[:, -6:].max() <= 30, "the apex tile's caption, not cut"
+    assert legend.shape[0] > 200 and legend[:, -6:].max() <= 20, "the legend stacked, nothing at the edge"

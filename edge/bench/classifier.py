@@ -34,6 +34,7 @@ from torch import nn
 from edge.bench.report import emit, machine
 from edge.model import count_macs, count_params, create_model
 from edge.model.soa import SOA, angle_from_vector
+from edge.runtime.params import bounded
 
 log = logging.getLogger(__name__)
 
@@ -319,10 +320,10 @@ def _check(what: str, value: float | None, cmp: str, target: float) -> dict[str,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--iters", type=int, default=300, help="timed batch-1 calls per row (default 300)")
+    parser.add_argument("--iters", type=bounded(int, 1), default=300, help="timed batch-1 calls per row (default 300)")
     parser.add_argument("--model", default="soa", help="registered variant to time (default soa)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the slow reference-shaped baseline")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=bounded(int, 0), default=0,
                         help="CPU threads for torch and onnxruntime (default: their own defaults); on a busy "
                              "machine 1 avoids oversubscription")
 

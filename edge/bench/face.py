@@ -32,21 +32,22 @@ from edge.perception.face.detect import HaarDetector
 from edge.perception.face.landmarks import HaarEyes
 from edge.perception.geometry import CROP_SIZE, align_from_eyes
 from edge.progress import Progress
+from edge.runtime.params import bounded
 
 TARGET_FPS = 60.0
 TARGET_STILL_PX = 0.3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", type=int, default=150, help="frames per clip (default 150)")
-    parser.add_argument("--detect-every", type=int, default=5, help="detector period, frames (default 5)")
-    parser.add_argument("--faces", type=int, nargs="+", default=[1, 3], help="face counts (default 1 3)")
+    parser.add_argument("--frames", type=bounded(int, 2), default=150, help="frames per clip (default 150)")
+    parser.add_argument("--detect-every", type=bounded(int, 1), default=5, help="detector period, frames (default 5)")
+    parser.add_argument("--faces", type=bounded(int, 1), nargs="+", default=[1, 3], help="face counts (default 1 3)")
     parser.add_argument("--real", action="store_true",
                         help="measure on the annotated real clips (edge.data.real) per detector x landmarks")
     parser.add_argument("--detectors", nargs="+", default=["haar", "dlib"], help="--real: detectors (default haar dlib)")
     parser.add_argument("--landmarks", nargs="+", default=["eyes", "dlib68", "mesh"],
                         help="--real: landmark sources (default eyes dlib68 mesh; those not installed are skipped)")
-    parser.add_argument("--max-frames", type=int, default=None, help="--real: at most this many frames per clip")
+    parser.add_argument("--max-frames", type=bounded(int, 2), default=None, help="--real: at most this many frames per clip")
     parser.add_argument("--clips", nargs="+", default=None, help="--real: only these clips (default all)")
 
 

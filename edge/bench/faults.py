@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import UserError
+from edge.runtime.params import bounded
 
 VIDEO_GRAPH = Path(__file__).resolve().parents[2] / "configs" / "video.yaml"
 NODES = ("face", "flow", "spot", "classify", "events")
@@ -429,12 +430,12 @@ def table(results: Iterable[RunResult]) -> list[dict[str, Any]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--faults", type=int, default=DEFAULT_FAULTS, metavar="N",
+    parser.add_argument("--faults", type=bounded(int, 1), default=DEFAULT_FAULTS, metavar="N",
                         help="seeded faults, one run each (seeds S..S+N-1)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="first seed")
     parser.add_argument("--only", type=int, action="append", metavar="SEED",
                         help="run just this seed's fault (repeatable; --faults and --seed are then ignored)")
-    parser.add_argument("--timeout", type=float, default=0.0, metavar="S",
+    parser.add_argument("--timeout", type=bounded(float, 0.0), default=0.0, metavar="S",
                         help="a run past S seconds has hung (0: 4x the reference run, at least 60 s)")
     parser.add_argument("--keep", metavar="DIR", help="keep every run's folder (log, events.db, output) in DIR")
 

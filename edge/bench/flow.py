@@ -22,6 +22,7 @@ from edge.bench.report import emit
 from edge.errors import Unavailable
 from edge.perception import flow as F
 from edge.progress import Progress
+from edge.runtime.params import bounded
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,10 @@ TARGET_MS, TARGET_CLEAN, TARGET_NOISY = 2.0, 0.15, 0.25
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per case (median reported)")
-    parser.add_argument("--seeds", type=int, default=3, help="noise draws averaged per noisy case")
-    parser.add_argument("--size", type=int, default=128, help="crop side, px")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--repeats", type=bounded(int, 1), default=5, help="timed calls per case (median reported)")
+    parser.add_argument("--seeds", type=bounded(int, 1), default=3, help="noise draws averaged per noisy case")
+    parser.add_argument("--size", type=bounded(int, 32), default=128, help="crop side, px")
+    parser.add_argument("--threads", type=bounded(int, 0), default=0,
                         help="cv2.setNumThreads (0: OpenCV's choice)")
     parser.add_argument("--only", nargs="*", default=None, help="labels or backend names to run")
 

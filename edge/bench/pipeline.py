@@ -29,6 +29,7 @@ from edge.bench.report import emit
 from edge.errors import UserError
 from edge.events.log import EventLog
 from edge.runtime.graph import Graph, load_graph
+from edge.runtime.params import bounded
 from edge.runtime.supervisor import Supervisor
 
 DEFAULT_GRAPH = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -36,7 +37,7 @@ DEFAULT_GRAPH = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", nargs="?", default=str(DEFAULT_GRAPH), help="graph YAML (default: the demo)")
-    parser.add_argument("--duration", type=float, default=120.0,
+    parser.add_argument("--duration", type=bounded(float, 1.0), default=120.0,
                         help="seconds to run (default 120; a synthetic source loops until then)")
     parser.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a param")
     parser.add_argument("--streams", default="", metavar="N[,N...]",

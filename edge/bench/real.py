@@ -54,6 +54,7 @@ from edge.data.real import KINDS, Event, RealClip, load_clips
 from edge.errors import UserError
 from edge.perception.spot import Interval, SpotParams
 from edge.progress import Progress
+from edge.runtime.params import bounded
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +325,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", metavar="FILE", help="spot params JSON (from `facesleuth calib spot`)")
     parser.add_argument("--dir", metavar="DIR", help="where the fetched videos are (default $FACESLEUTH_REAL_DIR, "
                                                      "else ~/.cache/facesleuth/real)")
-    parser.add_argument("--lag", type=int, default=3, help="flow lag, frames (default 3)")
+    parser.add_argument("--lag", type=bounded(int, 1), default=3, help="flow lag, frames (default 3)")
     parser.add_argument("--backend", default="auto", help="flow backend, as the flow node's (default auto)")
 
 

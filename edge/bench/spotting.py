@@ -47,6 +47,7 @@ from edge.errors import UserError
 from edge.perception.robust import robust_scale
 from edge.perception.spot import Interval, SpotParams
 from edge.progress import Progress
+from edge.runtime.params import bounded
 
 log = logging.getLogger(__name__)
 
@@ -297,9 +298,9 @@ def nuisance_row(name: str, clips: list[Clip], params: SpotParams, k: float) -> 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter clips (about a minute)")
     parser.add_argument("--params", metavar="FILE", help="spot params JSON (from `facesleuth calib spot`)")
-    parser.add_argument("--lag", type=int, default=3, help="flow lag, frames (default 3)")
+    parser.add_argument("--lag", type=bounded(int, 1), default=3, help="flow lag, frames (default 3)")
     parser.add_argument("--backend", default="auto", help="flow backend, as the flow node's (default auto)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated clips")
     parser.add_argument("--clips", type=int, default=None, metavar="N",
                         help="clips per row (default 2, 1 with --quick; clip c has seed SEED + 100 c): a row of "
                              "2 clips holds 10 micro-expressions, so one event moves its F1 by ~0.05")
@@ -312,7 +313,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "faces, video codecs (about as long again as the default run)")
     parser.add_argument("--nuisances-only", action="store_true",
                         help="only the nuisance rows (each has its baseline columns), not the plain suite")
-    parser.add_argument("--distractor-minutes", type=float, default=0.0, metavar="MIN",
+    parser.add_argument("--distractor-minutes", type=bounded(float, 0.0), default=0.0, metavar="MIN",
                         help="at least this many minutes of distractor-only clips, over the noise levels "
                              "(the false-event target is per 10 minutes; default: 2 clips per level)")
 

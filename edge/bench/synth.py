@@ -13,13 +13,14 @@ import numpy as np
 
 from edge.bench.report import emit
 from edge.data.domains import DOMAINS
+from edge.runtime.params import bounded
 
 FRAME_TARGET_MS = 15.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, default=300, help="training pairs per preset")
-    parser.add_argument("--frames", type=int, default=150, help="live frames per preset and face count")
+    parser.add_argument("--samples", type=bounded(int, 1), default=300, help="training pairs per preset")
+    parser.add_argument("--frames", type=bounded(int, 1), default=150, help="live frames per preset and face count")
     parser.add_argument("--presets", default="lab200,webcam30", help="comma-separated presets")
     parser.add_argument("--faces", default="1,3", help="comma-separated faces-per-frame counts")
 

@@ -36,6 +36,7 @@ import numpy as np
 from edge.bench.report import emit
 from edge.errors import UserError
 from edge.runtime.messages import Message
+from edge.runtime.params import bounded
 from edge.runtime.transport import Input, Output, context, new_poller, poll_inputs
 
 SHAPE = (480, 640, 3)
@@ -268,10 +269,10 @@ def run_memcpy(seconds: float) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="short run (one 1 s flood each, 3 s paced)")
-    parser.add_argument("--flood-s", type=float, default=2.0, metavar="S", help="seconds per flood run")
-    parser.add_argument("--repeats", type=int, default=3, metavar="N",
+    parser.add_argument("--flood-s", type=bounded(float, 0.1), default=2.0, metavar="S", help="seconds per flood run")
+    parser.add_argument("--repeats", type=bounded(int, 1), default=3, metavar="N",
                         help="flood runs per row; the best is reported (other load only ever slows a run)")
-    parser.add_argument("--paced-s", type=float, default=10.0, metavar="S",
+    parser.add_argument("--paced-s", type=bounded(float, 0.1), default=10.0, metavar="S",
                         help="seconds per paced test (30 fps: 300 messages in 10 s)")
 
 

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s = sub.add_parser("samples", help="onset/apex pairs of aligned 128-px grey crops as one .npz")
     s.add_argument("--out", required=True, type=Path, help="output .npz file")
     s.add_argument("--n", type=int, default=1000, help="number of samples")
-    s.add_argument("--class-set", default="composite", choices=sorted(CLASS_SETS))
+    s.add_argument("--class-set", default="composite", choices=sorted(CLASS_SETS), help="label set of the samples")
     s.add_argument("--subjects", type=int, default=12, help="synthetic subjects (for LOSO)")
     c = sub.add_parser("clips", help="video clips (MJPG .avi) with a JSON ground truth each")
     c.add_argument("--out", required=True, type=Path, help="output folder")
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--size", default="640x480", help="frame size WxH")
     for p in (s, c):
         p.add_argument("--preset", default="webcam30", choices=sorted(DOMAINS), help="capture domain")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="random seed")
         p.add_argument("--faces-dir", type=Path, default=None, help="folder of face photographs (default: built-in)")
 
 
@@ -41,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
     if args.what == "samples":
         if args.out.suffix != ".npz":
             raise UserError(f"--out must name a .npz file, got {args.out}")
+        if args.subjects < 1:  # the samples are drawn from this many faces
+            raise UserError(f"--subjects must be >= 1, got {args.subjects}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         onset, apex, meta = synth.make_samples(args.n, args.preset, args.seed, args.class_set, args.subjects,
                                                args.faces_dir, progress=True)

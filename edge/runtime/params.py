@@ -99,7 +99,9 @@ def _comma_tuple(item: type) -> Callable[[str], tuple]:
     return parse
 
 
-def _bounded(typ: type, lo: float | None, hi: float | None) -> Callable[[str], Any]:
+def bounded(typ: type, lo: float | None = None, hi: float | None = None) -> Callable[[str], Any]:
+    """argparse type: `typ` within [lo, hi] (None: unbounded), else the one-line "V is outside [lo, hi]"
+    (every command's numeric options, so that a bad count is refused before any work)."""
     def parse(text: str) -> Any:
         v = typ(text)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -131,7 +133,7 @@ def add_config_arguments(p: argparse.ArgumentParser, cls: type, names: Iterable[
         else:
             typ = type(default)
             if typ in (int, float) and (m.get("min") is not None or m.get("max") is not None):
-                typ = _bounded(typ, m.get("min"), m.get("max"))
+                typ = bounded(typ, m.get("min"), m.get("max"))
             p.add_argument(flag, type=typ, default=None, choices=m.get("choices"), help=help_)
 
 

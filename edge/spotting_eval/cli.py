@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from edge.data.longvideo import DATASETS, LongVideo, load
 from edge.data.longvideo.score import Spotted, VideoScore, pool, score_video, table_rows
 from edge.errors import UserError
+from edge.jsonout import JsonOut, add_json_argument
 from edge.perception.spot import SpotParams
 from edge.table import format_table
 
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: calib spot's grid)")
     p.add_argument("--lodo", action="store_true", help="also leave one dataset out (two or more datasets)")
     p.add_argument("--out", type=Path, default=Path("eval_spotting"), help="folder for the table and the PNGs")
-    p.add_argument("--json", type=Path, help="write the full report (JSON) here")
+    add_json_argument(p, "the full report as one JSON document")
     p.add_argument("--no-png", action="store_true", help="no per-video PNG")
     p.add_argument("--strs", nargs="?", const="", metavar="MODEL",
                    help="also STRS: label the spotted true positives with MODEL (a composite-class model file; "
@@ -76,8 +77,7 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, path in (("--out", args.out), ("--cache", args.cache)):
         if path is not None and path.is_file():
             raise UserError(f"{flag} {path}: is a file (a folder is made there)")
-    if args.json is not None and args.json.is_dir():
-        raise UserError(f"--json {args.json}: is a folder")
+    args.json_out = JsonOut(args.json)  # a FILE that cannot be written is refused here, before any video
     args.grid_values = parse_grid(args.grid)
     if not args.no_png:
         require("eval spotting", "train", "matplotlib")
@@ -184,13 +184,15 @@ def main(args: argparse.Namespace) -> int:
                     "counts": {m: scored[m][i].overall.__dict__ for m in modes}}
                    for i, r in enumerate(recordings)],
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-    print(table)
+    out: JsonOut = args.json_out
+    out.document(report)
+    # `--json` alone: stdout carries the JSON only, so the table goes to stderr (the dialect of edge/jsonout.py)
+    text = sys.stdout if out.text else sys.stderr
+    print(table, file=text)
     n_png = sum(p is not None for p in pngs)
     print(f"eval spotting: {len(recordings)} videos ({report['from_cache']} from the cache, {frames_read} frames "
           "recorded),"
           f" {len(rep.settings)} threshold settings; table {args.out / 'summary.txt'}"
-          + (f", {n_png} PNGs in {args.out}" if n_png else "") + (f", report {args.json}" if args.json else ""))
+          + (f", {n_png} PNGs in {args.out}" if n_png else "") + (f", report {out.path}" if out.path else ""),
+          file=text)
     return 0
