@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("edge.runtime.keys", "CURVE keys: generate a key directory, allow a client's public key"),
     "doctor": ("edge.doctor", "what this machine offers the pipeline"),
     "bench": ("edge.bench", "benchmarks: transport, classifier, flow, face, pipeline, spotting"),
-    "export": ("edge.model.export", "export a model file to TorchScript, ONNX or TensorRT"),
+    "export": ("edge.model.export_cli", "export a model file to TorchScript, ONNX or TensorRT"),
     "calib": ("calib.cli", "calibration: INT8 for TensorRT, spotting thresholds"),
     "synth": ("edge.data.synth_cli", "generate synthetic micro-expression samples and clips"),
     "train": ("edge.train", "train the SOA classifier"),

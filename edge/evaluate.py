@@ -34,14 +34,7 @@ from edge.data.preprocess import PreprocessSpec, default_cache_dir
 from edge.data.sources import SampleSet, load_source
 from edge.errors import UserError
 from edge.runtime.params import add_config_arguments, config_values, with_set
-from edge.train import (
-    DataConfig,
-    TrainConfig,
-    features,
-    fit,
-    plot_history,
-    predict,
-)
+from edge.train import DataConfig, TrainConfig, features, plot_history
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +82,8 @@ def run_protocol(data: SampleSet, x: np.ndarray, folds: list[Any], archs: list[s
 
     k = len(data.classes)
     runs, rows, histories = [], [], {}
+    from edge.model.fit import fit, predict  # torch: imported once the arguments are checked
+
     # The outer bar: fold k/N over every (architecture, seed, fold); fit() nests its epochs and batches in it.
     with Progress(len(archs) * len(seeds) * len(folds), "eval: folds", enabled=progress) as folds_bar:
         for arch in archs:
@@ -237,6 +232,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--model {args.model}: no such file")
     if args.protocol is not None:
         check_arch([a.strip() for a in args.arch.split(",") if a.strip()])
+        if not args.seeds:
+            raise UserError("--seeds: give at least one seed")
         if args.select == "val" and not (args.val_frac or 0) > 0:
             raise UserError("--select val needs a validation set: give --val-frac (e.g. 0.2)")
         if args.protocol == "domain" and not args.test_domain:
@@ -263,11 +260,6 @@ def main(args: argparse.Namespace) -> int:
         report = evaluate_model(args.model, data, cache, args.workers, progress)
     else:
         archs, seeds = [a.strip() for a in args.arch.split(",") if a.strip()], args.seeds
-        from edge.model import list_models
-
-        bad = [a for a in archs if a not in list_models()]
-        if bad or not archs or not seeds:
-            raise UserError(f"--arch: unknown {bad} (known: {', '.join(list_models())}) or no seeds")
         folds = make_folds(args.protocol, data, args.test_domain)
         spec = PreprocessSpec(backend=d.flow, size=d.size, channels=d.channels).resolved()
         x = features(data, spec, cache, args.workers, progress=progress)

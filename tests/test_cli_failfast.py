@@ -137,3 +137,30 @@ def test_every_help_shows_each_default_and_lists_each_choice():
                     gaps.append(f"{name}: default {action.default!r} not shown")
                 gaps += [f"{name}: choice {c} not listed" for c in action.choices or () if str(c) not in text]
     assert seen > 200 and gaps == []
+
+
+TORCH_FREE = [
+    ["train", "--out", "{tmp}/m.pt", *SYNTH, "--arch", "foo"],
+    ["train", "--out", "{tmp}/m.pt", *SYNTH, "--epochs", "0"],
+    ["train", "--out", "{tmp}/m.pt", *SYNTH, "--select", "val"],
+    ["eval", "--protocol", "loso", *SYNTH, "--arch", "soa,foo"],
+    ["eval", "--model", "{tmp}/none.pt", *SYNTH],
+    ["export", "{tmp}/none.pt", "--backend", "onnx", "--out", "{tmp}/m.onnx"],
+    ["export", "{tmp}/none.pt", "--backend", "tensorrt-x", "--out", "{tmp}/m.onnx"],
+]
+
+
+def test_a_bad_argument_is_refused_before_torch_is_imported(tmp_path):
+    """torch takes 1.5-3 s to import on a 2-core machine: a bad argument must not wait for it. One fresh
+    interpreter runs every case and reports, after each, its exit code and whether torch got loaded."""
+    cases = [[a.format(tmp=tmp_path) for a in argv] for argv in TORCH_FREE]
+    code = ("import sys, json\nfrom edge.cli import main\nfor argv in json.loads(sys.argv[1]):\n"
+            "    try:\n        rc = main(argv)\n    except SystemExit as e:\n        rc = e.code\n"
+            "    print(rc, 'torch' in sys.modules, flush=True)\n")
+    import json
+
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60, cwd=REPO)
+    rows = r.stdout.split("\n")[:-1]
+    assert rows == ["2 False"] * len(cases), (rows, r.stderr)
+    assert len(r.stderr.splitlines()) == len(cases), r.stderr  # one line each

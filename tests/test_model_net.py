@@ -11,12 +11,14 @@ from edge.errors import UserError
 from edge.model import count_macs, count_params, create_model, list_models
 from edge.model.file import load_model, read_record, save_model
 from edge.model.soa import SOA
+from edge.model.variants import model_names
 
 VARIANTS = ["coord", "cva", "none", "soa"]
 
 
 def test_registry():
     assert list_models() == VARIANTS
+    assert model_names() == VARIANTS  # the torch-free names that argument checks use
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         create_model("nope")
     with pytest.raises(ValueError, match="unknown model option"):

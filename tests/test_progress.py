@@ -83,7 +83,8 @@ def test_a_disabled_bar_prints_nothing_and_does_not_shift_the_others():
 
 def test_training_nests_its_batches_in_its_epochs(capsys):
     pytest.importorskip("torch")
-    from edge.train import TrainConfig, fit
+    from edge.model.fit import fit
+    from edge.train import TrainConfig
 
     g = np.random.default_rng(0)
     x, y = g.standard_normal((32, 3, 32, 32)).astype(np.float32), np.arange(32) % 3

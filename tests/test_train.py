@@ -16,7 +16,8 @@ from edge.bench.flowfields import warp_by_flow
 from edge.data.preprocess import PreprocessSpec, precompute
 from edge.data.synth import make_samples, save_samples
 from edge.errors import UserError
-from edge.train import TrainConfig, fit
+from edge.model.fit import fit
+from edge.train import TrainConfig
 
 SMALL = {"stem": 8, "widths": (8, 16, 16, 24)}  # a narrow net: these tests check the loop, not the model
 

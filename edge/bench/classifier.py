@@ -330,10 +330,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edge.errors import UserError
-    from edge.model import list_models
+    from edge.train import check_arch
 
-    if args.model not in list_models():
-        raise UserError(f"unknown model {args.model!r}; known: {', '.join(list_models())}")
+    check_arch(args.model, "--model")
     if args.iters < 10:
         raise UserError(f"--iters must be >= 10, got {args.iters}")
     rows, chk, info = run_bench(args.iters, args.model, not args.no_baseline, args.threads)

@@ -16,7 +16,6 @@ Each export embeds the model file's metadata (JSON) so the runtime loader knows 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -29,14 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge.errors import Unavailable, UserError
+from edge.errors import Unavailable
+from edge.model.export_cli import check_export
 from edge.model.file import model_from_record, read_record
 from edge.model.net import SOANet
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torchscript", "exported", "onnx", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 META_KEY = "facesleuth"          # metadata key in ONNX metadata_props / TorchScript + .pt2 extra files
 MAX_BATCH = 256
 # Parity tolerances on logits, per backend (float32 kernels reorder sums; fp16/int8 are lossy).
@@ -197,12 +195,7 @@ def export_tensorrt(model: SOANet, cfg: dict[str, Any], meta: str, out: Path, pr
 
 def export_model(model_path: str | Path, backend: str, out: str | Path, precision: str = "fp32") -> dict[str, Any]:
     """Export a model file; returns {"out", "backend", "precision", "max_diff", "model_id"}."""
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    if precision != "fp32" and backend != "tensorrt":
-        raise UserError(f"--precision {precision} needs --backend tensorrt ({backend} exports fp32)")
+    check_export(backend, precision)
     rec = read_record(model_path)
     model = model_from_record(rec).freeze()
     cfg = rec["config"]
@@ -225,18 +218,3 @@ def export_model(model_path: str | Path, backend: str, out: str | Path, precisio
     log.info("wrote %s export of %s to %s", backend, rec["model_id"], out)
     return {"out": str(out), "backend": backend, "precision": precision, "max_diff": diff,
             "model_id": rec["model_id"]}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model file (.pt, from training or save_model)")
-    parser.add_argument("--backend", required=True, choices=BACKENDS,
-                        help="torchscript, exported (torch.export .pt2), onnx, or tensorrt (CUDA only)")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="TensorRT precision")
-    parser.add_argument("--out", required=True, help="output file")
-
-
-def main(args: argparse.Namespace) -> int:
-    res = export_model(args.model, args.backend, args.out, args.precision)
-    print(f"{res['backend']} ({res['precision']}) export of {res['model_id']} -> {res['out']} "
-          f"(max rel. difference to PyTorch {res['max_diff']:.2g})")
-    return 0

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from edge.model.soa import SOA
+from edge.model.variants import default_cfgs
 
 DEFAULT_CLASSES = ("negative", "positive", "surprise")
 ATTENTIONS = ("soa", "cva", "coord", "none")
@@ -271,15 +272,6 @@ def _create(variant: str, **kwargs: Any) -> SOANet:
         if key in cfg:
             cfg[key] = tuple(cfg[key])
     return SOANet(NetConfig(**cfg))
-
-
-# Per variant, only what differs from NetConfig's defaults (which are the "soa" network).
-default_cfgs: dict[str, dict[str, Any]] = {
-    "soa": {},
-    "cva": {"attn": "cva"},
-    "coord": {"attn": "coord"},
-    "none": {"attn": "none"},
-}
 
 
 @register_model
