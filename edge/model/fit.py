@@ -195,7 +195,7 @@ def fit(x: np.ndarray, y: np.ndarray, classes: Sequence[str], cfg: TrainConfig, 
     device = resolve_device(cfg.device)
     rank, world = dist_init(str(device))
     if device.type == "cuda":
-        torch.cuda.setresolve_device(device)
+        torch.cuda.set_device(device)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     n, k = len(x), len(classes)
