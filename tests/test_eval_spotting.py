@@ -268,3 +268,31 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(case, text, tmp_path, 
     assert err.count("\n") == 1 and err.startswith("facesleuth eval spotting: error: ")
     assert text.format(tmp=tmp_path) in err
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_strs_loso_labels_each_subject_with_a_classifier_trained_on_the_others(first_run, tmp_path, capsys):
+    """--strs loso (MEGC's protocol): per held-out subject a classifier trained from scratch on the other
+    subjects' labelled intervals of its dataset; a subject with no one else to learn from (the CAS(ME)^3
+    tree has one) is labelled by the shipped weights, and the report says so."""
+    from edge.cli import main
+    from edge.model.file import read_record
+
+    trees, root, _, _ = first_run
+    argv = [*_argv(trees, root, "--strs", "loso", "--no-png", "--json", str(tmp_path / "s.json"))]
+    argv[argv.index("--out") + 1] = str(tmp_path / "o")
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "s.json").read_text())["strs"]
+    assert doc["model"] == "loso"
+    folds = {f["held_out"]: f for f in doc["folds"]}
+    assert set(folds) == {"casme2_lv/s15", "casme2_lv/s16", "casme3_lv/spNO.1"}
+    for held_out, other in (("casme2_lv/s15", "casme2_lv/s16"), ("casme2_lv/s16", "casme2_lv/s15")):
+        fold = folds[held_out]
+        assert fold["trained_on"] == [other] and fold["intervals"] == 2 and not fold["fallback"]
+        training = read_record(fold["model"])["meta"]["training"]  # the file says what it learnt from
+        assert training["strs_loso_held_out"] == held_out and training["subjects"] == [other]
+    assert folds["casme3_lv/spNO.1"]["model"] is None and "shipped weights" in folds["casme3_lv/spNO.1"]["fallback"]
+    pooled = doc["modes"]["defaults"]["pooled"]
+    assert pooled["n"] >= 3 and pooled["strs"] == pytest.approx(pooled["spot_f1"] * pooled["recognition_uf1"])
+    assert all(lab["label"] in ("negative", "positive", "surprise") for lab in doc["labels"])
+    out = capsys.readouterr().out
+    assert "strs casme3_lv/spNO.1: 0 labelled interval(s) of other subjects" in out

@@ -50,9 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("eval_spotting"), help="folder for the table and the PNGs")
     add_json_argument(p, "the full report as one JSON document")
     p.add_argument("--no-png", action="store_true", help="no per-video PNG")
-    p.add_argument("--strs", nargs="?", const="", metavar="MODEL",
-                   help="also STRS: label the spotted true positives with MODEL (a composite-class model file; "
-                        "alone: the shipped weights) and score spot-then-recognise")
+    p.add_argument("--strs", nargs="?", const="", metavar="MODEL|loso",
+                   help="also STRS: label the spotted true positives and score spot-then-recognise; alone: with "
+                        "the shipped weights; MODEL: with that composite-class model file; loso: with one "
+                        "classifier per held-out subject, trained on the dataset's other subjects")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -83,9 +84,10 @@ def check_args(args: argparse.Namespace) -> None:
         require("eval spotting", "train", "matplotlib")
     args.labeller = None
     if args.strs is not None:
-        from edge.spotting_eval.strs import open_labeller
+        from edge.spotting_eval.strs import LOSO, open_labeller
 
-        args.labeller = open_labeller(args.strs or None)
+        # loso: the shipped weights open here too, for a subject whose dataset has no one else to learn from
+        args.labeller = open_labeller(None if args.strs in ("", LOSO) else args.strs)
 
 
 def load_all(names: list[str], roots: list[Path]) -> list[LongVideo]:
@@ -142,13 +144,15 @@ def main(args: argparse.Namespace) -> int:
     table = format_table(rows, TABLE_COLUMNS)
     strs_doc = None
     if args.labeller is not None:
-        from edge.spotting_eval.strs import label_matches
+        from edge.spotting_eval.strs import LOSO, label_matches
 
-        strs_doc = label_matches(recordings, scored, args.labeller, progress=not args.quiet)
+        strs_doc = label_matches(recordings, scored, args.labeller, progress=not args.quiet,
+                                 loso=args.strs == LOSO, out_dir=args.out)
         strs_rows = [{"mode": m, "dataset": name, **v} for m, per in strs_doc["modes"].items()
                      for name, v in per.items()]
         table += "\n\n" + format_table(strs_rows, ("mode", "dataset", "spot_f1", "recognition_uf1", "n", "strs"))
     notes = [f"{kind} {f.name}: {f.fallback}" for kind, fs in folds.items() for f in fs if f.fallback]
+    notes += [f"strs {f['held_out']}: {f['fallback']}" for f in (strs_doc or {}).get("folds", []) if f["fallback"]]
     if notes:
         table += "\n\n" + "\n".join(notes)
 
