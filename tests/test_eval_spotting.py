@@ -242,6 +242,20 @@ def test_the_recording_uses_the_video_graphs_node_params():
     assert SpotNode.resolve_params(dict(nodes["spot"].params)) == SpotNode.resolve_params({})
 
 
+def test_the_cache_key_names_the_landmarks_auto_picked(monkeypatch):
+    """`landmarks: auto` runs dlib68 where it is installed and the eye cascade elsewhere: recordings made
+    with one are not reused for the other."""
+    import edge.perception.face.landmarks as landmarks
+    from edge.spotting_eval.record import pipeline_key
+
+    here = pipeline_key()
+    assert here["face"]["landmarks"] == "auto" and here["face"]["landmarks_used"] in ("dlib68", "eyes")
+    monkeypatch.setattr(landmarks, "make_landmarker", lambda kind, path=None: landmarks.HaarEyes())
+    elsewhere = pipeline_key()
+    assert elsewhere["face"]["landmarks_used"] == "eyes"
+    assert (elsewhere == here) == (here["face"]["landmarks_used"] == "eyes")
+
+
 @pytest.mark.parametrize("case, text", [
     ("unknown", "unknown long-video dataset 'casme9_lv'; known: casme2_lv, samm_lv, casme3_lv"),
     ("no root", "dataset folder {tmp}/nowhere not found"),

@@ -6,10 +6,10 @@ frame-number order at the dataset's frame rate. What the spotter was given is re
 setting afterwards is a cheap replay (spot_clip) instead of another pass over the frames.
 
 Cache: one file per video under `--cache DIR`, named by a hash of what changes the recording: the frame
-folder (resolved path), its frame count and first/last numbers, the face node's params, the flow backend
-as resolved here with its params and lag, the spotter's `rigid`, and RECORDING_VERSION. An entry is written
-to a temporary name and renamed, so a run killed mid-write leaves no entry; one that cannot be read back
-(or whose key differs) is recorded again.
+folder (resolved path), its frame count and first/last numbers, the face node's params (and the landmarks
+`auto` resolved to), the flow backend as resolved here with its params and lag, the spotter's `rigid`,
+and RECORDING_VERSION. An entry is written to a temporary name and renamed, so a run killed mid-write
+leaves no entry; one that cannot be read back (or whose key differs) is recorded again.
 """
 
 from __future__ import annotations
@@ -50,12 +50,15 @@ class Recording:
 
 def pipeline_key() -> dict[str, Any]:
     """The node params that change a recording (module docstring), as plain JSON values."""
+    from edge.perception.face.landmarks import make_landmarker
     from edge.perception.flow import create_flow
     from edge.perception.spot import SpotParams
     from nodes.face import FaceNode
 
     flow = create_flow(BACKEND)
     face = {k: v for k, v in FaceNode.resolve_params({}).items()}
+    # `auto` picks dlib68 where it is installed, else the eye cascade: the landmarks that actually ran
+    face["landmarks_used"] = make_landmarker(face["landmarks"], face["landmark_model"] or None).kind
     return {"version": RECORDING_VERSION, "face": face, "flow": {"backend": flow.name, "params": flow.params,
             "lag": LAG}, "rigid": SpotParams().rigid}
 
