@@ -339,6 +339,9 @@ class NodeProcess:
                 for out in self.outputs.values():
                     out.send_eos(self._template, "end of stream")
                 self._drain_outputs()  # the supervisor hears of the end once downstream has everything
+                for _, inp in self.inputs:  # and upstream, that its end was handled (Input.eos_ids)
+                    inp.complete_eos()
+                    inp.send_acks()
                 if not self.stop_requested:
                     self._send_control(Op.EOS, stats=self.stats())
             return 0

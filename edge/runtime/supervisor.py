@@ -370,16 +370,19 @@ class Supervisor:
                     f": {c.reason}" if c.reason else "")
 
     def _release_orphans(self) -> None:
-        """Stop a node that has ended while every consumer of its has ended and exited for good: its
-        end-of-stream drain would wait forever for acknowledgements nobody is left to send. That happens to
-        a node killed after its end of stream and restarted after its consumers finished (they had already
-        handled everything it sent before its end)."""
+        """Stop a node (one that has ended, or a restarted process) while every consumer of its has ended
+        and exited for good: its end-of-stream drain would wait forever for acknowledgements nobody is left
+        to send. That happens to a node killed after its end of stream (reported, or only sent in-band) and
+        restarted after its consumers finished. It is safe: a consumer ends only after the node's end of
+        stream, in-band or relayed, so it has handled everything the node sent; the node's stream is over
+        (ended), even if this process never reported it. A first process that has not reported its end is
+        left alone: its consumers' last acknowledgements may still be on their way."""
         for c in self.children.values():
-            if c.proc is None or not c.ready or not c.ended or c.released:
+            if c.proc is None or not c.ready or c.released or not (c.ended or c.restarts):
                 continue
             consumers = [self.children[d] for d in sorted({lk.dst for lk in self.graph.links if lk.src == c.name})]
             if consumers and all(d.ended and d.proc is None and d.restart_at is None for d in consumers):
-                c.released = True
+                c.released = c.ended = True
                 log.info("%s: every consumer has ended; stopping it", c.name)
                 self._send(c.name, Op.STOP)
 

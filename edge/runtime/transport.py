@@ -480,6 +480,11 @@ class Input:
         self.last_error = ""
         self.last_topic = ""
         self._last_seq: dict[str, int] = {}
+        # In-band end-of-stream ids received, not yet acknowledged: acknowledging one at once would let the
+        # producer forget it while the messages before it are still being handled here, and a restart of
+        # this process would then be sent those again but never the end (the producer, still waiting for
+        # their acknowledgements, has not reported its end either): a batch job that never ends.
+        self.eos_ids: list[str] = []
 
     @property
     def duplicates(self) -> int:
@@ -488,6 +493,12 @@ class Input:
     def complete(self, msg_id: str) -> None:
         """The message `msg_id` is durably handled (acknowledged with the next send_acks())."""
         self.receipts.complete(msg_id)
+
+    def complete_eos(self) -> None:
+        """This node has handled everything before the end of stream: acknowledge the end too."""
+        for msg_id in self.eos_ids:
+            self.receipts.complete(msg_id)
+        self.eos_ids.clear()
 
     def send_acks(self) -> None:
         ids = self.receipts.take()
@@ -515,7 +526,7 @@ class Input:
                 if not self.receipts.admit(msg.id):
                     continue  # a resend of what arrived already
                 if msg.type == "eos":
-                    self.receipts.complete(msg.id)
+                    self.eos_ids.append(msg.id)  # acknowledged once this node has ended (complete_eos)
             prev = self._last_seq.get(msg.stream)
             if prev is not None and msg.seq > prev + 1:
                 self.gaps += msg.seq - prev - 1  # dropped upstream (producer HWM)

@@ -75,14 +75,20 @@ class ArraysSource(Node):
 @register_node("test_relay")
 class Relay(Node):
     """Re-sends every message unchanged; `teardown_s` keeps the process alive after its end of stream
-    (until a stop)."""
+    (until a stop); `eos_delay_s` holds its first process between its inputs' end and its own."""
 
     inputs = {"frames": Port("frame")}
     outputs = {"frames": Port("frame")}
-    params = {"teardown_s": Param(float, 0.0, "sleep in teardown, s", min=0)}
+    params = {"teardown_s": Param(float, 0.0, "sleep in teardown, s", min=0),
+              "eos_delay_s": Param(float, 0.0, "sleep before sending the end of stream (first process), s", min=0)}
 
     def process(self, port: str, msg: Message) -> None:
         self.emit("frames", msg.derive("frame", dict(msg.meta), dict(msg.arrays)))
+
+    def end_of_stream(self) -> None:
+        t_end = time.monotonic() + (self.p.eos_delay_s if not self.run_info.get("restarts") else 0.0)
+        while time.monotonic() < t_end and not self.stopping:
+            time.sleep(0.02)
 
     def teardown(self) -> None:
         t_end = time.monotonic() + self.p.teardown_s
@@ -98,7 +104,12 @@ class Record(Node):
     params = {
         "path": Param(Path, description="JSON lines output"),
         "delay_s": Param(float, 0.0, "sleep per message, s", min=0),
+        "retain": Param(int, 0, "handled messages left unacknowledged until the end (Node.ack_retain)", min=0),
     }
+
+    @classmethod
+    def ack_retain(cls, params: dict) -> int:
+        return int(params["retain"])
 
     def setup(self) -> None:
         self.f = open(self.p.path, "a")  # noqa: SIM115 (closed in teardown)
