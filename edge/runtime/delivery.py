@@ -7,7 +7,9 @@ when the consumer says `hello` (a new consumer process: what sat in the dead one
 gone) or when no acknowledgement came within the resend timeout (doubled per resend, so a stalled
 consumer is not flooded). A full outbox is backpressure: the producer stops taking input, it never drops.
 The consumer's `Receipts` drop what it has already seen by id (a resend whose first copy did arrive) and
-say again what it had already acknowledged (the acknowledgement may be what was lost).
+say again what it had already acknowledged (the acknowledgement may be what was lost). An in-band end of
+stream is acknowledged last, once the consumer has ended (transport.Input.eos_ids): the producer then
+still holds it while anything before it is unacknowledged, and a restarted consumer gets it again.
 
 Frames on a link (a ROUTER in the producer, which binds; a DEALER in the consumer, whose routing id is the
 link's name, so a restarted consumer takes the old one's place):
