@@ -74,6 +74,7 @@ log = logging.getLogger("supervisor")
 
 STOP_SIGINT_S = 2.0
 STOP_SIGTERM_S = 1.5
+ORPHAN_GRACE_S = 2.0  # a first process whose consumers all ended waits this long for their last acks
 
 
 def runs_root() -> Path:
@@ -160,6 +161,7 @@ class Child:
     failed: bool = False  # failed for good
     bad_input: bool = False  # its setup refused its input (exit 2): never restarted
     released: bool = False  # told to stop because nobody is left to consume what it drains
+    orphan_since: float | None = None  # monotonic time since when every consumer has ended for good
     reason: str = ""  # its last `failed` report
     exit_codes: list[int] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # its last report (a NodeStats wire map)
@@ -272,6 +274,7 @@ class Supervisor:
         c.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.noderun", str(c.spec_path)],
                                   start_new_session=True, env=env)
         c.ready = c.heard = c.released = False
+        c.orphan_since = None
         c.reason = ""
         c.restart_at = None
         log.info("started %s (pid %d)", c.name, c.proc.pid)
@@ -375,13 +378,19 @@ class Supervisor:
         to send. That happens to a node killed after its end of stream (reported, or only sent in-band) and
         restarted after its consumers finished. It is safe: a consumer ends only after the node's end of
         stream, in-band or relayed, so it has handled everything the node sent; the node's stream is over
-        (ended), even if this process never reported it. A first process that has not reported its end is
-        left alone: its consumers' last acknowledgements may still be on their way."""
+        (ended), even if this process never reported it. A first process that has not reported its end gets
+        ORPHAN_GRACE_S first: its consumers' last acknowledgements are usually on their way (the capture
+        node of bench faults seed 59 waited for those of a face process killed before it sent them)."""
+        now = time.monotonic()
         for c in self.children.values():
-            if c.proc is None or not c.ready or c.released or not (c.ended or c.restarts):
+            if c.proc is None or not c.ready or c.released:
                 continue
             consumers = [self.children[d] for d in sorted({lk.dst for lk in self.graph.links if lk.src == c.name})]
-            if consumers and all(d.ended and d.proc is None and d.restart_at is None for d in consumers):
+            if not (consumers and all(d.ended and d.proc is None and d.restart_at is None for d in consumers)):
+                c.orphan_since = None
+                continue
+            c.orphan_since = c.orphan_since or now
+            if c.ended or c.restarts or now - c.orphan_since >= ORPHAN_GRACE_S:
                 c.released = c.ended = True
                 log.info("%s: every consumer has ended; stopping it", c.name)
                 self._send(c.name, Op.STOP)
