@@ -88,7 +88,9 @@ def test_face_node_sends_a_frames_crops_before_its_detection_round(clip_frames):
                                        {"source": "test", "fps": 25.0}, {"image": f}))
     node.end_of_stream()  # waits for the last round
     assert started[0] == 1 and finished[0] == 2, (started, finished)  # frame 1 went out meanwhile
-    assert started == [1, 4, 7, 10], started  # frames 0, 3, 6, 9: after their own crops
+    # frames 0, 3, 6, 9: each round starts after its own frame's crops went out (the thread may start a
+    # frame later on a loaded machine: the fresh-clone CI once saw [1, 5, 7, 10])
+    assert len(started) == 4 and all(s >= k for s, k in zip(started, (1, 4, 7, 10), strict=True)), started
     assert any(len(m.arrays["track_ids"]) for _, m in node.emitted)  # and faces are still found and tracked
 
 
