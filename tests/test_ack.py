@@ -143,6 +143,41 @@ def test_outbox_full_is_backpressure_and_a_restarted_consumer_gets_everything_ag
         out.close(0)
 
 
+def test_a_new_consumer_handles_nothing_sent_before_the_welcome(zmq_context, endpoint):
+    """Regression (CI, test_faults flow kill): the producer sent a newer message to a restarted consumer
+    before it read the hello; handled first, it overtook the resent older ones, and flow rebuilt its lag
+    window from the wrong crops. A raw ROUTER plays the producer, to send in exactly that order."""
+    import zmq
+
+    from edge.runtime.delivery import HELLO, HELLO_AGAIN_S, WELCOME
+    from edge.runtime.transport import pack
+
+    router = zmq_context.socket(zmq.ROUTER)
+    router.bind(endpoint("link"))
+    inp = Input(zmq_context, router.last_endpoint.decode(), "src.frames", latest=False, hwm=8, peer="dst.frames/0")
+    try:
+        assert router.poll(3000) and router.recv_multipart() == [b"dst.frames/0", HELLO]
+        msgs = [_frame(i) for i in range(3)]
+        for i, m in enumerate(msgs):
+            m.id = f"src.{i}"
+
+        def send(m: Message) -> None:
+            router.send_multipart([b"dst.frames/0", *pack("src.frames", m)])
+
+        send(msgs[2])  # newer, before the producer read the hello
+        time.sleep(HELLO_AGAIN_S + 0.1)
+        assert _take(inp, 1, 0.3) == []  # not handled: it comes again with the resend
+        # Messages but no welcome for HELLO_AGAIN_S: the consumer says hello again (its first may be lost)
+        assert router.poll(3000) and router.recv_multipart() == [b"dst.frames/0", HELLO]
+        router.send_multipart([b"dst.frames/0", WELCOME])
+        for m in msgs:
+            send(m)
+        assert [m.frame for m in _take(inp, 3)] == [0, 1, 2] and inp.foreign == 0 and inp.duplicates == 0
+    finally:
+        inp.close()
+        router.close(0)
+
+
 def _wait_acked(out: Output, n: int, timeout: float = 3.0) -> list[str]:
     acked: list[str] = []
     deadline = time.monotonic() + timeout

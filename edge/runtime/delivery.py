@@ -10,11 +10,18 @@ The consumer's `Receipts` drop what it has already seen by id (a resend whose fi
 say again what it had already acknowledged (the acknowledgement may be what was lost). An in-band end of
 stream is acknowledged last, once the consumer has ended (transport.Input.eos_ids): the producer then
 still holds it while anything before it is unacknowledged, and a restarted consumer gets it again.
+The producer answers a hello with `welcome`, then the resend: a new consumer handles nothing that
+arrives before the welcome (the producer may have sent newer messages to the new process before it read
+the hello; handled first, they would overtake the resent older ones, and a node that rebuilds state
+from its last inputs, flow's lag window, would rebuild it from the wrong ones). Those early messages are
+unacknowledged, so the resend holds them again, in order. A consumer that gets messages but no welcome
+(its hello went to a producer process that died) says hello again.
 
 Frames on a link (a ROUTER in the producer, which binds; a DEALER in the consumer, whose routing id is the
 link's name, so a restarted consumer takes the old one's place):
 
     producer -> consumer   [topic, header, *buffers]      a message (edge.runtime.transport), header["id"]
+    producer -> consumer   [b"welcome"]                    the answer to a hello: the resend follows
     consumer -> producer   [b"hello"]                      a new consumer process: send me what is unacked
                            [b"ack", msgpack([id, ...])]    these are durably handled
 """
@@ -27,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 HELLO = b"hello"
+WELCOME = b"welcome"
+HELLO_AGAIN_S = 0.5  # a consumer getting messages but no welcome for this long says hello again
 ACK = b"ack"
 OUTBOX_DEFAULT = 1000  # unacknowledged messages per lossless link (the link's `queue`)
 OUTBOX_MAX = 100_000  # more would only hide a consumer that is gone for good, in the producer's memory

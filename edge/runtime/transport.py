@@ -44,7 +44,18 @@ import numpy as np
 import zmq
 
 from edge.errors import UserError
-from edge.runtime.delivery import ACK, HELLO, OUTBOX_MAX, RECEIPTS_MIN, Entry, Outbox, Receipts, new_token
+from edge.runtime.delivery import (
+    ACK,
+    HELLO,
+    HELLO_AGAIN_S,
+    OUTBOX_MAX,
+    RECEIPTS_MIN,
+    WELCOME,
+    Entry,
+    Outbox,
+    Receipts,
+    new_token,
+)
 from edge.runtime.messages import SCHEMA_VERSION, Message
 from edge.runtime.zap import DOMAIN as ZAP_DOMAIN
 
@@ -269,8 +280,21 @@ class AckedLink:
                 self.foreign += 1
         if hello:  # a new consumer process: what the old one had queued is gone
             self.hellos += 1
-            self.flush(everything=True)
+            if self._welcome():
+                self.flush(everything=True)
         return acked
+
+    def _welcome(self) -> bool:
+        """Tell a new consumer that the resend starts here (edge.runtime.delivery: why)."""
+        try:
+            self.sock.send_multipart([self.peer, WELCOME], flags=zmq.NOBLOCK)
+        except zmq.Again:  # its queue is full: it has not read the hello's predecessors yet; it will say hello again
+            return False
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:  # gone again before the answer
+                return False
+            raise
+        return True
 
 
 class Output:
@@ -471,8 +495,11 @@ class Input:
             self.sock.routing_id = (peer or f"{topic}/0").encode()
             self.sock.linger = 1000  # the last acknowledgements get out after close
         self.sock.connect(endpoint)
+        # Lossless: a new process says hello (queued until connected) and handles nothing before the welcome
+        self.welcomed = latest
+        self._hello_at = 0.0
         if not latest:
-            self.sock.send(HELLO, zmq.NOBLOCK)  # queued until connected: resend whatever is unacknowledged
+            self._hello()
         self.received = 0
         self.dropped = 0
         self.foreign = 0
@@ -489,6 +516,14 @@ class Input:
     @property
     def duplicates(self) -> int:
         return self.receipts.duplicates
+
+    def _hello(self) -> None:
+        """Ask the producer for everything unacknowledged (delivery protocol)."""
+        try:
+            self.sock.send(HELLO, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the producer is away: said again when its messages come without a welcome
+        self._hello_at = time.monotonic()
 
     def complete(self, msg_id: str) -> None:
         """The message `msg_id` is durably handled (acknowledged with the next send_acks())."""
@@ -516,6 +551,14 @@ class Input:
                 parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return None
+            if not self.latest and len(parts) == 1 and parts[0].bytes == WELCOME:
+                self.welcomed = True  # what follows is the resend, in order
+                continue
+            if not self.welcomed:
+                # Sent before the producer read our hello: resent after the welcome (delivery protocol)
+                if time.monotonic() - self._hello_at >= HELLO_AGAIN_S:
+                    self._hello()
+                continue
             try:
                 self.last_topic, msg = unpack(parts)
             except ForeignMessage as e:
