@@ -57,7 +57,24 @@ class SpotNode(Node):
         **node_params(SpotParams, _EXPOSED, unset=True),
         "crop_history_s": Param(float, 6.0, "seconds of crops kept per track for onset/apex crops", min=0.5),
         "emit_discarded": Param(bool, False, "also emit discarded intervals (kind 'other', meta discarded)"),
+        "checkpoint_every": Param(int, 12, "save the spotting state every this many inputs, so that a restarted "
+                                  "process goes on where this one was (0: never; upstream queues must exceed it)",
+                                  min=0),
     }
+
+    @classmethod
+    def checkpoint_every(cls, params: dict) -> int:
+        # Seconds of noise statistics and the open intervals: no short window of flows rebuilds them, so a
+        # restart mid-stream would change or lose the events near it (edge.runtime.checkpoint).
+        return int(params["checkpoint_every"])
+
+    def save_state(self) -> dict:
+        return {"spotters": self.spotters, "crops": self.crops, "provisional_sent": self.provisional_sent,
+                "residuals": self.residuals}
+
+    def load_state(self, state: dict) -> None:
+        self.spotters, self.crops = state["spotters"], state["crops"]
+        self.provisional_sent, self.residuals = state["provisional_sent"], state["residuals"]
 
     def setup(self) -> None:
         base = SpotParams.load(self.p.params_file) if self.p.params_file else SpotParams()

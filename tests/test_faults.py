@@ -139,6 +139,41 @@ def test_a_killed_flow_node_rebuilds_its_lag_window_and_logs_the_same_events(tmp
     assert r.survived, f"exit {r.rc}, lost {r.lost}, duplicated {r.duplicated}, gaps {r.gaps}\n{r.log_tail}"
 
 
+TALLY_GRAPH = """\
+name: faults-tally
+nodes:
+  - {name: src, type: test_intervals, params: {count: 30, rate: 30}}
+  - name: tally
+    type: test_tally
+    params: {checkpoint_every: CKPT}
+    restart: {policy: on-failure, max_restarts: 3, backoff_s: 0.2}
+  - {name: events, type: events}
+connections:
+  - {from: src.intervals, to: tally.intervals, delivery: lossless, queue: 12}
+  - tally.events -> events.events
+"""
+
+
+@pytest.mark.parametrize("every", [3, 0], ids=["checkpoints", "none"])
+def test_a_killed_node_goes_on_from_its_checkpoint(tmp_path, plugin_env, every):
+    """tally labels each event with how many intervals it has seen: a restarted process without the dead
+    one's state counts from 0 again (the control: every=0 loses and changes events), with checkpoints it
+    goes on from the last one and the log is the undisturbed one."""
+    graph = tmp_path / "tally.yaml"
+    graph.write_text(TALLY_GRAPH.replace("CKPT", str(every)))
+    job = Job(graph, {}, {"tally": ("src",)}, env=plugin_env)
+    events = [{"stream": "cam0", "track_id": i, "onset": {"frame": 10 * i}, "apex": {"frame": 10 * i},
+               "offset": {"frame": 10 * i}, "kind": "micro", "label": str(i + 1)} for i in range(30)]
+    reference = RunResult(None, "none", "-", rc=0, events=events, lifetimes={"tally": 1.0})
+    r = run_once(job, tmp_path / "run", Fault(7, "kill9", "tally", at=0.5, pause_s=0.0), reference, TIMEOUT_S)
+    assert r.injected and "tally: restart 1/3" in r.log_tail, r.log_tail
+    if every:
+        assert "restored its state from the last checkpoint" in r.log_tail, r.log_tail
+        assert r.survived, f"exit {r.rc}, lost {r.lost}, duplicated {r.duplicated}, gaps {r.gaps}\n{r.log_tail}"
+    else:
+        assert r.rc == 0 and r.lost > 0 and r.duplicated > 0, r.log_tail
+
+
 def test_the_table_counts_failures_by_kind_and_node():
     ok = RunResult(1, "kill9", "cls", injected=True, rc=0)
     lost = RunResult(2, "kill9", "cls", injected=True, rc=0, lost=2)

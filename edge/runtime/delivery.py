@@ -102,7 +102,7 @@ class Receipts:
     """A consumer's view of one link: which ids are being handled, which it acknowledged, what to ack."""
 
     def __init__(self, remember: int = RECEIPTS_MIN) -> None:
-        self.remember = remember
+        self.remember_n = remember
         self.pending: set[str] = set()  # received, not yet durably handled
         self.done: OrderedDict[str, None] = OrderedDict()  # acknowledged (the newest `remember`)
         self.to_ack: list[str] = []
@@ -122,13 +122,20 @@ class Receipts:
         self.pending.add(msg_id)
         return True
 
+    def remember(self, ids: list[str]) -> None:
+        """Count `ids` as acknowledged already (a restored checkpoint holds them): a resend is a repeat."""
+        for msg_id in ids:
+            self.done[msg_id] = None
+        while len(self.done) > self.remember_n:
+            self.done.popitem(last=False)
+
     def complete(self, msg_id: str) -> None:
         """`msg_id` is durably handled: acknowledge it (with the next `take()`)."""
         if not msg_id:
             return
         self.pending.discard(msg_id)
         self.done[msg_id] = None
-        while len(self.done) > self.remember:
+        while len(self.done) > self.remember_n:
             self.done.popitem(last=False)
         self.to_ack.append(msg_id)
 

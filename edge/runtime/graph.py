@@ -316,23 +316,27 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
 
 
 def _check_retained(path: Path, nodes: dict[str, NodeSpec], links: list[Link]) -> None:
-    """A node that keeps its last k inputs unacknowledged (Node.ack_retain: flow, its `lag`) holds them on
-    every lossless link upstream where producers acknowledge after downstream: each such queue must exceed
-    k, or the producers wait for acknowledgements that wait for more input (a batch job that never ends)."""
+    """A node that keeps k handled inputs unacknowledged (Node.held: flow's `lag` window, spot's messages
+    since its last checkpoint) holds them on every lossless link upstream where producers acknowledge
+    after downstream, plus what each of those producers holds itself: each such queue must exceed that,
+    or the producers wait for acknowledgements that wait for more input (a batch job that never ends)."""
     for n in nodes.values():
-        k = n.cls.ack_retain(n.params)
-        todo, seen = [n.name], set()
-        while k > 0 and todo:
-            name = todo.pop()
+        k0 = n.cls.held(n.params)
+        todo, best = [(n.name, k0)], {n.name: k0}
+        while k0 > 0 and todo:
+            name, k = todo.pop()
             for lk in links:
-                if lk.dst != name or lk.delivery != "lossless" or str(lk) in seen:
+                if lk.dst != name or lk.delivery != "lossless":
                     continue
-                seen.add(str(lk))
                 if lk.queue <= k:
+                    also = "" if name == n.name else f", and {name} up to {k} of its own for them"
                     raise _err(path, lk.line, f"connections {lk}", f"queue {lk.queue} must be above {k}: {n.name} "
-                               f"keeps its last {k} inputs unacknowledged (to rebuild its state after a restart)")
-                if nodes[lk.src].cls.ack_after == "downstream":
-                    todo.append(lk.src)
+                               f"keeps up to {k0} inputs unacknowledged (to rebuild its state after a restart){also}")
+                src = nodes[lk.src]
+                up = k + src.cls.held(src.params)
+                if src.cls.ack_after == "downstream" and best.get(lk.src, -1) < up:
+                    best[lk.src] = up
+                    todo.append((lk.src, up))
 
 
 def _restart(path: Path, obj: dict, where: str, base: Restart) -> Restart:

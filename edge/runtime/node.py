@@ -33,6 +33,7 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from edge.errors import UserError
+from edge.runtime import checkpoint
 from edge.runtime.messages import TYPES, Message
 
 ENTRY_POINT_GROUP = "facesleuth.nodes"
@@ -214,6 +215,29 @@ class Node:
         them has the same ids and is dropped downstream). Held upstream too (edge.runtime.graph checks that
         every queue on the way has room beyond them). Default 0: acknowledged once handled."""
         return 0
+
+    @classmethod
+    def checkpoint_every(cls, params: dict[str, Any]) -> int:
+        """State that no bounded window rebuilds (spot: its noise model, open intervals): every this many
+        handled messages (per input, at most), the runner saves `save_state()` to the run folder and only
+        then acknowledges them, so a restarted process restores it (`load_state()`) and is sent again just
+        what came after (edge.runtime.checkpoint). Held upstream like `ack_retain`. Default 0: none."""
+        return 0
+
+    def save_state(self) -> Any:
+        """What `load_state()` needs to go on as this process would (picklable); with checkpoint_every."""
+        raise NotImplementedError(f"{type(self).__name__} sets checkpoint_every but not save_state")
+
+    def load_state(self, state: Any) -> None:
+        """Go on from `save_state()`'s result (called after setup(), in a restarted process)."""
+        raise NotImplementedError(f"{type(self).__name__} sets checkpoint_every but not load_state")
+
+    @classmethod
+    def held(cls, params: dict[str, Any]) -> int:
+        """The most handled messages per input this node keeps unacknowledged (edge.runtime.graph checks
+        the queues upstream for them)."""
+        every = cls.checkpoint_every(params)
+        return max(cls.ack_retain(params), every + checkpoint.SLACK if every else 0)
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
 from edge.errors import EXIT_BAD_INPUT, FacesleuthError, NodeFailed, Unavailable  # noqa: E402
+from edge.runtime import checkpoint  # noqa: E402
 from edge.runtime.control import (  # noqa: E402
     CONTROL_ID_ENV,
     NODE_EXIT_UNAVAILABLE,
@@ -168,6 +169,16 @@ class NodeProcess:
         self._emitted_from: dict[str, str] = {}  # id of an unacknowledged emitted message -> its cause
         self._delivering: set[str] = set()  # ids of the batch process() has now
         self._derived: dict[str, int] = {}  # messages derived so far from each of them
+        # Checkpoints (edge.runtime.checkpoint): handled inputs held until the next one, per input; the
+        # ids of the last two batches acknowledged with one; ids handled in part or waiting on downstream.
+        self.ckpt_every = self.node.checkpoint_every(spec["params"])
+        self.ckpt_path = Path(spec["checkpoint"]) if self.ckpt_every and spec.get("checkpoint") else None
+        self._held: dict[int, list[str]] = {}
+        self._batches: deque[list[list[str]]] = deque(maxlen=2)
+        self._touched: set[str] = set()
+        self._in_delivery = False
+        self.checkpoints = 0
+        self._ckpt_failed = False
 
     # -- control channel ------------------------------------------------------------------------------
     def _send_control(self, op: Op, **kw: Any) -> None:
@@ -218,6 +229,7 @@ class NodeProcess:
                 if cause is not None and cause in self._handling:
                     self._handling[cause][2].discard(msg_id)
                     self._maybe_complete(cause)
+        self._maybe_checkpoint()
         for _, inp in self.inputs:
             inp.send_acks()
 
@@ -225,11 +237,15 @@ class NodeProcess:
         inp, due, waiting = self._handling[msg_id]
         if due[0] <= 0 and not waiting:
             del self._handling[msg_id]
+            self._touched.discard(msg_id)
             self._release(inp, msg_id)
 
     def _release(self, inp: Input, msg_id: str) -> None:
         """Acknowledge a handled message, or keep it among the node's `ack_retain` newest of its input. At most
         the link's queue - 1 are kept: the producer's outbox must keep room to send what releases them."""
+        if self.ckpt_path is not None:  # acknowledged with the next checkpoint
+            self._held.setdefault(self._index(inp), []).append(msg_id)
+            return
         keep = min(self.retain, self._queue.get(id(inp), 1) - 1)
         if keep <= 0:
             inp.complete(msg_id)
@@ -240,10 +256,71 @@ class NodeProcess:
             inp.complete(held.popleft())
 
     def _release_retained(self) -> None:
-        """End of stream: no state is needed any more, everything held is acknowledged."""
+        """End of stream: no state is needed any more, everything held is acknowledged, and what is
+        released from now on (downstream acknowledging the last results) at once."""
+        self.retain, self.ckpt_path = 0, None
         for _, inp in self.inputs:
             for msg_id in self._retained.pop(id(inp), ()):
                 inp.complete(msg_id)
+        for k, ids in self._held.items():
+            for msg_id in ids:
+                self.inputs[k][1].complete(msg_id)
+        self._held = {}
+
+    # -- checkpoints (edge.runtime.checkpoint) ------------------------------------------------------------
+    def _index(self, inp: Input) -> int:
+        return next(k for k, (_, i) in enumerate(self.inputs) if i is inp)
+
+    def _maybe_checkpoint(self) -> None:
+        """Between messages: checkpoint once a batch is held and nothing handled waits on anything; past
+        checkpoint.SLACK more, the oldest go without (edge.runtime.checkpoint)."""
+        if self.ckpt_path is None or self._in_delivery or not self._held:
+            return
+        if not self._touched and max(len(ids) for ids in self._held.values()) >= self.ckpt_every:
+            self._checkpoint()
+            return
+        for k, ids in self._held.items():
+            while len(ids) >= self.ckpt_every + checkpoint.SLACK:
+                self.inputs[k][1].complete(ids.pop(0))
+
+    def _checkpoint(self) -> None:
+        assert self.ckpt_path is not None
+        batch = [list(self._held.get(k, ())) for k in range(len(self.inputs))]
+        done = [[i for b in (*self._batches, batch) for i in b[k]] for k in range(len(self.inputs))]
+        try:
+            t0 = time.perf_counter()
+            size = checkpoint.save(self.ckpt_path, self.node.save_state(), done)
+            if not self.checkpoints:
+                self.log.info("checkpoint every %d inputs: %.1f MB, %.1f ms", self.ckpt_every, size / 1e6,
+                              (time.perf_counter() - t0) * 1e3)
+            self.checkpoints += 1
+        except Exception as e:  # a full disk, or a state pickle refuses: go on (a restart starts from scratch)
+            if not self._ckpt_failed:
+                self.log.warning("checkpoint not written (%s): a restart will not restore this state", e)
+            self._ckpt_failed = True
+        self._batches.append(batch)
+        for k, ids in enumerate(batch):
+            for msg_id in ids:
+                self.inputs[k][1].complete(msg_id)
+        self._held = {}
+
+    def _restore(self) -> None:
+        """A restarted process goes on from its predecessor's last checkpoint; a first one removes any."""
+        if self.ckpt_path is None or not self.ckpt_path.exists():
+            return
+        if not self.node.run_info.get("restarts"):
+            self.ckpt_path.unlink(missing_ok=True)
+            return
+        try:
+            state, done = checkpoint.load(self.ckpt_path)
+            self.node.load_state(state)
+        except (OSError, ValueError) as e:
+            self.log.warning("checkpoint %s not restored (%s): starting from scratch", self.ckpt_path, e)
+            return
+        for (_, inp), ids in zip(self.inputs, done, strict=False):
+            inp.receipts.remember(ids)
+        self.log.info("restored its state from the last checkpoint (%d input(s) before it dropped if resent)",
+                      sum(map(len, done)))
 
     def _drain_outputs(self) -> None:
         """After end of stream: wait until downstream acknowledged everything (a consumer restarting
@@ -312,6 +389,7 @@ class NodeProcess:
             self.in_setup = True
             self.node.setup()
             self.in_setup = False
+            self._restore()
         except FacesleuthError as e:
             self.log.error("setup failed: %s", e)
             self._send_control(Op.FAILED, reason=str(e))
@@ -423,16 +501,21 @@ class NodeProcess:
 
     def _deliver(self, stage: str, msgs: list[Message]) -> None:
         self._delivering = {m.id for m in msgs if m.id in self._handling}
+        self._in_delivery = True  # no checkpoint while process() runs (it may service acknowledgements)
         try:
             self._deliver_to_node(stage, msgs)
         except NodeFailed:  # e.g. the event log cannot be written: unacknowledged, the next process gets it
             self._delivering = set()
             raise
+        finally:
+            self._in_delivery = False
         # Handled, also where process() raised and the error was counted: a message that fails is not retried.
         for msg_id in self._delivering:
             self._handling[msg_id][1][0] -= 1
+            self._touched.add(msg_id)
             self._maybe_complete(msg_id)
         self._delivering, self._derived = set(), {}
+        self._maybe_checkpoint()
 
     def _deliver_to_node(self, stage: str, msgs: list[Message]) -> None:
         try:

@@ -243,6 +243,7 @@ class Supervisor:
                 "curve": node_curve(secured, n.name) if secured else None,
                 "allowed_clients": secured["allowed"] if secured else None,
                 "allowed_dir": str(g.keys) if secured and g.keys else None,  # + its client.key, allowed/*.key
+                "checkpoint": str(self.run_dir / f"{n.name}.state"),  # Node.checkpoint_every: kept across restarts
             }
             path = self.run_dir / f"{n.name}.json"
             _write_private(path, json.dumps(spec, indent=1, default=str))

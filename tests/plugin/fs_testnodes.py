@@ -13,6 +13,7 @@ on the node processes' PYTHONPATH). No OpenCV here, so node processes start fast
     test_classify   intervals -> one mer.event each, like the classify node without a model
     test_crops      source: `count` crops messages of one track, a texture sliding 1 px a frame
     test_flow_events  flows -> one mer.event per tracked flow, labelled with the flow's rounded mean
+    test_tally      intervals -> one mer.event each, labelled with how many came before (state: checkpoints)
 """
 
 from __future__ import annotations
@@ -238,6 +239,35 @@ class FakeClassify(Node):
         ev = {"stream": msg.stream, "track_id": int(msg.meta["track_id"]), "kind": "micro", "label": "surprise",
               "scores": {"surprise": 1.0}, "confidence": 1.0, "onset": instant, "apex": instant, "offset": instant,
               "duration_s": 0.0, "intensity": float(msg.arrays["apex"][0, 0]), "box": [], "rois": [],
+              "model": {"id": "test", "angles_deg": [], "runtime": "test"}, "t_wall_ns": time.time_ns()}
+        self.emit("events", msg.derive("event", ev))
+
+
+@register_node("test_tally")
+class Tally(FakeClassify):
+    """As test_classify, its label the number of intervals seen so far: state no window of inputs rebuilds,
+    kept across a restart only by its checkpoints (Node.checkpoint_every)."""
+
+    params = {"checkpoint_every": Param(int, 3, "checkpoint every this many inputs (0: never)", min=0)}
+
+    @classmethod
+    def checkpoint_every(cls, params: dict) -> int:
+        return int(params["checkpoint_every"])
+
+    def setup(self) -> None:
+        self.seen = 0
+
+    def save_state(self) -> int:
+        return self.seen
+
+    def load_state(self, state: int) -> None:
+        self.seen = state
+
+    def process(self, port: str, msg: Message) -> None:
+        self.seen += 1
+        ev = {"stream": msg.stream, "track_id": int(msg.meta["track_id"]), "kind": "micro", "label": str(self.seen),
+              "onset": {"frame": msg.frame}, "apex": {"frame": msg.frame}, "offset": {"frame": msg.frame},
+              "scores": {}, "confidence": 1.0, "duration_s": 0.0, "intensity": 0.0, "box": [], "rois": [],
               "model": {"id": "test", "angles_deg": [], "runtime": "test"}, "t_wall_ns": time.time_ns()}
         self.emit("events", msg.derive("event", ev))
 
