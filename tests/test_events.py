@@ -271,3 +271,31 @@ def test_a_run_whose_event_log_cannot_be_written_ends_non_zero(short_tmp, write_
     with EventLog(short_tmp / "ev.db", readonly=True) as log:
         seqs = [e["seq"] for e in log.query()]
     assert 0 < len(seqs) < 200 and seqs == list(range(1, len(seqs) + 1))
+
+
+def test_events_tail_without_an_endpoint_follows_the_running_graphs_events_node(run_graph, tmp_path, short_tmp):
+    """A graph run with `--set events.pub=...` publishes elsewhere than the default: `events tail` with no
+    endpoint finds the running graph's events node (its run folder) and follows it there."""
+    go = tmp_path / "go"
+    pub, replay = f"ipc://{short_tmp}/moved-pub", f"ipc://{short_tmp}/moved-replay"
+    g = run_graph(f"""
+    name: tail-moved
+    nodes:
+      - {{name: src, type: test_events, params: {{count: 5, rate: 20, go_file: {go}}}}}
+      - {{name: events, type: events, params: {{db: {tmp_path / 'ev.db'}, print: false}}}}
+    connections: [src.events -> events.events]
+    """, "--set", f"events.pub={pub}", "--set", f"events.replay={replay}")
+    g.wait_for(lambda: "nodes connected: starting sources" in g.stderr(), what="the graph to start")
+    tail = subprocess.Popen([sys.executable, "-m", "edge", "events", "tail", "--since", "0", "--count", "5",
+                             "--timeout", "20", "--json"], env=g.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(0.5)
+        go.touch()
+        out, err = tail.communicate(timeout=40)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert tail.returncode == 0, err
+    assert f"following the events node of the running graph tail-moved: {pub}, replay {replay}" in err
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3, 4, 5]

@@ -15,8 +15,9 @@ from edge.jsonout import JsonOut, add_json_argument
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     t = sub.add_parser("tail", help="print live events; gaps are repaired through the replay endpoint")
-    t.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5571", help="mer.event PUB endpoint")
-    t.add_argument("--replay", default="tcp://127.0.0.1:5572", help="replay endpoint")
+    t.add_argument("endpoint", nargs="?", help="mer.event PUB endpoint (default: the events node of the newest "
+                                                "running graph, with its --set endpoints; else the events node's default)")
+    t.add_argument("--replay", help="replay endpoint (default: with no endpoint given, the running graph's; else the events node's default)")
     t.add_argument("--since", type=int, help="first replay every event after this sequence number")
     t.add_argument("--count", type=int, help="exit after this many events")
     t.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
@@ -37,6 +38,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV, nested fields as a.b columns")
     fmt.add_argument("--jsonl", dest="format", action="store_const", const="jsonl", help="one JSON object per event")
     x.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+
+
+def running_events_node() -> tuple[str, dict] | None:
+    """(graph name, params) of the events node of the newest graph that still runs (its runner's
+    `latest` run folder), or None."""
+    import json
+
+    from edge.runtime.supervisor import runs_root, supervisor_alive
+
+    run = runs_root() / "latest"
+    try:
+        info = json.loads((run / "endpoints.json").read_text())
+        if not isinstance(info, dict) or not supervisor_alive(info):
+            return None
+        for spec_path in sorted(run.glob("*.json")):
+            spec = json.loads(spec_path.read_text())
+            if isinstance(spec, dict) and spec.get("type") == "events" and isinstance(spec.get("params"), dict):
+                return str(info.get("graph", "")), spec["params"]
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _endpoints(endpoint: str | None, replay: str | None) -> tuple[str, str]:
+    """The PUB and replay endpoints to follow: those given, else the running graph's events node's (a
+    `--set events.pub=...` moves them), else the node's defaults."""
+    if endpoint is not None and replay is not None:
+        return endpoint, replay
+    from nodes.events import EventsSink
+
+    found = running_events_node() if endpoint is None else None
+    params = found[1] if found else {}
+    pub = endpoint or params.get("pub") or EventsSink.params["pub"].default
+    rep = replay or params.get("replay") or EventsSink.params["replay"].default
+    if found:
+        print(f"following the events node of the running graph {found[0]}: {pub}, replay {rep}", file=sys.stderr)
+    return pub, rep
 
 
 def _show(ev: dict, out: JsonOut) -> None:
@@ -88,8 +126,9 @@ def main(args: argparse.Namespace) -> int:
         from edge.runtime.keys import load_curve
 
         curve = load_curve(args.keys)
+    endpoint, replay = _endpoints(args.endpoint, args.replay)
     ctx = context()
-    client = EventClient(ctx, args.endpoint, args.replay, since=args.since, curve=curve)
+    client = EventClient(ctx, endpoint, replay, since=args.since, curve=curve)
     n = 0
     try:
         for ev in client.events(timeout_s=args.timeout):
