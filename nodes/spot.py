@@ -73,8 +73,9 @@ class SpotNode(Node):
                 "residuals": self.residuals}
 
     def load_state(self, state: dict) -> None:
-        self.spotters, self.crops = state["spotters"], state["crops"]
-        self.provisional_sent, self.residuals = state["provisional_sent"], state["residuals"]
+        # One assignment: a state missing a key changes nothing (the runner then starts from scratch)
+        self.spotters, self.crops, self.provisional_sent, self.residuals = (
+            state["spotters"], state["crops"], state["provisional_sent"], state["residuals"])
 
     def setup(self) -> None:
         base = SpotParams.load(self.p.params_file) if self.p.params_file else SpotParams()

@@ -174,6 +174,21 @@ def test_a_killed_node_goes_on_from_its_checkpoint(tmp_path, plugin_env, every):
         assert r.rc == 0 and r.lost > 0 and r.duplicated > 0, r.log_tail
 
 
+def test_a_spot_killed_mid_clip_goes_on_from_its_checkpoint_and_logs_the_same_events(tmp_path):
+    """The whole pipeline on bench faults' clip: spot killed at 40 % of its life (bench faults seed 49, which
+    lost an event before spot's checkpoints) restores its state and the log is the undisturbed run's."""
+    from edge.bench.faults import make_clip, video_job
+
+    job = video_job(make_clip(tmp_path / "clip.avi"))
+    reference = run_once(job, tmp_path / "reference", None, None, 120.0)
+    assert reference.rc == 0 and reference.events, reference.log_tail
+    r = run_once(job, tmp_path / "run", Fault(49, "kill9", "spot", at=0.4, pause_s=0.0), reference, 120.0)
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert r.injected and "spot: restart 1/" in log, r.log_tail
+    assert "restored its state from the last checkpoint" in log, log[-4000:]
+    assert r.survived, f"exit {r.rc}, lost {r.lost}, duplicated {r.duplicated}, gaps {r.gaps}\n{r.log_tail}"
+
+
 def test_the_table_counts_failures_by_kind_and_node():
     ok = RunResult(1, "kill9", "cls", injected=True, rc=0)
     lost = RunResult(2, "kill9", "cls", injected=True, rc=0, lost=2)

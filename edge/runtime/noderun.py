@@ -314,7 +314,7 @@ class NodeProcess:
         try:
             state, done = checkpoint.load(self.ckpt_path)
             self.node.load_state(state)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # unreadable, or a state this node's code no longer takes: never a crash loop
             self.log.warning("checkpoint %s not restored (%s): starting from scratch", self.ckpt_path, e)
             return
         for (_, inp), ids in zip(self.inputs, done, strict=False):
