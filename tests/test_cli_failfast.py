@@ -84,7 +84,7 @@ def test_verbose_goes_anywhere_and_help_shows_defaults_and_choices(capsys):
     with pytest.raises(SystemExit):
         main(["events", "tail", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default tcp://127.0.0.1:5571)" in text and "(default tcp://127.0.0.1:5572)" in text
+    assert "else tcp://127.0.0.1:5571)" in text and "else tcp://127.0.0.1:5572)" in text
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -13,11 +13,15 @@ from edge.jsonout import JsonOut, add_json_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from nodes.events import EventsSink
+
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     t = sub.add_parser("tail", help="print live events; gaps are repaired through the replay endpoint")
     t.add_argument("endpoint", nargs="?", help="mer.event PUB endpoint (default: the events node of the newest "
-                                                "running graph, with its --set endpoints; else the events node's default)")
-    t.add_argument("--replay", help="replay endpoint (default: with no endpoint given, the running graph's; else the events node's default)")
+                                                "running graph, with its --set endpoints; else "
+                                                f"{EventsSink.params['pub'].default})")
+    t.add_argument("--replay", help="replay endpoint (default: with no endpoint given, the running graph's; else "
+                                    f"{EventsSink.params['replay'].default})")
     t.add_argument("--since", type=int, help="first replay every event after this sequence number")
     t.add_argument("--count", type=int, help="exit after this many events")
     t.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
