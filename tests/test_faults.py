@@ -189,6 +189,24 @@ def test_a_spot_killed_mid_clip_goes_on_from_its_checkpoint_and_logs_the_same_ev
     assert r.survived, f"exit {r.rc}, lost {r.lost}, duplicated {r.duplicated}, gaps {r.gaps}\n{r.log_tail}"
 
 
+def test_a_face_killed_mid_clip_goes_on_from_its_checkpoint_and_logs_the_same_events(tmp_path):
+    """bench faults seed 2's fault (face killed at its seeded moment; before face's checkpoints the restart
+    started new tracks and the log lost 3 events and changed 2): the trackers are restored, the tracks keep
+    their ids, and the log is the undisturbed run's."""
+    from edge.bench.faults import draw, make_clip, video_job
+
+    fault = draw(2)
+    assert (fault.kind, fault.node) == ("kill9", "face")
+    job = video_job(make_clip(tmp_path / "clip.avi"))
+    reference = run_once(job, tmp_path / "reference", None, None, 120.0)
+    assert reference.rc == 0 and reference.events, reference.log_tail
+    r = run_once(job, tmp_path / "run", fault, reference, 120.0)
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert r.injected and "face: restart 1/" in log, r.log_tail
+    assert "restored its state from the last checkpoint" in log, log[-4000:]
+    assert r.survived, f"exit {r.rc}, lost {r.lost}, duplicated {r.duplicated}, gaps {r.gaps}\n{r.log_tail}"
+
+
 def test_the_table_counts_failures_by_kind_and_node():
     ok = RunResult(1, "kill9", "cls", injected=True, rc=0)
     lost = RunResult(2, "kill9", "cls", injected=True, rc=0, lost=2)
@@ -200,14 +218,15 @@ def test_the_table_counts_failures_by_kind_and_node():
 
 
 def test_a_restart_window_without_room_upstream_is_refused_before_the_run(write_graph):
-    """flow keeps its last `lag` crops unacknowledged, and face (acknowledging after downstream) keeps the
-    frames they came from: a capture queue of `lag` or less would leave the batch job waiting forever."""
+    """flow keeps its last `lag` crops unacknowledged, and face (acknowledging after downstream; here without
+    checkpoints of its own) keeps the frames they came from: a capture queue of `lag` or less would leave
+    the batch job waiting forever."""
     from edge.runtime.graph import GraphError, load_graph
 
     text = """
     nodes:
       - {name: src, type: test_arrays, params: {count: 3}}
-      - {name: face, type: face}
+      - {name: face, type: face, params: {checkpoint_every: 0}}
       - {name: flow, type: flow, params: {lag: LAG}}
       - {name: rec, type: test_record, params: {path: r.jsonl}}
     connections:

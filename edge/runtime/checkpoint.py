@@ -6,11 +6,15 @@ acknowledges its handled inputs only in batches, each right after the runner sav
 with them in it: the restarted process loads the newest checkpoint and is sent exactly the inputs after
 it, so it emits what the dead one would have (the same ids: duplicates are dropped downstream).
 
-A checkpoint is taken only between messages, when no handled input is still waiting on anything
-(acknowledgements from downstream, a later stage of frame-order delivery): then the saved state holds
-exactly the inputs acknowledged with it. Such a moment comes within a message or two; a batch that finds
-none within SLACK more inputs acknowledges its oldest without (a restart then misses what they did to
-the state, as without checkpoints) rather than stall the producers. It also names the ids of the last two batches, so that one
+A checkpoint is taken only between messages, when no input is handled in part (a later stage of
+frame-order delivery due): then the saved state holds exactly the inputs acknowledged with it. It also
+holds the node's outputs that downstream has not acknowledged yet (every lossless link's outbox), so
+the inputs they came from are acknowledged with it too, not held until downstream acknowledges: the
+restarted process sends them again. Without that, face (whose crops flow and spot hold for their own
+windows and checkpoints) never found a moment with nothing waiting, and capture had to hold what
+every node downstream held. Such a moment comes within a message or two; a batch that finds none
+within SLACK more inputs acknowledges its oldest without (a restart then misses what they did to the
+state, as without checkpoints) rather than stall the producers. It also names the ids of the last two batches, so that one
 whose acknowledgement died with the process is dropped as a repeat rather than counted twice.
 
 The file lives in the run's private folder (mode 0700) and is written by this user's runner only:
@@ -24,7 +28,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: the outputs' unacknowledged messages too
 SLACK = 4  # handled inputs held beyond a batch while waiting for a moment to checkpoint (Node.held)
 
 

@@ -318,8 +318,9 @@ def _build(doc: Any, path: Path, overrides: list[tuple[str, str, Any]]) -> Graph
 def _check_retained(path: Path, nodes: dict[str, NodeSpec], links: list[Link]) -> None:
     """A node that keeps k handled inputs unacknowledged (Node.held: flow's `lag` window, spot's messages
     since its last checkpoint) holds them on every lossless link upstream where producers acknowledge
-    after downstream, plus what each of those producers holds itself: each such queue must exceed that,
-    or the producers wait for acknowledgements that wait for more input (a batch job that never ends)."""
+    after downstream, plus what each of those producers holds itself, up to one that checkpoints: each
+    such queue must exceed that, or the producers wait for acknowledgements that wait for more input (a
+    batch job that never ends)."""
     for n in nodes.values():
         k0 = n.cls.held(n.params)
         todo, best = [(n.name, k0)], {n.name: k0}
@@ -334,6 +335,10 @@ def _check_retained(path: Path, nodes: dict[str, NodeSpec], links: list[Link]) -
                                f"keeps up to {k0} inputs unacknowledged (to rebuild its state after a restart){also}")
                 src = nodes[lk.src]
                 up = k + src.cls.held(src.params)
+                # A producer with checkpoints keeps what downstream holds in its own (its outboxes), and
+                # acknowledges its inputs with them: its upstream holds only its own batch (its own turn).
+                if src.cls.checkpoint_every(src.params):
+                    continue
                 if src.cls.ack_after == "downstream" and best.get(lk.src, -1) < up:
                     best[lk.src] = up
                     todo.append((lk.src, up))

@@ -272,24 +272,45 @@ class NodeProcess:
         return next(k for k, (_, i) in enumerate(self.inputs) if i is inp)
 
     def _maybe_checkpoint(self) -> None:
-        """Between messages: checkpoint once a batch is held and nothing handled waits on anything; past
-        checkpoint.SLACK more, the oldest go without (edge.runtime.checkpoint)."""
-        if self.ckpt_path is None or self._in_delivery or not self._held:
+        """Between messages: checkpoint once a batch is handled (acknowledged downstream, or waiting only
+        on that) and nothing is handled in part; past checkpoint.SLACK more, the oldest go without
+        (edge.runtime.checkpoint)."""
+        if self.ckpt_path is None or self._in_delivery or not (self._held or self._touched):
             return
-        if not self._touched and max(len(ids) for ids in self._held.values()) >= self.ckpt_every:
-            self._checkpoint()
-            return
+        waiting = self._waiting()
+        if waiting is not None:
+            counts = [len(self._held.get(k, ())) + len(waiting.get(k, ())) for k in range(len(self.inputs))]
+            if max(counts) >= self.ckpt_every:
+                self._checkpoint(waiting)
+                return
         for k, ids in self._held.items():
             while len(ids) >= self.ckpt_every + checkpoint.SLACK:
                 self.inputs[k][1].complete(ids.pop(0))
 
-    def _checkpoint(self) -> None:
+    def _waiting(self) -> dict[int, list[str]] | None:
+        """The handled inputs that wait only on downstream's acknowledgements, by input; None while one
+        is handled in part (a later stage of frame-order delivery is due): no moment to checkpoint."""
+        waiting: dict[int, list[str]] = {}
+        for msg_id in self._touched:
+            inp, due, _ = self._handling[msg_id]
+            if due[0] > 0:
+                return None
+            waiting.setdefault(self._index(inp), []).append(msg_id)
+        return waiting
+
+    def _outboxes(self) -> dict[str, list[list[tuple[str, list]]]]:
+        """Every output's unacknowledged messages, per link: saved with a checkpoint, so that the inputs
+        they came from can be acknowledged with it (a restarted process sends them again)."""
+        return {port: out.unacknowledged() for port, out in self.outputs.items() if out.acked_links}
+
+    def _checkpoint(self, waiting: dict[int, list[str]]) -> None:
         assert self.ckpt_path is not None
-        batch = [list(self._held.get(k, ())) for k in range(len(self.inputs))]
+        batch = [list(self._held.get(k, ())) + list(waiting.get(k, ())) for k in range(len(self.inputs))]
         done = [[i for b in (*self._batches, batch) for i in b[k]] for k in range(len(self.inputs))]
         try:
             t0 = time.perf_counter()
-            size = checkpoint.save(self.ckpt_path, self.node.save_state(), done)
+            size = checkpoint.save(self.ckpt_path, {"node": self.node.save_state(), "outboxes": self._outboxes()},
+                                   done)
             if not self.checkpoints:
                 self.log.info("checkpoint every %d inputs: %.1f MB, %.1f ms", self.ckpt_every, size / 1e6,
                               (time.perf_counter() - t0) * 1e3)
@@ -298,7 +319,17 @@ class NodeProcess:
             if not self._ckpt_failed:
                 self.log.warning("checkpoint not written (%s): a restart will not restore this state", e)
             self._ckpt_failed = True
+            self.ckpt_path.unlink(missing_ok=True)  # an older one would not match what is acknowledged now
+            batch = [list(self._held.get(k, ())) for k in range(len(self.inputs))]
+            waiting = {}  # their results are in no checkpoint: they wait for downstream as without one
         self._batches.append(batch)
+        # Their results wait in the checkpoint's outboxes now: downstream's acknowledgements of them
+        # release nothing any more.
+        for ids in waiting.values():
+            for msg_id in ids:
+                del self._handling[msg_id]
+                self._touched.discard(msg_id)
+        self._emitted_from = {m: c for m, c in self._emitted_from.items() if c in self._handling}
         for k, ids in enumerate(batch):
             for msg_id in ids:
                 self.inputs[k][1].complete(msg_id)
@@ -313,7 +344,9 @@ class NodeProcess:
             return
         try:
             state, done = checkpoint.load(self.ckpt_path)
-            self.node.load_state(state)
+            self.node.load_state(state["node"])
+            for port, per_link in state["outboxes"].items():
+                self.outputs[port].restore(per_link)
         except Exception as e:  # unreadable, or a state this node's code no longer takes: never a crash loop
             self.log.warning("checkpoint %s not restored (%s): starting from scratch", self.ckpt_path, e)
             return

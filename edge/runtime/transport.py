@@ -391,6 +391,18 @@ class Output:
     def drained(self) -> bool:
         return not self._unacked
 
+    def unacknowledged(self) -> list[list[tuple[str, list[Any]]]]:
+        """Per link, the (id, parts) it has not acknowledged, oldest first (a node's checkpoint keeps them)."""
+        return [[(i, e.parts) for i, e in lk.outbox.entries.items()] for lk in self.links]
+
+    def restore(self, per_link: list[list[tuple[str, list[Any]]]]) -> None:
+        """Hold unacknowledged() of a dead process of this node again, to send when each consumer says
+        hello (one that had a message already drops the repeat by id)."""
+        for lk, entries in zip(self.links, per_link, strict=True):
+            for msg_id, parts in entries:
+                lk.outbox.add(msg_id, parts)
+                self._unacked[msg_id] = self._unacked.get(msg_id, 0) + 1
+
     def _wait_room(self, stop: Any, timeout_s: float | None) -> bool:
         """Backpressure: wait until every link's outbox has room (acknowledgements come in meanwhile)."""
         t0 = time.monotonic()

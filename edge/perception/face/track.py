@@ -352,6 +352,32 @@ class FaceTracker:
         """K, the landmarks per face in `points`."""
         return 68 if self.landmarks in POINT_LANDMARKS else 2
 
+    # What a restarted face node goes on from (its checkpoint): everything that changes from frame to frame.
+    # The detector and landmarker hold only their models, and the worker thread nothing of its own.
+    _STATE = ("tracks", "frame_index", "_grey", "_ended", "_detected", "_next_id", "fps")
+
+    def save(self) -> dict[str, Any]:
+        """The tracker's state, picklable: restore() on a tracker of the same config goes on from it as this
+        one would. A detection round still running is waited for and saved as its result, so its births
+        and re-locks show at the same frame as they would have."""
+        state = {name: getattr(self, name) for name in self._STATE}
+        if self._round is not None:
+            dets, grey, scheduled = self._round
+            state["round"] = (dets.result(), grey, scheduled)
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from save()'s result (a KeyError on a state that is not one changes nothing)."""
+        values = [state[name] for name in self._STATE]
+        pending = state.get("round")
+        for name, value in zip(self._STATE, values, strict=True):
+            setattr(self, name, value)
+        self._round = None
+        if pending is not None:
+            done: Future = Future()
+            done.set_result(pending[0])
+            self._round = (done, pending[1], pending[2])
+
     def close(self) -> TrackedFaces:
         """End every track (end of stream): an empty frame whose `ended` lists the confirmed ids."""
         self._apply_round()
