@@ -55,7 +55,7 @@ def frame_columns() -> list[str]:
     return ["frame", "time_s", "track_id", "box_x", "box_y", "box_w", "box_h", "yaw", "pitch", "roll",
             "eye_open_left", "eye_open_right", "mouth_open", "speech", "talking", "eyes_shut", "head_motion",
             "residual", "flow_ref", *(f"motion_{r}" for r in _roi_names()), "score", "score_roi", "occluded",
-            "flag"]
+            "edge_occlusion", "flag"]
 
 
 # ------------------------------------------------------------------------------------------ one video
@@ -221,6 +221,7 @@ class _Recorder:
             row["talking"] = int(bool(ctx.talking))
             row["eyes_shut"] = int(bool(ctx.shut))
             row["occluded"] = " ".join(ctx.occluded)
+            row["edge_occlusion"] = _num(ctx.edge, 2)
         row["flag"] = rec.flag
 
 

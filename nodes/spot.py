@@ -172,8 +172,10 @@ class SpotNode(Node):
         key = (msg.stream, tid)
         if key not in self.residuals:
             self.residuals[key] = WarpResidual(ring[-1][1].shape[0], self._fps(sp, tid))
-        scores = self.residuals[key].update(ref_crop, ring[-1][1], flow)
-        sp.note_frame(msg.frame, tid, dataclasses.replace(info, occlusion=tuple(round(float(v), 2) for v in scores)))
+        rois, edges = self.residuals[key].update(ref_crop, ring[-1][1], flow)
+        sp.note_frame(msg.frame, tid, dataclasses.replace(
+            info, occlusion=tuple(round(float(v), 2) for v in rois),
+            edge_occlusion=round(float(edges.max()), 2) if edges.size else None))
 
     def _provisional(self, msg: Message, sp: Spotter, tid: int) -> None:
         """Send an open event's onset and apex crops once it is past its apex (again if they move), kind

@@ -12,7 +12,7 @@ import pytest
 from edge.data.aus import ActionUnit, Patch
 from edge.perception.spot import FrameInfo, SpotParams
 from edge.perception.spot.context import SwingCounter
-from tests.test_spot import FPS, flows, frames_of, micro, render, spot
+from tests.test_spot import FPS, LAG, flows, frames_of, micro, render, spot
 
 
 def test_swings_count_reversals_past_the_threshold_within_the_window():
@@ -135,6 +135,52 @@ def test_an_interval_whose_occluded_rois_moved_most_is_the_occluders():
     kept = [i for i in spot(flows(render(int(3 * FPS), [brows, chin_small], sigma=1.0)), info=info)
             if not i.discarded]
     assert [i.kind for i in kept] == ["micro"] and {"brow_left", "brow_right"} & set(kept[0].rois)
+
+
+def test_a_hand_at_the_jaw_line_scores_the_face_edge_not_the_rois():
+    """The warp residual of a real face crop: a patch of other texture coming in over the jaw line (outside
+    every ROI) scores the face's edge as occluded and no ROI; the whole crop shifting, as the flow says it
+    did, scores nothing."""
+    import cv2
+
+    from edge.perception.geometry import EDGE_BOXES, roi_boxes
+    from edge.perception.spot.occlusion import WarpResidual
+    from tests.test_spot import S
+
+    rng = np.random.default_rng(3)
+    face = render(1, [], sigma=0.0)[0]
+    res = WarpResidual(S, FPS)
+    still = np.zeros((2, S, S), np.float32)
+    for _ in range(12):  # the usual level: sensor noise only
+        res.update(face, np.clip(face + rng.normal(0, 1.0, face.shape), 0, 255).astype(np.uint8), still)
+    x0, y0, x1, y1 = roi_boxes(S, EDGE_BOXES)["jaw_left"]
+    hand = face.copy()
+    hand[y0 + 6:y1, x0:x1] = cv2.GaussianBlur(rng.integers(0, 255, (y1 - y0 - 6, x1 - x0), np.uint8), (3, 3), 0)
+    rois, edges = res.update(face, hand, still)
+    assert edges.max() >= SpotParams().occlusion_k and rois.max() < SpotParams().occlusion_k, (rois, edges)
+    shift = np.full((2, S, S), -1.0, np.float32)  # the crop moved by (-1, -1) px: the flow says so
+    moved = cv2.warpAffine(face, np.float32([[1, 0, -1], [0, 1, -1]]), (S, S), borderMode=cv2.BORDER_REPLICATE)
+    rois, edges = res.update(face, moved, shift)
+    assert max(edges.max(), rois.max()) < SpotParams().occlusion_k, (rois, edges)
+
+
+def test_a_micro_interval_next_to_an_occluded_face_edge_is_the_hands():
+    """clm_cap12 frame 1173 (docs/spotting.md): a hand coming in over the jaw line shifts the lower face by a
+    micro-expression's size before it covers any ROI. A micro interval that starts within its flow lag
+    after a frame whose face edge is occluded is discarded as occluded; the same edge score a second
+    before changes nothing."""
+    ev = [micro(1.5, {12: 1.5})]
+    fl = flows(render(int(3 * FPS), ev, sigma=1.0))
+    on, _ = frames_of(ev[0])
+
+    def edge_at(frames: range) -> dict[int, FrameInfo]:
+        return {k: FrameInfo(edge_occlusion=6.0 if k in frames else 1.0) for k in range(int(3 * FPS))}
+
+    out = spot(fl, info=edge_at(range(on - LAG, on - 1)))
+    assert not [i for i in out if i.kind == "micro" and not i.discarded], [(i.kind, i.discarded) for i in out]
+    assert any(i.discarded.startswith("occluded: the face's edge") for i in out)
+    far = range(on - int(FPS), on - int(FPS) + 2)
+    assert [i.kind for i in spot(fl, info=edge_at(far)) if not i.discarded] == ["micro"]
 
 
 @pytest.mark.parametrize("dur", [0.3, 0.45])

@@ -34,6 +34,12 @@ ROIS: dict[str, tuple[float, float, float, float]] = {
 STABLE_ROIS: dict[str, tuple[float, float, float, float]] = {
     "nose_bridge": (0.44, 0.36, 0.56, 0.52),
 }
+# The face's lower edges, outside every ROI: a hand reaching the face from below or the side crosses the
+# jaw line here before it covers a ROI (edge.perception.spot.occlusion).
+EDGE_BOXES: dict[str, tuple[float, float, float, float]] = {
+    "jaw_left": (0.08, 0.70, 0.26, 0.94),
+    "jaw_right": (0.74, 0.70, 0.92, 0.94),
+}
 # The face's skin as an ellipse (centre x, centre y, semi-axis x, semi-axis y), fractions of the side:
 # cheek to cheek and brows to chin, inside the crop's margin. The spotter fits the crop's rigid motion on
 # it, outside the ROIs.

@@ -22,6 +22,9 @@ features, and says which channels cannot carry an event at that frame (`muted`) 
 - occluded ROIs: the ROI's warp residual (change its own flow cannot explain: edge.perception.spot.occlusion)
   at or over `occlusion_k` times its usual, except the eyes (the lid is the eye's own occluder) and the
   mouth and chin while talking (an open mouth is the face's own). Occluded ROIs' channels are muted.
+- the face's edges (FrameContext.edge): the same score at the jaw line, outside the ROIs, where a hand
+  comes in; it mutes nothing, and a micro interval next to a frame where it reaches `occlusion_k` is the
+  hand's (edge.perception.spot.describe).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class FrameContext:
     shut: bool = False
     head_pose: tuple[float, float, float] | None = None  # yaw, pitch, roll, degrees
     occluded: tuple[str, ...] = ()      # ROI names
+    edge: float = math.nan              # the face's lower edges' warp residual over its usual (nan: none sent)
 
 
 @dataclass
@@ -148,7 +152,8 @@ class ContextTracker:
         for r in occluded:
             muted |= self.roi_channels[r]
         pose = tuple(float(v) for v in info.head_pose) if info is not None and info.head_pose is not None else None
-        return FrameContext(talking, speech, swings, eye, shut, pose, occluded), muted
+        edge = math.nan if info is None or info.edge_occlusion is None else float(info.edge_occlusion)
+        return FrameContext(talking, speech, swings, eye, shut, pose, occluded, edge), muted
 
     def _open_level(self, eye: float, fps: float) -> float:
         """The eyes' open level of the last second (EYE_LEVEL_Q-th percentile), frozen during a closure.

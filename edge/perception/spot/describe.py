@@ -9,7 +9,8 @@ Discarded, with the reason: intervals overlapping a flagged frame (track loss, a
 long as the flow lag, head speed above `head_speed_max`, a stabilisation residual above `residual_max`,
 rigid motion left in the crop above its limit; head motion also within `head_margin_s` of the interval, as
 a head turn is slow where it turns); a micro interval with head speed within `head_margin_s` above the
-face's micro head limit (parallax of that size is left in the crop); motion already under way when
+face's micro head limit (parallax of that size is left in the crop); a micro interval next to an occluded
+face edge (a hand coming in: edge.perception.spot.context); motion already under way when
 spotting started; a micro shorter than `micro_min_s` (a facial action goes and comes back: a glitch); a
 peak ROI displacement below `min_intensity_px`; a micro interval where only the eyes moved, more
 sideways than vertically (a gaze shift); the jaw opening alone; a displacement above `micro_max_px`. The rigid-motion and micro head limits are in noise units
@@ -164,6 +165,18 @@ def describe(ctx: TrackContext, m: Measured) -> Interval:
         limit = max(p.bump_head_speed_max, ctx.head_limit)
         if speed > limit:
             reason = f"head motion {speed:.0f} crop px/s > {limit:.0f} (a micro-expression needs a steady face)"
+    # A hand coming to the face crosses the jaw line first, and the face node re-registers the face under
+    # it: the lower ROIs shift by a micro-expression's size before the hand covers any of them. A micro
+    # interval with a frame where the face's edge is occluded, during it or within its flow lag before (its
+    # flows reach back that far), is the hand's. Macro intervals keep their own (a broad smile can raise
+    # the jaw line's residual too).
+    if not reason and kind == "micro":
+        edge = max((g.context.edge for g in ctx.frames if g.context is not None
+                    and on.frame - m.lag <= g.frame <= off.frame and g.context.edge == g.context.edge),
+                   default=0.0)
+        if edge >= p.occlusion_k:
+            reason = (f"occluded: the face's edge (warp residual {edge:.1f} times its usual at the jaw line, "
+                      "a hand coming in)")
     # Motion already under way when spotting started (a new track, the first second of a stream):
     # its true onset is unknown, and the part seen (a blink reopening, say) is not what it looks like.
     if not reason and ctx.ready_frame is not None and on.frame <= ctx.ready_frame + m.lag:

@@ -7,6 +7,11 @@ the two crops agree. Each ROI's score is its mean absolute warp residual (grey l
 typical residual (the median of its last LEVEL_S), so texture and noise, which differ by ROI and camera,
 cancel: ~1 on a quiet face or one moving with an expression, 4-20 where an occluder moves.
 
+The same score at the face's lower edges (geometry.EDGE_BOXES, outside every ROI) catches a hand on its
+way in: it crosses the jaw line before it covers a ROI, and as it comes the face node re-registers the
+face under it, which shifts the lower ROIs by a fraction of a pixel: a micro-expression's size, with no ROI
+yet occluded (clm_cap12 frame 1173: docs/spotting.md).
+
 A still occluder leaves no residual, but it makes no motion either (no event to discard). A lid closing
 over the eye and an open mouth's teeth are changes of this kind too: the spotter does not count them as
 occlusion while the eyes are shut or the face talks (edge.perception.spot.context).
@@ -19,23 +24,24 @@ from collections import deque
 import cv2
 import numpy as np
 
-from edge.perception.geometry import roi_boxes
+from edge.perception.geometry import EDGE_BOXES, ROIS, roi_boxes
 
 LEVEL_S = 4.0       # the typical residual: median over this long
 RESIDUAL_FLOOR = 0.5  # grey levels: the typical residual is at least this (a flat, noiseless crop)
 
 
 class WarpResidual:
-    """One track's per-ROI warp residual over its typical level: `update(ref, crop, flow)`."""
+    """One track's warp residual over its typical level, per ROI and face edge: `update(ref, crop, flow)`."""
 
     def __init__(self, crop_size: int, fps: float) -> None:
-        self.boxes = list(roi_boxes(crop_size).values())
+        self.boxes = [*roi_boxes(crop_size).values(), *roi_boxes(crop_size, EDGE_BOXES).values()]
         self.history: deque[np.ndarray] = deque(maxlen=max(10, round(LEVEL_S * fps)))
         yy, xx = np.mgrid[0:crop_size, 0:crop_size].astype(np.float32)
         self.grid = (xx, yy)
 
-    def update(self, ref: np.ndarray, crop: np.ndarray, flow: np.ndarray) -> np.ndarray:
-        """(R,) scores (geometry.ROIS order) of the flow (2, S', S') crop px from grey crop `ref` to `crop`."""
+    def update(self, ref: np.ndarray, crop: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scores of the flow (2, S', S') crop px from grey crop `ref` to `crop`: (R,) per ROI
+        (geometry.ROIS order) and (E,) per face edge (geometry.EDGE_BOXES order)."""
         size = crop.shape[0]
         if flow.shape[-1] != size:  # the flow node's output was downscaled: back to crop px and size
             k = size / flow.shape[-1]
@@ -46,4 +52,5 @@ class WarpResidual:
         residual = np.array([diff[y0:y1, x0:x1].mean() for x0, y0, x1, y1 in self.boxes], np.float32)
         level = np.median(np.stack(self.history), axis=0) if len(self.history) >= 5 else residual
         self.history.append(residual)
-        return residual / np.maximum(level, RESIDUAL_FLOOR)
+        scores = residual / np.maximum(level, RESIDUAL_FLOOR)
+        return scores[:len(ROIS)], scores[len(ROIS):]

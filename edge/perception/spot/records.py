@@ -56,6 +56,7 @@ class FrameInfo:
     head_pose: tuple[float, float, float] | None = None  # yaw, pitch, roll, degrees (nan: unknown)
     occlusion: tuple[float, ...] | None = None  # per ROI (geometry.ROIS order): warp residual over its
     # usual (edge.perception.spot.occlusion; the spot node adds it, from the flow)
+    edge_occlusion: float | None = None  # the same, the highest of the face's lower edges (geometry.EDGE_BOXES)
     landmarks: str = ""               # the state's source: the face node's landmarks ("dlib68", "eyes")
 
     @classmethod
