@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,21 +213,40 @@ def extract(video, lag: int = 3, backend: str = "auto", baseline: bool = True, p
     spot = _RecordingSpotNode("spot", _RecordingSpotNode.resolve_params({}), sent)
     spot.calls, spot.spot_params = [], params or SpotParams()
     nodes = (face, flow, spot)
-    for node in nodes:
-        node.setup()
     # The replay (spot_clip) logs each interval with its discard reason; here it would be logged twice.
-    interval_log = logging.getLogger(TrackSpotter.__module__)
-    level = interval_log.level
-    interval_log.setLevel(logging.WARNING)
-    try:
-        run_chain(nodes, _frames(video, fps, grey_now, counted, progress))
-    finally:
-        interval_log.setLevel(level)
+    with quiet_logs(TrackSpotter.__module__), quiet_logs(*PER_CLIP_LOGS, unless_verbose=True):
         for node in nodes:
-            node.teardown()
+            node.setup()
+        try:
+            run_chain(nodes, _frames(video, fps, grey_now, counted, progress))
+        finally:
+            for node in nodes:
+                node.teardown()
     recorder = getattr(spot, "recorder", None)
     roi_of = recorder.roi_of if recorder is not None and recorder.roi_of is not None else np.zeros(0, int)
     return Clip(fps, counted[0], list(video.truth), tracks, roi_of, lag, spot.calls, published)
+
+
+# Loggers whose lines come once per clip or interval (node set-up, each discard with its reason): a
+# bench's table is its output and sums them, so they show only with -v.
+PER_CLIP_LOGS = ("node", "edge.perception")
+
+
+@contextmanager
+def quiet_logs(*names: str, unless_verbose: bool = False) -> Iterator[None]:
+    """The loggers `names` at WARNING for the block (left as they are under -v, with `unless_verbose`)."""
+    if unless_verbose and logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def spot_clip(clip: Clip, params: SpotParams) -> list[Interval]:
@@ -234,13 +254,14 @@ def spot_clip(clip: Clip, params: SpotParams) -> list[Interval]:
     this many times)."""
     sp = Spotter(params)
     out: list[Interval] = []
-    for call in clip.calls:
-        if isinstance(call, Noted):
-            sp.note_frame(call.frame, call.track_id, call.info)
-        elif isinstance(call, Pushed):
-            out += sp.push_features(call.frame, call.t_mono_ns, call.t_wall_ns, call.track_id, call.ref_frame,
-                                    call.feats, call.rigid, clip.roi_of)
-        else:
-            out += sp.end_track(call.track_id, call.reason)
-    out += sp.finish()
+    with quiet_logs(*PER_CLIP_LOGS, unless_verbose=True):
+        for call in clip.calls:
+            if isinstance(call, Noted):
+                sp.note_frame(call.frame, call.track_id, call.info)
+            elif isinstance(call, Pushed):
+                out += sp.push_features(call.frame, call.t_mono_ns, call.t_wall_ns, call.track_id,
+                                        call.ref_frame, call.feats, call.rigid, clip.roi_of)
+            else:
+                out += sp.end_track(call.track_id, call.reason)
+        out += sp.finish()
     return out
