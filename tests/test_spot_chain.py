@@ -32,6 +32,27 @@ def test_the_replay_of_the_recorded_input_is_what_the_spot_node_sent(micro_clip)
     assert len(micro_clip.published) >= 3 and replayed == micro_clip.published
 
 
+def test_the_replay_logs_each_interval_only_when_verbose(micro_clip, caplog):
+    """A bench's table sums the intervals and discards; their per-interval lines show with -v (the root
+    logger at DEBUG)."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        with caplog.at_level(logging.INFO):
+            out = spot_clip(micro_clip, SpotParams(micro_max_px=0.01))  # every micro discarded: an INFO line each
+        assert any(iv.discarded for iv in out) and not [r for r in caplog.records if r.name.startswith("edge.")]
+        caplog.clear()
+        root.setLevel(logging.DEBUG)
+        with caplog.at_level(logging.DEBUG):
+            spot_clip(micro_clip, SpotParams(micro_max_px=0.01))
+        assert [r for r in caplog.records if "discarded" in r.getMessage()]
+    finally:
+        root.setLevel(level)
+
+
 def test_chain_beats_the_plain_baseline(micro_clip):
     ours = score([micro_clip], [spot_clip(micro_clip, SpotParams())])
     base = score([micro_clip], [baseline_clip(micro_clip)])
