@@ -86,6 +86,19 @@ def state_text(faces, i: int) -> str:
     return f"{pose} mouth {faces.mouth_open[i]:.2f} speech {faces.speech[i]:.2f}"
 
 
+MIN_TEXT_SCALE = 0.33  # under this the state line is split in two rather than shrunk: smaller is unreadable
+
+
+def fit_text(text: str, x: int, width: int, scale: float) -> tuple[int, float]:
+    """(x, scale) that keep `text` (FONT_HERSHEY_SIMPLEX, thickness 1) inside a frame `width` px wide:
+    moved left first, then smaller (a small clip's face box is narrower than the state line)."""
+    tw = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+    if tw > width - 4:
+        scale *= (width - 4) / tw
+        tw = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+    return max(0, min(x, width - tw - 2)), scale
+
+
 def draw_state_bars(crop: np.ndarray, eye_open: np.ndarray, speech: float) -> None:
     """Bars on a (S, S, 3) crop: the eyes' openness up its left and right edges (full height at 1.2, the
     usual level at 5/6 of it) and speech activity along its bottom, in place."""
@@ -115,9 +128,15 @@ def compose_view(frame: np.ndarray, faces, flows: dict[int, np.ndarray], flow_ma
         x, y, w, bh = faces.boxes[i]
         cv2.rectangle(img, (int(x), int(y)), (int(x + w), int(y + bh)), GREEN, 2)
         label = f"#{tid} res {faces.residual[i]:.2f} mot {faces.head_motion[i]:.1f}"
-        cv2.putText(img, label, (int(x), max(12, int(y) - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, YELLOW, 1)
-        cv2.putText(img, state_text(faces, i), (int(x), min(h - 24, int(y + bh) + 14)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4, CYAN, 1)
+        lx, ls = fit_text(label, int(x), img.shape[1], 0.45)
+        cv2.putText(img, label, (lx, max(12, int(y) - 6)), cv2.FONT_HERSHEY_SIMPLEX, ls, YELLOW, 1)
+        state = state_text(faces, i)
+        lines = [state] if fit_text(state, 0, img.shape[1], 0.4)[1] >= MIN_TEXT_SCALE else \
+            state.replace(" mouth", "\nmouth").split("\n")  # a small frame: pose, then the mouth
+        for j, line in enumerate(lines):
+            sx, ss = fit_text(line, int(x), img.shape[1], 0.4)
+            cv2.putText(img, line, (sx, min(h - 24 + 12 * j, int(y + bh) + 14 + 12 * j)), cv2.FONT_HERSHEY_SIMPLEX,
+                        ss, CYAN, 1)
         if i >= PANEL_ROWS:
             continue
         crop = cv2.cvtColor(faces.crops[i], cv2.COLOR_GRAY2BGR)

@@ -144,6 +144,20 @@ def test_view_draws_the_state():
     assert (crop[-1].max(1) > 0).sum() == 64, "speech 0.5: half the bottom edge"
 
 
+def test_view_keeps_the_state_line_inside_a_small_frame():
+    """carphone is 176x144: the state line of a face near the right edge is moved left and shrunk to fit."""
+    import cv2
+
+    from edge.debug_view import fit_text
+
+    text = "yaw -12 pitch 8 roll -4 mouth 0.31 speech 0.62"
+    for x, width in ((120, 176), (0, 176), (300, 640)):
+        fx, scale = fit_text(text, x, width, 0.4)
+        tw = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+        assert 0 <= fx and fx + tw <= width, (x, width, fx, tw)
+    assert fit_text(text, 10, 640, 0.4) == (10, 0.4), "a line that fits is left as it is"
+
+
 def test_eye_likeness_drops_while_a_lid_covers_the_eye():
     from edge.perception.face.state import EyeLikeness
 
